@@ -1,0 +1,127 @@
+"""The ``stability`` command line. Bad input: one line on stderr and exit code 2."""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from stability.errors import StabilityError
+from stability.store import DEFAULT_DB, Store, writable_path
+from stability.sweep import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Progress, SweepGrid, run_sweep
+from stability.tables import summary_table
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    out = []
+    for t in _names(text):
+        try:
+            out.append(int(t))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{t!r} is not an integer") from None
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so every error takes the same one-line path."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise StabilityError(message)
+
+
+def _add_sweep(sub: "argparse._SubParsersAction[_Parser]") -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="probe a grid of MLPs layer by layer; rows go to the store and a CSV",
+        description="Probe every (activation, init, depth, width, dtype, seed, batch) cell.",
+    )
+    p.add_argument("--activation", type=_names, default=list(DEFAULT_ACTIVATIONS),
+                   help="comma list (default: %(default)s)")
+    p.add_argument("--init", type=_names, default=list(DEFAULT_INITS),
+                   help="comma list (default: %(default)s)")
+    p.add_argument("--depth", type=_ints, default=[50], help="comma list (default: 50)")
+    p.add_argument("--width", type=_ints, default=[256], help="comma list (default: 256)")
+    p.add_argument("--dtype", type=_names, default=["float32", "float16"],
+                   help="comma list of float64,float32,bfloat16,float16 (default: float32,float16)")
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma list (default: 0,1,2)")
+    p.add_argument("--batch", type=_ints, default=[256], help="comma list, >= 2 (default: 256)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--out", type=Path, default=DEFAULT_SWEEP_CSV,
+                   help="CSV of this grid's rows (default: %(default)s)")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB,
+                   help="SQLite results store (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="skip cells already in the store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
+    grid = SweepGrid(
+        activations=args.activation, inits=args.init, depths=args.depth, widths=args.width,
+        dtypes=args.dtype, seeds=args.seeds, batches=args.batch, device=args.device,
+    )
+    cells = grid.cells()  # validates every name and size before any work
+    out = writable_path(args.out, "output file")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
+    with Store.open(args.db) as store:
+        progress = Progress(len(cells), enabled=None if not args.quiet else False)
+        try:
+            summary = run_sweep(grid, store, ["stability", *sys.argv[1:]], args.jobs,
+                                args.resume, progress)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: completed cells are kept in {store.path}; "
+                  "rerun with --resume to finish", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        rows = store.sweep_rows(c.key for c in cells)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(out, index=False)
+    if not args.quiet and not rows.empty:
+        with pd.option_context("display.width", 160, "display.max_rows", 500):
+            print(summary_table(rows).to_string(index=False))
+    print(summary.line())
+    print(f"rows: {len(rows)} -> {out} (store: {args.db})")
+    for failure in summary.failures[:5]:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+COMMANDS: list[Callable[["argparse._SubParsersAction[_Parser]"], None]] = [_add_sweep]
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="stability", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 1 failures/regressions, 2 bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.handler(args)
+        return code
+    except StabilityError as exc:
+        print(f"stability: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The frozen description of one probe network: plain strings and numbers only.
+
+Strings (not callables) keep a config hashable, printable, usable as a DataFrame column
+and drawable with ``st.sampled_from``. Validation happens once, here, with messages that
+name the bad value and the valid choices.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from stability.activations import ACTIVATIONS
+from stability.dtypes import DTYPES
+from stability.errors import StabilityError
+from stability.inits import INITS
+from stability.registry import lookup
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Depth-``depth`` stack of ``Linear(width, width)`` + activation blocks.
+
+    ``seed`` fixes the weights (and LSUV's calibration batch); ``bias`` adds zero-initialised
+    biases. ``dtype`` is a registry name; on CPU, float16/bfloat16 are emulated.
+    """
+
+    depth: int = 50
+    width: int = 256
+    activation: str = "relu"
+    init: str = "kaiming_normal"
+    dtype: str = "float32"
+    bias: bool = True
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        lookup("activation", self.activation, ACTIVATIONS)
+        lookup("init", self.init, INITS)
+        lookup("dtype", self.dtype, DTYPES)
+        _check_int("depth", self.depth, minimum=1)
+        _check_int("width", self.width, minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        base = self.device.split(":")[0]
+        if base not in DEVICES:
+            raise StabilityError(f"unknown device {self.device!r}; expected one of {list(DEVICES)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field name -> value, in declaration order (a DataFrame row)."""
+        return asdict(self)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StabilityError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise StabilityError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_batch(batch: object) -> int:
+    """A probe batch needs at least 2 samples to have a variance."""
+    _check_int("batch", batch, minimum=2)
+    assert isinstance(batch, int)
+    return batch

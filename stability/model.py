@@ -1,0 +1,93 @@
+"""``build_mlp``: the depth-L probe network of the design, deterministic for a seed.
+
+Layer ``l`` is one block: ``Linear(width, width)`` (its output is the pre-activation) then
+the activation (its output is the layer output). Biases start at zero. Under emulated
+reduced precision the weights are stored rounded and each block rounds its pre-activation
+and output (and their gradients) to the target dtype.
+"""
+
+import torch
+from torch import nn
+
+from stability.activations import get_activation
+from stability.config import MLPConfig
+from stability.dtypes import get_dtype
+from stability.emulation import round_to, round_with_grad
+from stability.inits import get_init, init_linear_, lsuv_rescale_
+
+LSUV_BATCH = 512
+
+
+class MLPBlock(nn.Module):
+    """One layer of the probe network: Linear, then activation, optional rounding after each."""
+
+    def __init__(
+        self, width: int, activation: str, bias: bool, round_dtype: torch.dtype | None
+    ) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width, bias=bias)
+        self.activation = get_activation(activation).factory()
+        self.round_dtype = round_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear(x)
+        if self.round_dtype is not None:
+            h = round_with_grad(h, self.round_dtype)
+        a: torch.Tensor = self.activation(h)
+        if self.round_dtype is not None:
+            a = round_with_grad(a, self.round_dtype)
+        return a
+
+
+class MLP(nn.Module):
+    """A stack of ``MLPBlock``; keeps its config so results can always say what ran."""
+
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        self.config = config
+        dt = get_dtype(config.dtype)
+        round_dtype = dt.dtype if dt.mode(config.device) == "emulated" else None
+        self.blocks = nn.ModuleList(
+            MLPBlock(config.width, config.activation, config.bias, round_dtype)
+            for _ in range(config.depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def build_mlp(config: MLPConfig) -> MLP:
+    """Build and initialise the probe network for ``config`` on its device and dtype."""
+    gen = torch.Generator().manual_seed(config.seed)
+    model = MLP(config)
+    for block in model.blocks:
+        init_linear_(block.linear, config.init, gen)
+    if get_init(config.init).data_driven:
+        x = torch.randn(LSUV_BATCH, config.width, generator=gen)
+        linears = [b.linear for b in model.blocks]
+
+        def forward_to(i: int, inp: torch.Tensor) -> torch.Tensor:
+            for block in model.blocks[:i]:
+                inp = block(inp)
+            out: torch.Tensor = model.blocks[i].linear(inp)
+            return out
+
+        lsuv_rescale_(linears, forward_to, x)
+    dt = get_dtype(config.dtype)
+    if dt.mode(config.device) == "emulated":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(round_to(p, dt.dtype))
+    return model.to(device=config.device, dtype=dt.compute_dtype(config.device))
+
+
+def input_batch(config: MLPConfig, batch: int) -> torch.Tensor:
+    """The probe input: ``x ~ N(0, 1)`` of shape (batch, width), seeded apart from the weights."""
+    gen = torch.Generator().manual_seed(config.seed + 1_000_003)
+    x = torch.randn(batch, config.width, generator=gen)
+    dt = get_dtype(config.dtype)
+    if dt.mode(config.device) == "emulated":
+        x = round_to(x, dt.dtype)
+    return x.to(device=config.device, dtype=dt.compute_dtype(config.device))

@@ -1,0 +1,266 @@
+"""Per-layer forward and backward statistics of any ``nn.Module``, collected through hooks.
+
+For the project's ``MLP`` a layer is one block: its pre-activation is the Linear's output and
+its output the block's (after rounding, when reduced precision is emulated). For any other
+model the caller names the modules to watch (default: every ``nn.Linear``); each watched
+module's output is that layer's output, and the pre-activation columns are NaN.
+
+The backward pass uses a fixed random projection ``loss = sum(out * R)`` with ``R ~ N(0, 1)``,
+so the gradient entering the top layer has variance exactly 1 in expectation, and the
+gradient variance at layer ``l`` is the product of the per-layer factors above it.
+
+The hooks reduce each tensor to a handful of scalars on its own device and keep no copy
+of any activation; nothing is synchronised with the host until ``results()``. Non-finite
+values are counted, never raised.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from stability.dtypes import DType, get_dtype
+from stability.emulation import precision_event_counts, round_to
+from stability.model import MLP, MLPBlock
+
+PROJECTION_SEED = 12_345
+
+# Slots of the per-layer scalar vector kept on device during a pass.
+_FWD = ("act_mean", "act_var", "act_max_abs", "nonfinite", "overflow", "subnormal", "flush")
+_PRE = ("preact_mean", "preact_var")
+_BWD = ("grad_var", "grad_nonfinite", "grad_overflow", "grad_subnormal", "grad_flush")
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """What the probe measured at one layer; fractions are of that tensor's elements."""
+
+    layer: int
+    preact_mean: float
+    preact_var: float
+    act_mean: float
+    act_var: float
+    act_max_abs: float
+    grad_var: float
+    weight_grad_var: float
+    nonfinite: int  # non-finite values in the layer output plus its gradient
+    overflow_frac: float
+    subnormal_frac: float
+    flush_frac: float
+    grad_overflow_frac: float
+    grad_subnormal_frac: float
+    grad_flush_frac: float
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """Field names, once, in order: the probe's part of a result row."""
+        return [f.name for f in fields(cls)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Reduce in at least float32 (float16 sums overflow), but never lose float64's range.
+    x = x.detach()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    var, mean = torch.var_mean(x, correction=0)
+    return mean, var
+
+
+class Probe:
+    """Attach to a model, run forward/backward passes, read per-layer statistics.
+
+    ``every`` records only every N-th forward pass (for cheap monitoring inside training).
+    ``precision`` names the reduced dtype whose overflow/subnormal/flush to count; by
+    default it is the MLP config's dtype, or the output dtype of a native-precision model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        modules: Sequence[nn.Module] | None = None,
+        precision: str | None = None,
+        every: int = 1,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.model = model
+        self.every = every
+        self._calls = 0
+        self._recording = False
+        self._handles: list[RemovableHandle] = []
+        if isinstance(model, MLP):
+            self._layers: list[nn.Module] = list(model.blocks)
+            self._preacts: list[nn.Module | None] = [b.linear for b in model.blocks]
+            self._weights = [b.linear.weight for b in model.blocks]
+            precision = precision or model.config.dtype
+        else:
+            watched = list(modules) if modules is not None else [
+                m for m in model.modules() if isinstance(m, nn.Linear)
+            ]
+            if not watched:
+                raise ValueError("no modules to watch: the model has no nn.Linear; pass modules=")
+            self._layers = watched
+            self._preacts = [None] * len(watched)
+            self._weights = [getattr(m, "weight", None) for m in watched]
+        self.precision: DType | None = get_dtype(precision) if precision else None
+        if self.precision is not None and not self.precision.reduced:
+            self.precision = None
+        self._fwd: dict[int, torch.Tensor] = {}
+        self._pre: dict[int, torch.Tensor] = {}
+        self._bwd: dict[int, torch.Tensor] = {}
+        self._elements: dict[int, int] = {}
+        self._fwd_events: dict[int, torch.Tensor] = {}
+
+    # -- hooks ---------------------------------------------------------------------------
+    def _events(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision is None:
+            return torch.zeros(3, device=x.device)
+        return precision_event_counts(x.detach(), self.precision).float()
+
+    def _round(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision is None or x.dtype == self.precision.dtype:
+            return x
+        return round_to(x.detach(), self.precision.dtype)
+
+    def _on_output(self, index: int, out: torch.Tensor) -> None:
+        if not self._recording or not isinstance(out, torch.Tensor):
+            return
+        x = out.detach()
+        mean, var = _moments(x)
+        max_abs = x.abs().amax()
+        nonfinite = (~torch.isfinite(x)).sum().to(mean.dtype)
+        # The block output is already rounded: events are judged on the unrounded value,
+        # which the activation hook (emulation) stored, or on this tensor (native).
+        events = self._fwd_events.pop(index, None)
+        if events is None:
+            events = self._events(x)
+        head = torch.stack([mean, var, max_abs.to(mean.dtype), nonfinite])
+        self._fwd[index] = torch.cat([head, events.to(mean.dtype)])
+        self._elements[index] = x.numel()
+        if out.requires_grad:
+            out.register_hook(lambda g, i=index: self._on_grad(i, g))
+
+    def _on_grad(self, index: int, grad: torch.Tensor) -> None:
+        g = grad.detach()
+        events = self._events(g)
+        _, var = _moments(self._round(g))
+        nonfinite = (~torch.isfinite(g)).sum().to(var.dtype)
+        self._bwd[index] = torch.cat([torch.stack([var, nonfinite]), events.to(var.dtype)])
+
+    def _on_preact(self, index: int, out: torch.Tensor) -> None:
+        if self._recording:
+            mean, var = _moments(self._round(out))
+            self._pre[index] = torch.stack([mean, var])
+
+    def _on_unrounded(self, index: int, out: torch.Tensor) -> None:
+        if self._recording:
+            self._fwd_events[index] = self._events(out)
+
+    def _on_model_forward(self, *_: Any) -> None:
+        self._recording = self._calls % self.every == 0
+        self._calls += 1
+        if self._recording:
+            for store in (self._fwd, self._pre, self._bwd, self._fwd_events):
+                store.clear()
+
+    def attach(self) -> "Probe":
+        """Register the hooks; ``detach()`` (or the context manager) removes them."""
+        self._handles.append(self.model.register_forward_pre_hook(self._on_model_forward))
+        for i, layer in enumerate(self._layers):
+            self._handles.append(
+                layer.register_forward_hook(lambda m, a, out, i=i: self._on_output(i, out))
+            )
+            pre = self._preacts[i]
+            if pre is not None:
+                self._handles.append(
+                    pre.register_forward_hook(lambda m, a, out, i=i: self._on_preact(i, out))
+                )
+            if isinstance(layer, MLPBlock) and layer.round_dtype is not None:
+                self._handles.append(
+                    layer.activation.register_forward_hook(
+                        lambda m, a, out, i=i: self._on_unrounded(i, out)
+                    )
+                )
+        return self
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> "Probe":
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    # -- results -------------------------------------------------------------------------
+    def results(self) -> list[LayerStats]:
+        """Statistics of the last recorded pass, one entry per watched layer, 1-based."""
+        nan = math.nan
+        rows = []
+        for i in range(len(self._layers)):
+            fwd = self._fwd[i].tolist() if i in self._fwd else [nan] * len(_FWD)
+            pre = self._pre[i].tolist() if i in self._pre else [nan] * len(_PRE)
+            bwd = self._bwd[i].tolist() if i in self._bwd else [nan] * len(_BWD)
+            weight = self._weights[i]
+            wgv = nan
+            if weight is not None and weight.grad is not None:
+                wgv = float(_moments(weight.grad)[1])
+            n = self._elements.get(i, 0) or 1
+            rows.append(
+                LayerStats(
+                    layer=i + 1,
+                    preact_mean=pre[0],
+                    preact_var=pre[1],
+                    act_mean=fwd[0],
+                    act_var=fwd[1],
+                    act_max_abs=fwd[2],
+                    grad_var=bwd[0],
+                    weight_grad_var=wgv,
+                    nonfinite=int(_nan_to_zero(fwd[3]) + _nan_to_zero(bwd[1])),
+                    overflow_frac=fwd[4] / n,
+                    subnormal_frac=fwd[5] / n,
+                    flush_frac=fwd[6] / n,
+                    grad_overflow_frac=bwd[2] / n,
+                    grad_subnormal_frac=bwd[3] / n,
+                    grad_flush_frac=bwd[4] / n,
+                )
+            )
+        return rows
+
+
+def _nan_to_zero(v: float) -> float:
+    return 0.0 if math.isnan(v) else v
+
+
+def projection_loss(out: torch.Tensor, seed: int = PROJECTION_SEED) -> torch.Tensor:
+    """``sum(out * R)`` with a fixed ``R ~ N(0, 1)``: the gradient entering the top is ``R``."""
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.randn(out.shape, generator=gen).to(device=out.device, dtype=out.dtype)
+    return (out * r).sum()
+
+
+def probe(
+    model: nn.Module,
+    x: torch.Tensor,
+    modules: Sequence[nn.Module] | None = None,
+    precision: str | None = None,
+) -> list[LayerStats]:
+    """One forward and backward pass of ``x`` through ``model``; per-layer statistics.
+
+    Gradients are zeroed first and left in place afterwards (``weight.grad``).
+    """
+    model.zero_grad(set_to_none=True)
+    with Probe(model, modules=modules, precision=precision) as p:
+        out = model(x)
+        if out.requires_grad:
+            projection_loss(out).backward()
+        return p.results()

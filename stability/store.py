@@ -1,0 +1,230 @@
+"""The embedded results store: one SQLite file holding runs, sweep rows and benchmarks.
+
+Every completed cell is written in its own transaction, so an interrupted run keeps all
+it finished and ``--resume`` can skip it. A file that is not a stability database
+(corrupt, or some other application's SQLite file) is refused, never overwritten.
+"""
+
+import datetime as dt
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from stability.errors import StabilityError
+
+DEFAULT_DB = Path("results") / "stability.db"
+APPLICATION_ID = 0x53544142  # "STAB": marks the file as ours
+SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    git_commit TEXT,
+    torch_version TEXT NOT NULL,
+    device TEXT NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    cell_key TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    error TEXT,
+    seconds REAL,
+    PRIMARY KEY (run_id, cell_key)
+);
+CREATE TABLE IF NOT EXISTS sweep_rows (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    cell_key TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sweep_rows_cell ON sweep_rows (cell_key);
+CREATE TABLE IF NOT EXISTS bench_results (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The checked-out commit (with ``-dirty`` if the tree has changes), or None outside git."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise StabilityError(f"results database {str(path)!r} is a directory; pass a file path")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StabilityError(
+            f"results database {str(path)!r} is not an SQLite file (corrupt or foreign); "
+            "move it away or pass --db with another path"
+        )
+
+
+class Store:
+    """A connection to the results database; create with ``Store.open(path)``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | str = DEFAULT_DB) -> "Store":
+        """Open (creating if needed) a stability database; refuse anything else."""
+        path = Path(path)
+        _check_file(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30.0)
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            raise StabilityError(f"cannot open results database {str(path)!r}: {exc}") from None
+        if app_id != APPLICATION_ID and tables > 0:
+            conn.close()
+            raise StabilityError(
+                f"results database {str(path)!r} belongs to another application "
+                f"(application_id {app_id}); pass --db with another path"
+            )
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app_id == APPLICATION_ID and version != SCHEMA_VERSION:
+            conn.close()
+            raise StabilityError(
+                f"results database {str(path)!r} has schema version {version}, "
+                f"expected {SCHEMA_VERSION}; move it away to start a new one"
+            )
+        with conn:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ----------------------------------------------------------------------------
+    def start_run(self, kind: str, command: Sequence[str], device: str = "cpu") -> int:
+        """Record who/what/where for a run and return its id."""
+        with self.conn:
+            cur = self.conn.execute(
+                "INSERT INTO runs (kind, started_at, git_commit, torch_version, device, host,"
+                " command) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    git_commit(),
+                    torch.__version__,
+                    device,
+                    platform.node(),
+                    " ".join(command),
+                ),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def runs(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.conn)
+
+    # -- sweep cells ---------------------------------------------------------------------
+    def write_cell(self, run_id: int, key: str, rows: Iterable[Mapping[str, Any]], seconds: float) -> None:
+        """Store one completed cell and its rows atomically."""
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO sweep_rows (run_id, cell_key, data) VALUES (?, ?, ?)",
+                [(run_id, key, json.dumps(dict(r))) for r in rows],
+            )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO cells (run_id, cell_key, status, error, seconds)"
+                " VALUES (?, ?, 'done', NULL, ?)",
+                (run_id, key, seconds),
+            )
+
+    def write_failed_cell(self, run_id: int, key: str, error: str) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO cells (run_id, cell_key, status, error, seconds)"
+                " VALUES (?, ?, 'failed', ?, NULL)",
+                (run_id, key, error),
+            )
+
+    def done_keys(self) -> set[str]:
+        """Cells completed by any run in this database."""
+        cur = self.conn.execute("SELECT DISTINCT cell_key FROM cells WHERE status = 'done'")
+        return {k for (k,) in cur}
+
+    def sweep_rows(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """Tidy rows, one per (config, seed, layer); the newest run wins for a repeated cell."""
+        latest = (
+            "SELECT r.data FROM sweep_rows r JOIN (SELECT cell_key, max(run_id) AS run_id"
+            " FROM cells WHERE status = 'done' GROUP BY cell_key) c"
+            " ON r.cell_key = c.cell_key AND r.run_id = c.run_id"
+        )
+        wanted = None if keys is None else set(keys)
+        records = []
+        for (data,) in self.conn.execute(latest):
+            row = json.loads(data)
+            if wanted is None or row.get("cell_key") in wanted:
+                records.append(row)
+        return pd.DataFrame.from_records(records)
+
+    # -- benchmarks ----------------------------------------------------------------------
+    def write_bench(self, run_id: int, results: Iterable[Mapping[str, Any]]) -> int:
+        """Store benchmark results (pytest-benchmark entries flattened to dicts)."""
+        rows = [(run_id, str(r.get("name", "")), json.dumps(dict(r))) for r in results]
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO bench_results (run_id, name, data) VALUES (?, ?, ?)", rows
+            )
+        return len(rows)
+
+    def bench_results(self) -> pd.DataFrame:
+        cur = self.conn.execute("SELECT run_id, data FROM bench_results ORDER BY run_id")
+        return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
+
+
+def writable_path(path: Path | str, what: str) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise StabilityError(f"{what} {str(path)!r} is a directory; pass a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe_dir = parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
+        raise StabilityError(f"{what} {str(path)!r} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StabilityError(f"{what} {str(path)!r} is not writable")
+    return path
