@@ -44,22 +44,36 @@ def _add_sweep(sub: "argparse._SubParsersAction[_Parser]") -> None:
         help="probe a grid of MLPs layer by layer; rows go to the store and a CSV",
         description="Probe every (activation, init, depth, width, dtype, seed, batch) cell.",
     )
-    p.add_argument("--activation", type=_names, default=list(DEFAULT_ACTIVATIONS),
-                   help="comma list (default: %(default)s)")
-    p.add_argument("--init", type=_names, default=list(DEFAULT_INITS),
-                   help="comma list (default: %(default)s)")
+    p.add_argument(
+        "--activation",
+        type=_names,
+        default=list(DEFAULT_ACTIVATIONS),
+        help="comma list (default: %(default)s)",
+    )
+    p.add_argument(
+        "--init", type=_names, default=list(DEFAULT_INITS), help="comma list (default: %(default)s)"
+    )
     p.add_argument("--depth", type=_ints, default=[50], help="comma list (default: 50)")
     p.add_argument("--width", type=_ints, default=[256], help="comma list (default: 256)")
-    p.add_argument("--dtype", type=_names, default=["float32", "float16"],
-                   help="comma list of float64,float32,bfloat16,float16 (default: float32,float16)")
+    p.add_argument(
+        "--dtype",
+        type=_names,
+        default=["float32", "float16"],
+        help="comma list of float64,float32,bfloat16,float16 (default: float32,float16)",
+    )
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma list (default: 0,1,2)")
     p.add_argument("--batch", type=_ints, default=[256], help="comma list, >= 2 (default: 256)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
-    p.add_argument("--out", type=Path, default=DEFAULT_SWEEP_CSV,
-                   help="CSV of this grid's rows (default: %(default)s)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB,
-                   help="SQLite results store (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_SWEEP_CSV,
+        help="CSV of this grid's rows (default: %(default)s)",
+    )
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
+    )
     p.add_argument("--resume", action="store_true", help="skip cells already in the store")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
     p.set_defaults(handler=_cmd_sweep)
@@ -69,8 +83,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
     grid = SweepGrid(
-        activations=args.activation, inits=args.init, depths=args.depth, widths=args.width,
-        dtypes=args.dtype, seeds=args.seeds, batches=args.batch, device=args.device,
+        activations=args.activation,
+        inits=args.init,
+        depths=args.depth,
+        widths=args.width,
+        dtypes=args.dtype,
+        seeds=args.seeds,
+        batches=args.batch,
+        device=args.device,
     )
     cells = grid.cells()  # validates every name and size before any work
     out = writable_path(args.out, "output file")
@@ -82,11 +102,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
         progress = Progress(len(cells), enabled=None if not args.quiet else False)
         try:
-            summary = run_sweep(grid, store, ["stability", *sys.argv[1:]], args.jobs,
-                                args.resume, progress)
+            summary = run_sweep(
+                grid, store, ["stability", *sys.argv[1:]], args.jobs, args.resume, progress
+            )
         except KeyboardInterrupt:
-            print(f"\ninterrupted: completed cells are kept in {store.path}; "
-                  "rerun with --resume to finish", file=sys.stderr)
+            print(
+                f"\ninterrupted: completed cells are kept in {store.path}; "
+                "rerun with --resume to finish",
+                file=sys.stderr,
+            )
             return EXIT_INTERRUPTED
         rows = store.sweep_rows(c.key for c in cells)
     out.parent.mkdir(parents=True, exist_ok=True)

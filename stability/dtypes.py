@@ -36,9 +36,7 @@ class DType:
     @property
     def smallest_subnormal(self) -> float:
         """Smallest positive value at all: below about half of it values flush to zero."""
-        return float(torch.finfo(self.dtype).smallest_normal) * float(
-            torch.finfo(self.dtype).eps
-        )
+        return float(torch.finfo(self.dtype).smallest_normal) * float(torch.finfo(self.dtype).eps)
 
     @property
     def eps(self) -> float:

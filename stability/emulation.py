@@ -23,18 +23,22 @@ class _RoundTo(torch.autograd.Function):
     """Identity up to rounding: forward rounds values, backward rounds gradients."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
         ctx.dtype = dtype  # type: ignore[attr-defined]
         return round_to(x, dtype)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
         return round_to(grad, ctx.dtype), None  # type: ignore[attr-defined]
 
 
 def round_with_grad(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Differentiable rounding: values and gradients both pass through ``dtype``."""
-    out: torch.Tensor = _RoundTo.apply(x, dtype)
+    out: torch.Tensor = _RoundTo.apply(x, dtype)  # type: ignore[no-untyped-call]
     return out
 
 

@@ -71,7 +71,9 @@ def _orthogonal_variance(fan_in: int, fan_out: int) -> float:
 INITS: dict[str, Init] = {
     i.name: i
     for i in [
-        Init("normal", _normal(lambda fi, fo: NOTES_NORMAL_STD), lambda fi, fo: NOTES_NORMAL_STD**2),
+        Init(
+            "normal", _normal(lambda fi, fo: NOTES_NORMAL_STD), lambda fi, fo: NOTES_NORMAL_STD**2
+        ),
         Init("standard_normal", _normal(lambda fi, fo: 1.0), lambda fi, fo: 1.0),
         # nn.Linear's own reset: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
         Init(
@@ -89,7 +91,9 @@ INITS: dict[str, Init] = {
             _uniform(lambda fi, fo: math.sqrt(6.0 / (fi + fo))),
             lambda fi, fo: 2.0 / (fi + fo),
         ),
-        Init("kaiming_normal", _normal(lambda fi, fo: math.sqrt(2.0 / fi)), lambda fi, fo: 2.0 / fi),
+        Init(
+            "kaiming_normal", _normal(lambda fi, fo: math.sqrt(2.0 / fi)), lambda fi, fo: 2.0 / fi
+        ),
         Init(
             "kaiming_uniform",
             _uniform(lambda fi, fo: math.sqrt(6.0 / fi)),

@@ -52,6 +52,11 @@ class MLP(nn.Module):
             for _ in range(config.depth)
         )
 
+    @property
+    def layers(self) -> list[MLPBlock]:
+        """The blocks, typed: layer ``l`` (1-based) is ``layers[l - 1]``."""
+        return [b for b in self.blocks if isinstance(b, MLPBlock)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
@@ -62,19 +67,19 @@ def build_mlp(config: MLPConfig) -> MLP:
     """Build and initialise the probe network for ``config`` on its device and dtype."""
     gen = torch.Generator().manual_seed(config.seed)
     model = MLP(config)
-    for block in model.blocks:
+    for block in model.layers:
         init_linear_(block.linear, config.init, gen)
     if get_init(config.init).data_driven:
         x = torch.randn(LSUV_BATCH, config.width, generator=gen)
-        linears = [b.linear for b in model.blocks]
+        layers = model.layers
 
         def forward_to(i: int, inp: torch.Tensor) -> torch.Tensor:
-            for block in model.blocks[:i]:
+            for block in layers[:i]:
                 inp = block(inp)
-            out: torch.Tensor = model.blocks[i].linear(inp)
+            out: torch.Tensor = layers[i].linear(inp)
             return out
 
-        lsuv_rescale_(linears, forward_to, x)
+        lsuv_rescale_([b.linear for b in layers], forward_to, x)
     dt = get_dtype(config.dtype)
     if dt.mode(config.device) == "emulated":
         with torch.no_grad():

@@ -96,19 +96,23 @@ class Probe:
         self._recording = False
         self._handles: list[RemovableHandle] = []
         if isinstance(model, MLP):
-            self._layers: list[nn.Module] = list(model.blocks)
-            self._preacts: list[nn.Module | None] = [b.linear for b in model.blocks]
-            self._weights = [b.linear.weight for b in model.blocks]
+            self._layers: list[nn.Module] = list(model.layers)
+            self._preacts: list[nn.Module | None] = [b.linear for b in model.layers]
+            self._weights: list[torch.Tensor | None] = [b.linear.weight for b in model.layers]
             precision = precision or model.config.dtype
         else:
-            watched = list(modules) if modules is not None else [
-                m for m in model.modules() if isinstance(m, nn.Linear)
-            ]
+            watched = (
+                list(modules)
+                if modules is not None
+                else [
+                    m for m in model.modules() if type(m) is nn.Linear or isinstance(m, nn.Linear)
+                ]
+            )
             if not watched:
                 raise ValueError("no modules to watch: the model has no nn.Linear; pass modules=")
             self._layers = watched
             self._preacts = [None] * len(watched)
-            self._weights = [getattr(m, "weight", None) for m in watched]
+            self._weights = [_weight_of(m) for m in watched]
         self.precision: DType | None = get_dtype(precision) if precision else None
         if self.precision is not None and not self.precision.reduced:
             self.precision = None
@@ -145,7 +149,7 @@ class Probe:
         self._fwd[index] = torch.cat([head, events.to(mean.dtype)])
         self._elements[index] = x.numel()
         if out.requires_grad:
-            out.register_hook(lambda g, i=index: self._on_grad(i, g))
+            out.register_hook(lambda g, i=index: self._on_grad(i, g))  # type: ignore[no-untyped-call]
 
     def _on_grad(self, index: int, grad: torch.Tensor) -> None:
         g = grad.detach()
@@ -237,6 +241,11 @@ class Probe:
         return rows
 
 
+def _weight_of(module: nn.Module) -> torch.Tensor | None:
+    weight = getattr(module, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else None
+
+
 def _nan_to_zero(v: float) -> float:
     return 0.0 if math.isnan(v) else v
 
@@ -262,5 +271,5 @@ def probe(
     with Probe(model, modules=modules, precision=precision) as p:
         out = model(x)
         if out.requires_grad:
-            projection_loss(out).backward()
+            projection_loss(out).backward()  # type: ignore[no-untyped-call]
         return p.results()

@@ -66,7 +66,10 @@ def git_commit(cwd: Path | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -158,7 +161,9 @@ class Store:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.conn)
 
     # -- sweep cells ---------------------------------------------------------------------
-    def write_cell(self, run_id: int, key: str, rows: Iterable[Mapping[str, Any]], seconds: float) -> None:
+    def write_cell(
+        self, run_id: int, key: str, rows: Iterable[Mapping[str, Any]], seconds: float
+    ) -> None:
         """Store one completed cell and its rows atomically."""
         with self.conn:
             self.conn.executemany(

@@ -69,7 +69,12 @@ class SweepGrid:
         for b in self.batches:
             check_batch(b)
         product = itertools.product(
-            self.activations, self.inits, self.dtypes, self.depths, self.widths, self.seeds,
+            self.activations,
+            self.inits,
+            self.dtypes,
+            self.depths,
+            self.widths,
+            self.seeds,
             self.batches,
         )
         return [
@@ -215,8 +220,8 @@ def _execute(cells: list[Cell], jobs: int) -> Iterator[tuple[Cell, Outcome]]:
         }
         try:
             for fut in as_completed(futures):
-                exc = fut.exception()
-                yield futures[fut], (exc if exc is not None else fut.result())
+                error = fut.exception()
+                yield futures[fut], (error if error is not None else fut.result())
         finally:
             for fut in futures:
                 fut.cancel()
@@ -225,5 +230,3 @@ def _execute(cells: list[Cell], jobs: int) -> Iterator[tuple[Cell, Outcome]]:
 def default_jobs() -> int:
     """One process per core, at most 4: cells are small and memory is shared."""
     return max(1, min(4, os.cpu_count() or 1))
-
-

@@ -1,0 +1,71 @@
+"""nox sessions for stability: ``nox -l`` lists them, ``nox -s NAME`` runs one.
+
+torch is installed first and pinned (``torch==2.13.0``: a CPU wheel), so the project's
+loose ``torch>=2.3`` requirement never pulls a multi-GB CUDA build on a CPU machine. GPU
+users set ``STABILITY_TORCH`` to their own pip arguments, for example
+``STABILITY_TORCH="torch --index-url https://download.pytorch.org/whl/cu126"``.
+"""
+
+import os
+import shlex
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+PYTHON = "3.11"
+TORCH = shlex.split(os.environ.get("STABILITY_TORCH", "torch==2.13.0"))
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """Install pinned torch first, then the project (editable) with ``extras``."""
+    session.install(*TORCH)
+    target = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", target)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the tool's tests and the property suite (hypothesis ``ci`` profile)."""
+    install(session, "test")
+    session.run(
+        "pytest",
+        "tests",
+        "properties",
+        "--hypothesis-profile=ci",
+        "--junitxml=results/junit.xml",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def properties(session: nox.Session) -> None:
+    """Run only the property suite; pass ``-- --hypothesis-profile=thorough`` for more."""
+    install(session, "test")
+    args = session.posargs or ["--hypothesis-profile=ci"]
+    session.run("pytest", "properties", "--junitxml=results/properties-junit.xml", *args)
+
+
+@nox.session(python=PYTHON, default=False)
+def sweep(session: nox.Session) -> None:
+    """Run the default sweep (or ``-- <sweep flags>``) into results/."""
+    install(session)
+    session.run("stability", "sweep", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """Type-check the library with mypy --strict."""
+    install(session, "lint", "test")
+    session.run("mypy")
