@@ -101,13 +101,11 @@ class Probe:
             self._weights: list[torch.Tensor | None] = [b.linear.weight for b in model.layers]
             precision = precision or model.config.dtype
         else:
-            watched = (
-                list(modules)
-                if modules is not None
-                else [
-                    m for m in model.modules() if type(m) is nn.Linear or isinstance(m, nn.Linear)
-                ]
-            )
+            watched: list[nn.Module] = []
+            if modules is not None:
+                watched.extend(modules)
+            else:
+                watched.extend(m for m in model.modules() if isinstance(m, nn.Linear))
             if not watched:
                 raise ValueError("no modules to watch: the model has no nn.Linear; pass modules=")
             self._layers = watched
