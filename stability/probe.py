@@ -37,7 +37,13 @@ _BWD = ("grad_var", "grad_nonfinite", "grad_overflow", "grad_subnormal", "grad_f
 
 @dataclass(frozen=True)
 class LayerStats:
-    """What the probe measured at one layer; fractions are of that tensor's elements."""
+    """What the probe measured at one layer.
+
+    Precision fractions are per element of the layer's output (batch x width). Emulated: the
+    values that the pre-activation or output rounding damaged at this layer. Native: the
+    damaged values present in the output (inf also counts infs carried from below; flush to
+    zero cannot be seen natively and stays 0).
+    """
 
     layer: int
     preact_mean: float
@@ -162,8 +168,13 @@ class Probe:
             self._pre[index] = torch.stack([mean, var])
 
     def _on_unrounded(self, index: int, out: torch.Tensor) -> None:
+        # Emulated blocks round twice (pre-activation and output): a value that overflows
+        # at the pre-activation is inf, not "finite before", at the output, so the two
+        # counts never see the same element twice.
         if self._recording:
-            self._fwd_events[index] = self._events(out)
+            events = self._events(out)
+            previous = self._fwd_events.get(index)
+            self._fwd_events[index] = events if previous is None else previous + events
 
     def _on_model_forward(self, *_: Any) -> None:
         self._recording = self._calls % self.every == 0
@@ -185,11 +196,12 @@ class Probe:
                     pre.register_forward_hook(lambda m, a, out, i=i: self._on_preact(i, out))
                 )
             if isinstance(layer, MLPBlock) and layer.round_dtype is not None:
-                self._handles.append(
-                    layer.activation.register_forward_hook(
-                        lambda m, a, out, i=i: self._on_unrounded(i, out)
+                for rounded_after in (layer.linear, layer.activation):
+                    self._handles.append(
+                        rounded_after.register_forward_hook(
+                            lambda m, a, out, i=i: self._on_unrounded(i, out)
+                        )
                     )
-                )
         return self
 
     def detach(self) -> None:
