@@ -19,6 +19,7 @@ from stability.config import MLPConfig
 from stability.inits import sigma_w2
 
 QUADRATURE_POINTS_PER_SIDE = 128
+LINEAR_REGIME_Q = 1e-12  # below this pre-activation variance, phi(h) = phi'(0) h to 1e-12
 TAIL = 12.0  # N(0,1) mass beyond 12 sigma is ~1e-33: negligible
 
 
@@ -67,6 +68,12 @@ def gaussian_moments(activation: str, q: float) -> Moments:
         return _piecewise_linear(q, 0.0)
     if activation == "leaky_relu":
         return _piecewise_linear(q, LEAKY_RELU_SLOPE)
+    act = get_activation(activation)
+    if q < LINEAR_REGIME_Q and act.value_at_0 == 0.0 and act.cubic_at_0 is not None:
+        # Smooth at 0 (known Taylor series) and deep in the linear regime: the O(q^2) terms
+        # are below float64 resolution, while evaluating phi itself can cancel
+        # (4*sigmoid(h) - 2 is exactly 0 for |h| < 1e-17).
+        return Moments(second=act.slope_at_0**2 * q, mean=0.0, slope_second=act.slope_at_0**2)
     h = torch.tensor(math.sqrt(q) * _NODES, dtype=torch.float64, requires_grad=True)
     phi = get_activation(activation).factory()
     out = phi(h)
