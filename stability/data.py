@@ -18,6 +18,7 @@ What each policy visits in epoch ``e`` (``n`` samples, batch size ``B``, ``r = n
   starts after those borrowed samples. So every batch is full and each pass over the stream
   (``n`` consecutive positions starting at a multiple of ``n``) visits every sample exactly
   once; epoch ``e`` itself visits ``perm_e`` minus its borrowed head plus ``perm_{e+1}``'s.
+  A batch that straddles two epochs can hold the same sample twice (once from each).
 """
 
 from collections.abc import Iterator
