@@ -66,6 +66,12 @@ def _add_sweep(sub: "argparse._SubParsersAction[_Parser]") -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument(
+        "--scheduler",
+        default=None,
+        help="run cells on Dask: a scheduler address (tcp://host:8786), or 'local' for a"
+        " LocalCluster of --jobs worker processes (needs: pip install 'stability[dask]')",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_SWEEP_CSV,
@@ -82,6 +88,10 @@ def _add_sweep(sub: "argparse._SubParsersAction[_Parser]") -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
+    if args.scheduler is not None:  # fail before any work if the dask extra is missing
+        from stability.distributed import import_distributed
+
+        import_distributed()
     grid = SweepGrid(
         activations=args.activation,
         inits=args.init,
@@ -103,7 +113,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         progress = Progress(len(cells), enabled=None if not args.quiet else False)
         try:
             summary = run_sweep(
-                grid, store, ["stability", *sys.argv[1:]], args.jobs, args.resume, progress
+                grid,
+                store,
+                ["stability", *sys.argv[1:]],
+                args.jobs,
+                args.resume,
+                progress,
+                scheduler=args.scheduler,
             )
         except KeyboardInterrupt:
             print(

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
@@ -24,6 +24,9 @@ from stability.model import build_mlp, input_batch
 from stability.probe import probe
 from stability.store import Store
 from stability.theory import predict
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 DEFAULT_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "scaled_logistic", "selu")
 DEFAULT_INITS = (
@@ -171,11 +174,14 @@ def run_sweep(
     resume: bool = False,
     progress: Progress | None = None,
     on_cell: Callable[[Cell], None] | None = None,
+    scheduler: "str | Client | None" = None,
 ) -> SweepSummary:
     """Run every cell of ``grid`` (skipping stored ones if ``resume``), writing as it goes.
 
     Each finished cell is committed before the next is awaited: an interruption loses only
     cells still in flight. A cell that raises is recorded as failed with its error.
+    ``scheduler`` (an address, ``'local'`` or a ``distributed.Client``) runs the cells on
+    Dask instead of local processes; see ``stability.distributed``.
     """
     cells = grid.cells()
     done = store.done_keys() if resume else set()
@@ -185,7 +191,7 @@ def run_sweep(
     progress = progress or Progress(len(todo))
     start = time.perf_counter()
     try:
-        for cell, outcome in _execute(todo, jobs):
+        for cell, outcome in _execute(todo, jobs, scheduler):
             if isinstance(outcome, BaseException):
                 summary.failed += 1
                 message = f"{type(outcome).__name__}: {outcome}"
@@ -206,7 +212,14 @@ def run_sweep(
 Outcome = tuple[list[dict[str, Any]], float] | BaseException
 
 
-def _execute(cells: list[Cell], jobs: int) -> Iterator[tuple[Cell, Outcome]]:
+def _execute(
+    cells: list[Cell], jobs: int, scheduler: "str | Client | None" = None
+) -> Iterator[tuple[Cell, Outcome]]:
+    if scheduler is not None:  # imported here: Dask is an optional extra
+        from stability.distributed import execute_on_dask
+
+        yield from execute_on_dask(cells, scheduler, workers=jobs)
+        return
     if jobs <= 1:
         for cell in cells:
             try:

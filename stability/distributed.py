@@ -1,0 +1,183 @@
+"""Run sweep cells on a Dask cluster: workers compute rows, only the client writes the store.
+
+Dask (``dask.distributed``) is an optional extra, imported only when a scheduler is asked
+for. Each cell is one Dask task; its rows travel back to the client, which commits the cell
+in its own transaction before awaiting the next, exactly as the local process pool does. So
+a worker that dies loses at most the cells it was running: the scheduler reruns them
+elsewhere (at most ``distributed.scheduler.allowed-failures`` deaths per cell, then the cell
+is recorded as failed with ``KilledWorker``), and a cell that raises is retried ``retries``
+times, then recorded as failed with its error. If the client itself dies, every committed
+cell stays in the store and ``--resume`` finishes the rest.
+"""
+
+import hashlib
+import importlib
+import importlib.metadata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from stability.errors import StabilityError
+from stability.sweep import Cell, Outcome, _timed, _worker_init
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+INSTALL_HINT = "pip install 'stability[dask]'"
+LOCAL = "local"
+DEFAULT_RETRIES = 2  # retries of a cell that raised; worker deaths are counted by the scheduler
+CONNECT_TIMEOUT_S = 10.0
+WORKER_TIMEOUT_S = 120.0  # an empty or autoscaling cluster gets this long to offer a worker
+
+
+def import_distributed() -> ModuleType:
+    """``distributed``, or a StabilityError naming the extra that provides it."""
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise StabilityError(
+            f"--scheduler needs dask.distributed, which is not installed ({exc}); "
+            f"install it with: {INSTALL_HINT}"
+        ) from None
+
+
+def task_key(cell: Cell) -> str:
+    """A Dask key per cell: deterministic, so logs and plugins can name the cell."""
+    digest = hashlib.sha1(cell.key.encode(), usedforsecurity=False).hexdigest()[:20]
+    return f"stability-cell-{digest}"
+
+
+def run_cell_on_worker(cell: Cell) -> tuple[list[dict[str, Any]], float]:
+    """The task: one torch thread per Dask thread, like the local pool, then probe the cell."""
+    _worker_init()
+    return _timed(cell)
+
+
+def worker_versions() -> dict[str, str]:
+    """What a worker has installed; rows are only comparable when these match the client's."""
+    try:  # the installed distribution: what `pip install` put on this machine
+        version = importlib.metadata.version("stability")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH
+        version = "unknown (not installed)"
+    return {"stability": version, "torch": torch.__version__}
+
+
+@contextmanager
+def connect(scheduler: "str | Client", workers: int = 2) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``scheduler``: an address, ``'local'`` or a Client.
+
+    ``'local'`` starts ``workers`` worker processes with one thread each and tears them down
+    on exit; a Client passed in is used as is and left open (its owner closes it).
+    """
+    distributed = import_distributed()
+    if isinstance(scheduler, distributed.Client):
+        yield scheduler
+        return
+    if not isinstance(scheduler, str) or not scheduler.strip():
+        raise StabilityError(
+            f"scheduler must be an address like 'tcp://host:8786', {LOCAL!r}, or a "
+            f"distributed.Client; got {scheduler!r}"
+        )
+    if scheduler == LOCAL:
+        if workers < 1:
+            raise StabilityError(f"a local Dask cluster needs >= 1 worker, got {workers}")
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        try:
+            with distributed.Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+        return
+    try:
+        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, ValueError, TypeError) as exc:
+        raise StabilityError(f"cannot reach Dask scheduler {scheduler!r}: {exc}") from None
+    with client:
+        yield client
+
+
+def check_workers(client: Any, timeout: float = WORKER_TIMEOUT_S) -> None:
+    """Fail before any work if there are no workers or they run another stability/torch.
+
+    ``client`` is a ``distributed.Client``, typed loosely so mypy gives the same verdict
+    with and without the dask extra installed.
+    """
+    address = str(client.scheduler_info().get("address", "?"))
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise StabilityError(
+            f"no Dask worker joined scheduler {address!r} within "
+            f"{timeout:.0f} s; start one with: dask worker {address}"
+        ) from None
+    try:
+        found: dict[str, dict[str, str]] = client.run(worker_versions)
+    except Exception as exc:  # a worker without stability cannot even unpickle the probe
+        raise StabilityError(
+            f"Dask workers cannot run stability ({type(exc).__name__}: {exc}); install the "
+            "same stability and torch on every worker"
+        ) from None
+    here = worker_versions()
+    for address, theirs in sorted(found.items()):
+        if theirs != here:
+            raise StabilityError(
+                f"Dask worker {address} has {theirs}, the client has {here}; install the same "
+                "stability and torch on every worker"
+            )
+
+
+def execute_on_dask(
+    cells: Sequence[Cell],
+    scheduler: "str | Client",
+    workers: int = 2,
+    retries: int = DEFAULT_RETRIES,
+) -> Iterator[tuple[Cell, Outcome]]:
+    """Yield ``(cell, (rows, seconds) | error)`` as cells finish on the cluster.
+
+    The caller commits each cell before asking for the next; a future is released right
+    after, so finished rows do not pile up in the workers' memory.
+    """
+    distributed = import_distributed()
+    by_key: dict[str, list[Cell]] = {}
+    for cell in cells:  # a grid may list a cell twice: run it once, report it as often
+        by_key.setdefault(task_key(cell), []).append(cell)
+    if not by_key:
+        return
+    with connect(scheduler, workers) as client:
+        check_workers(client)
+        keys = list(by_key)
+        futures = client.map(
+            run_cell_on_worker,
+            [by_key[k][0] for k in keys],
+            key=keys,
+            retries=retries,
+            pure=False,
+        )
+        pending = {f.key: f for f in futures}
+        try:
+            for fut in distributed.as_completed(futures):
+                outcome: Outcome
+                if fut.status == "finished":
+                    outcome = fut.result()
+                elif fut.status == "error":
+                    error = fut.exception()
+                    outcome = error if isinstance(error, BaseException) else RuntimeError(error)
+                else:  # cancelled or lost: the scheduler is gone, not the cell's fault
+                    raise StabilityError(
+                        f"Dask lost cell task {fut.key} ({fut.status}); completed cells are "
+                        "kept in the store, rerun with --resume"
+                    )
+                for cell in by_key[fut.key]:
+                    yield cell, outcome
+                pending.pop(fut.key).release()
+        finally:
+            for fut in pending.values():
+                fut.cancel()
