@@ -127,22 +127,27 @@ def _check_fraction(name: str, value: float, upper: float = 1.0) -> None:
         raise StabilityError(f"{name} must lie in [0, {upper:g}]; got {value!r}")
 
 
-def smooth_labels_notes(labels: torch.Tensor, k: int, eps: float) -> torch.Tensor:
+def smooth_labels_notes(
+    labels: torch.Tensor, k: int, eps: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The notes' soft labels: ``1 - eps`` on the true class, ``eps / (k - 1)`` on the others.
 
-    ``labels`` holds class indices, shape (batch,); returns float (batch, k) rows summing to 1.
+    ``labels`` holds class indices, shape (batch,); returns (batch, k) rows summing to 1, in
+    ``dtype`` (default: torch's default dtype).
     """
     _check_labels(labels, k)
     _check_fraction("eps", eps)
-    one_hot = torch.nn.functional.one_hot(labels.long(), k).to(torch.get_default_dtype())
+    one_hot = torch.nn.functional.one_hot(labels.long(), k).to(dtype or torch.get_default_dtype())
     return one_hot * (1.0 - eps) + (1.0 - one_hot) * (eps / (k - 1))
 
 
-def smooth_labels_torch(labels: torch.Tensor, k: int, e: float) -> torch.Tensor:
+def smooth_labels_torch(
+    labels: torch.Tensor, k: int, e: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """torch's ``label_smoothing=e`` target: ``e / k`` everywhere, plus ``1 - e`` on the truth."""
     _check_labels(labels, k)
     _check_fraction("label_smoothing", e)
-    one_hot = torch.nn.functional.one_hot(labels.long(), k).to(torch.get_default_dtype())
+    one_hot = torch.nn.functional.one_hot(labels.long(), k).to(dtype or torch.get_default_dtype())
     return one_hot * (1.0 - e) + e / k
 
 
