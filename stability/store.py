@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS bench_results (
     name TEXT NOT NULL,
     data TEXT NOT NULL
 );
+-- Added without a version bump: IF NOT EXISTS gives version-1 files the table on open.
+CREATE TABLE IF NOT EXISTS doctor_rows (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
 """
 
 
@@ -216,6 +222,23 @@ class Store:
 
     def bench_results(self) -> pd.DataFrame:
         cur = self.conn.execute("SELECT run_id, data FROM bench_results ORDER BY run_id")
+        return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
+
+    # -- divergence doctor ---------------------------------------------------------------
+    def write_doctor(self, run_id: int, kind: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Store doctor tables: kind is diagnosis, layers, cost, lr_search, lr_map, loss_scaling."""
+        data = [(run_id, kind, json.dumps(dict(r), default=str)) for r in rows]
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO doctor_rows (run_id, kind, data) VALUES (?, ?, ?)", data
+            )
+        return len(data)
+
+    def doctor_rows(self, kind: str) -> pd.DataFrame:
+        """All rows of one doctor table, oldest run first, with their run id."""
+        cur = self.conn.execute(
+            "SELECT run_id, data FROM doctor_rows WHERE kind = ? ORDER BY run_id", (kind,)
+        )
         return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
 
 
