@@ -551,7 +551,7 @@ def test_witness_emulated_float16_matches_native() -> None:
 
 @pytest.mark.cuda
 @given(small_fp16_configs)
-@settings(max_examples=10)
+@settings(max_examples=min(10, settings.default.max_examples))
 def test_emulated_float16_matches_cuda(config: MLPConfig) -> None:
     """Emulated float16 on CPU agrees with native float16 on CUDA within the same tolerances."""
     got, want, rtol, atol = emulation_disagreement(config, torch.float16, "cuda")
