@@ -1,0 +1,168 @@
+"""Build the report: run what is missing, gather, render ``index.html`` and a CSV per table.
+
+The page is self-contained: CSS inlined, figures as data URIs, a Content-Security-Policy
+that forbids loading anything from anywhere; jinja2 autoescapes every string.
+"""
+
+import contextlib
+import html
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from stability.report.inputs import ReportData, Step, gather
+from stability.report.runner import Display, Runner, code_state, latest_properties
+from stability.report.sections import FIGURE_CACHE, SECTIONS, Section
+from stability.store import writable_path
+
+TITLE = "Numerical stability of deep networks"
+
+
+@dataclass
+class BuildResult:
+    """What a build produced, for the CLI's last lines and for tests."""
+
+    path: Path
+    bytes: int
+    sections: list[Section]
+    csv_files: list[Path]
+    headline: str
+    steps: list[Step] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """A step failed, a property failed, or a section could not be drawn."""
+        return (
+            bool(self.errors)
+            or any(s.failed for s in self.sections)
+            or any(s.status == "failed" for s in self.steps)
+        )
+
+
+def _resource(name: str) -> str:
+    return resources.files("stability.report").joinpath(name).read_text(encoding="utf-8")
+
+
+def _safe_section(fn: Callable[[ReportData], Section], data: ReportData) -> tuple[Section, str]:
+    try:
+        return fn(data), ""
+    except Exception as exc:  # one broken section must not hide the other eight
+        name = fn.__name__.replace("_", " ")
+        detail = f"{type(exc).__name__}: {exc}"
+        section = Section(
+            fn.__name__,
+            name.capitalize(),
+            "This section could not be drawn.",
+            status="not available",
+            notes=[f"Error while drawing: {detail}", traceback.format_exc(limit=3)],
+        )
+        return section, f"section {name!r}: {detail}"
+
+
+def _prune_figures(folder: Path, before: float) -> None:
+    """Drop cached figures this build did not use (their inputs or code have changed)."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob("*.txt"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < before - 1.0:
+                path.unlink()
+
+
+def headline(sections: Sequence[Section]) -> str:
+    """One line: the verdicts of the sections that have one."""
+    parts = [f"{s.title.split('. ', 1)[-1]}: {s.verdict}" for s in sections if s.verdict]
+    return " · ".join(parts) if parts else "No results yet."
+
+
+def render(
+    data: ReportData,
+    out: Path,
+    command: str = "stability report",
+    sections: Sequence[Callable[[ReportData], Section]] = SECTIONS,
+) -> BuildResult:
+    """Draw every section from ``data`` and write the page and its CSV files."""
+    start = time.perf_counter()
+    wall_start = time.time()
+    drawn, errors = [], []
+    for fn in sections:
+        section, error = _safe_section(fn, data)
+        drawn.append(section)
+        if error:
+            errors.append(error)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    csv_names: dict[str, str] = {}
+    csv_files = []
+    for section in drawn:
+        for table in section.tables:
+            path = out.parent / f"{table.slug}.csv"
+            table.frame.to_csv(path, index=False)
+            csv_names[table.slug] = path.name
+            csv_files.append(path)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string(_resource("template.html"))
+    line = headline(drawn)
+    page = template.render(
+        title=TITLE,
+        css=Markup(_resource("report.css")),
+        generated=data.generated,
+        commit=data.commit or "unknown",
+        db=str(data.db),
+        headline=line,
+        sections=drawn,
+        csv=csv_names,
+        command=command,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    if not errors and data.cache_dir is not None:
+        _prune_figures(data.cache_dir / FIGURE_CACHE, before=wall_start)
+    return BuildResult(
+        path=out,
+        bytes=out.stat().st_size,
+        sections=drawn,
+        csv_files=csv_files,
+        headline=line,
+        steps=data.steps,
+        errors=errors,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def build(
+    out: Path,
+    db: Path,
+    root: Path,
+    quick: bool = False,
+    no_run: bool = False,
+    jobs: int | None = None,
+    display: Display | None = None,
+    command: str = "stability report",
+) -> BuildResult:
+    """Run what is missing (unless ``no_run``), then render ``out`` from the store."""
+    out = writable_path(out, "report file")
+    display = display or Display()
+    start = time.perf_counter()
+    if no_run:
+        steps: list[Step] = []
+        code = code_state(root, [db.parent, out.parent])[0]
+        props = latest_properties(db, root, code)
+    else:
+        result = Runner(db, root, quick, jobs, display, exclude=[out.parent]).run()
+        steps, props = result.steps, result.properties
+    display.say("drawing figures and writing the page")
+    data = gather(db, root, props, steps, quick)
+    built = render(data, out, command)
+    built.seconds = time.perf_counter() - start
+    for error in built.errors:
+        display.say(f"warning: {html.unescape(error)}")
+    return built

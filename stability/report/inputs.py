@@ -1,0 +1,206 @@
+"""What the report is drawn from: store contents, property results, runner steps.
+
+Everything here is read-only: the runner (``runner.py``) produces inputs, this module
+gathers whatever exists into one ``ReportData`` so every section can say plainly what is
+missing instead of failing.
+"""
+
+import datetime as dt
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stability.store import Store, git_commit
+
+CACHE_DIR = "report-cache"  # beside the store: cached subprocess results and figures
+StepStatus = Literal["ran", "reused", "failed", "skipped", "not run"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing the runner did (or did not do) before rendering."""
+
+    name: str
+    status: StepStatus
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PropertyRun:
+    """A property-suite result on disk: junit XML, pytest output, and how current it is."""
+
+    junit: Path
+    log: Path | None
+    source: str  # a sentence: where the result came from
+    current: bool | None  # same code+environment fingerprint as now; None when unknown
+    exit_code: int | None = None
+    finished: str | None = None
+
+
+@dataclass
+class ReportData:
+    """Everything the sections read; any part may be empty."""
+
+    db: Path
+    root: Path  # project root: properties/ and benchmarks/ live here
+    sweep: pd.DataFrame
+    sweep_history: pd.DataFrame  # run_id + the same columns, every run's rows
+    runs: pd.DataFrame
+    bench: pd.DataFrame  # normalised by ``normalise_bench``
+    properties: PropertyRun | None
+    steps: list[Step] = field(default_factory=list)
+    generated: str = ""
+    commit: str | None = None
+    quick: bool = False
+    cache_dir: Path | None = None  # where drawn figures are cached; None: draw every time
+
+
+def gather(
+    db: Path,
+    root: Path,
+    properties: PropertyRun | None,
+    steps: list[Step] | None = None,
+    quick: bool = False,
+) -> ReportData:
+    """Read the store (creating nothing if it is absent) into a ``ReportData``."""
+    empty = pd.DataFrame()
+    sweep, history, runs, bench = empty, empty, empty, empty
+    if db.exists():
+        with Store.open(db) as store:
+            sweep = store.sweep_rows()
+            runs = store.runs()
+            bench = normalise_bench(store.bench_results())
+            history = _all_sweep_rows(store)
+    return ReportData(
+        db=db,
+        root=root,
+        sweep=sweep,
+        sweep_history=history,
+        runs=runs,
+        bench=bench,
+        properties=properties,
+        steps=list(steps or []),
+        generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        commit=git_commit(root),
+        quick=quick,
+        cache_dir=db.parent / CACHE_DIR,
+    )
+
+
+def _all_sweep_rows(store: Store) -> pd.DataFrame:
+    # Store.sweep_rows keeps only the newest run per cell; history wants every run's rows.
+    cur = store.conn.execute("SELECT run_id, data FROM sweep_rows ORDER BY run_id")
+    return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
+
+
+def _first(frame: pd.DataFrame, *names: str) -> pd.Series | None:
+    for name in names:
+        if name in frame.columns:
+            return frame[name].astype(float)
+    return None
+
+
+def normalise_bench(raw: pd.DataFrame) -> pd.DataFrame:
+    """Benchmark rows with the columns the throughput plots need, whatever the ingest wrote.
+
+    Rows from ``stability.bench.bench_rows`` carry extra_info flat and stats as ``stats_*``;
+    nested ``stats``/``extra_info`` dicts are flattened too. IQR bars come from the per-call
+    quartiles: pytest-benchmark's quartiles (scaled to per-call by ``median_s / stats_median``)
+    or, without them, ``median_s +- iqr_s / 2``.
+    """
+    if raw.empty:
+        return raw
+    frame = raw.copy()
+    for nested in ("extra_info", "stats"):
+        if nested in frame.columns:
+            expanded = pd.json_normalize(
+                frame[nested].apply(lambda d: d if isinstance(d, dict) else {})
+            )
+            prefix = "stats_" if nested == "stats" else ""
+            expanded.columns = [f"{prefix}{c}" for c in expanded.columns]
+            frame = pd.concat(
+                [frame.drop(columns=[nested]).reset_index(drop=True), expanded], axis=1
+            )
+            frame = frame.loc[:, ~frame.columns.duplicated()]
+    if "batch_size" not in frame.columns or "samples_per_s" not in frame.columns:
+        return frame
+    frame = frame[frame["batch_size"].notna() & frame["samples_per_s"].notna()].copy()
+    batch = frame["batch_size"].astype(float)
+    speed = frame["samples_per_s"].astype(float)
+    median_s = _first(frame, "median_s")
+    if median_s is None:
+        median_s = batch / speed
+    q1, q3, stats_median = (_first(frame, f"stats_{k}") for k in ("q1", "q3", "median"))
+    if q1 is not None and q3 is not None and stats_median is not None:
+        scale = median_s / stats_median
+        per_call_q1, per_call_q3 = q1 * scale, q3 * scale
+    else:
+        iqr = _first(frame, "iqr_s")
+        half = (iqr if iqr is not None else pd.Series(0.0, index=frame.index)) / 2
+        per_call_q1, per_call_q3 = median_s - half, median_s + half
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame["samples_per_s_q1"] = batch / per_call_q3  # slower quartile: fewer samples/s
+        frame["samples_per_s_q3"] = batch / per_call_q1
+    for column, default in (
+        ("kind", "train"),
+        ("device", "cpu"),
+        ("dtype", "float32"),
+        ("precision_mode", "native"),
+    ):
+        if column not in frame.columns:
+            frame[column] = default
+        frame[column] = frame[column].fillna(default).astype(str)
+    if "probe_every" not in frame.columns:
+        frame["probe_every"] = np.nan
+    frame["probe"] = [
+        "no probe" if pd.isna(p) or not p else f"probe every {int(p)}" for p in frame["probe_every"]
+    ]
+    if "depth" in frame.columns and "width" in frame.columns:
+        frame["shape"] = [
+            f"{_int(d)}x{_int(w)}" for d, w in zip(frame["depth"], frame["width"], strict=True)
+        ]
+    else:
+        frame["shape"] = frame["name"].astype(str).str.split("[").str[0]
+    return frame.reset_index(drop=True)
+
+
+def _int(v: Any) -> str:
+    try:
+        return str(int(v))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment_facts() -> dict[str, str]:
+    """Where this report was rendered: torch, devices, threads, host."""
+    gpu = "none (CUDA not available)"
+    if torch.cuda.is_available():
+        gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return {
+        "torch version": torch.__version__,
+        "python": platform.python_version(),
+        "CPU": cpu_name(),
+        "CPU cores (os.cpu_count)": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "GPU": gpu,
+        "platform": platform.platform(),
+    }
