@@ -56,6 +56,13 @@ def sweep(session: nox.Session) -> None:
     session.run("stability", "sweep", *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def report(session: nox.Session) -> None:
+    """Run what is missing (sweep, properties, quick benchmarks) and write reports/index.html."""
+    install(session, "test", "bench")
+    session.run("stability", "report", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""
