@@ -44,6 +44,7 @@ COST_REPEATS = 3
 
 # Columns of the per-step statistics matrix: one row per watched layer, one for the loss.
 _ACT_MAX, _ACT_MEAN, _GRAD_MAX, _GRAD_MEAN, _WGRAD_MAX = range(5)
+_CHECKED = [_ACT_MAX, _GRAD_MAX, _WGRAD_MAX]  # max |x| columns: non-finite iff any value is
 _STAT_NAMES = (
     "act_max_abs",
     "act_mean_abs",
@@ -59,9 +60,18 @@ _FACTORIES = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_st
 
 
 def _reduce(x: torch.Tensor) -> torch.Tensor:
-    """(max |x|, mean |x|) on x's device; max propagates inf and NaN, mean is in float64."""
-    a = x.detach().abs()
-    return torch.stack([a.amax().double(), a.mean(dtype=torch.float64)])
+    """(max |x|, mean |x|) on x's device, without a copy of x; the max propagates inf and NaN.
+
+    The mean may overflow for huge finite values; it is informational, never the check.
+    """
+    x = x.detach()
+    big = torch.linalg.vector_norm(x, math.inf)
+    mean = torch.linalg.vector_norm(x, 1) / max(1, x.numel())
+    return torch.stack([big, mean]).double()
+
+
+def _max_abs(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x.detach(), math.inf).double()
 
 
 def _params(module: nn.Module) -> list[nn.Parameter]:
@@ -128,12 +138,9 @@ class Watch:
         """max |w| per watched layer (after an update)."""
         if not self.watched:
             params = list(self.trainer.model.parameters())
-            return torch.stack([p.detach().abs().amax().double() for p in params]).amax().reshape(1)
+            return torch.stack([_max_abs(p) for p in params]).amax().reshape(1)
         return torch.stack(
-            [
-                torch.stack([p.detach().abs().amax().double() for p in _params(m)]).amax()
-                for _, m in self.watched
-            ]
+            [torch.stack([_max_abs(p) for p in _params(m)]).amax() for _, m in self.watched]
         )
 
 
@@ -353,16 +360,19 @@ class _FirstNonFinite(TorchDispatchMode):
         name = func.overloadpacket.__name__
         ins = _tensors(args) + _tensors(kwargs)
         scan = self.first_nan is None and bool(ins) and name not in _FACTORIES
+        mutable = bool(func._schema.is_mutable)
         if scan:  # judge inputs before the call: in-place operators overwrite them
             in_nan = _has(ins, torch.isnan)
             in_inf = _has(ins, torch.isinf)
-            biggest = _max_finite(ins) if not in_inf and self.first_inf is None else 0.0
+            biggest = _max_finite(ins) if mutable and not in_inf else math.nan
         out = func(*args, **kwargs)
         if not scan:
             return out
         outs = _tensors(out)
         where, phase = self.context[-1]
         if self.first_inf is None and not (in_inf or in_nan) and _has(outs, torch.isinf):
+            if math.isnan(biggest):
+                biggest = _max_finite(ins)
             dtype = outs[0].dtype
             limit = torch.finfo(dtype).max
             dname = str(dtype).replace("torch.", "")
@@ -489,7 +499,7 @@ class Doctor:
                 loss = t.compute(step)
                 stats = watch.step_stats(loss)
                 losses.append(loss)
-                if bool(torch.isfinite(stats).all()):
+                if bool(torch.isfinite(stats[:, _CHECKED]).all()):
                     t.apply()
                     weights = watch.weight_max()
                     previous = stats
