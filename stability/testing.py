@@ -17,8 +17,9 @@ fail with a message that names the first broken layer and how far off it is::
 A "layer" is a watched module: by default every ``nn.Linear`` in registration order (its
 output is the layer output), or the blocks of a ``stability.model.MLP``; pass ``modules=`` to
 watch others (for example the activations). Layers are numbered from 1 at the input. The
-probe leaves the gradients of the pass in ``.grad`` and does not change train/eval mode:
-call ``model.eval()`` first if dropout would make the check random.
+probe clears the model's ``.grad`` first and leaves the gradients of its own pass there; it
+does not change train/eval mode: call ``model.eval()`` first if dropout would make the
+check random.
 
 Strategies need hypothesis (``pip install 'stability[test]'``); the assertions do not.
 """
@@ -244,7 +245,7 @@ def assert_variance_preserved(
 
 def _fmt_log(log_ratio: float, value: float, reference: float) -> str:
     if math.isnan(log_ratio):
-        return f"not comparable ({value:.3g} vs layer 1's {reference:.3g})"
+        return f"undefined (this layer's is {value:.3g}, layer 1's {reference:.3g})"
     if math.isinf(log_ratio):
         return f"0 (layer 1's is {reference:.3g})"
     return f"10^{log_ratio:+.2f} x layer 1's ({value:.3g} vs {reference:.3g})"
