@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from stability.config import MLPConfig
-from stability.doctor import Diagnosis, diagnose
+from stability.doctor import INF, NAN, Diagnosis, diagnose
 from stability.loss_scaling import LossScaler
 from stability.lr_search import Quadratic, largest_stable_lr, random_quadratic
 from stability.training import TrainConfig, Trainer
@@ -175,7 +175,7 @@ EXPECTED_MECHANISM = {"0/0": "0 / 0", "inf-inf": "inf - inf"}
 
 def classified_nan(diag: Diagnosis, layer: int, how: str) -> bool:
     return (
-        diag.kind == "nan"
+        diag.kind == NAN
         and diag.mechanism == EXPECTED_MECHANISM[how]
         and diag.where == f"layer {layer}"
         and diag.phase == "forward"
@@ -208,7 +208,7 @@ def test_witness_planted_nan_is_classified_as_nan(
     diag = diagnose(doctor_config(depth, dtype, seed), prepare=plant_nan(layer, "inf-inf"))
     assert classified_nan(diag, layer, "inf-inf")  # the doctor, on the same run, gets it right
     assert diag.first_inf is not None
-    naive = replace(diag, kind="inf", mechanism=diag.first_inf.mechanism)
+    naive = replace(diag, kind=INF, mechanism=diag.first_inf.mechanism)
     assert not classified_nan(naive, layer, "inf-inf")
 
 

@@ -41,6 +41,8 @@ GROWTH_MIN_POINTS = 4  # fewer finite losses than this: no growth verdict
 GROWTH_MIN_RATIO = 10.0  # the loss grew at least 10x over the window ...
 GROWTH_MIN_RISING = 0.8  # ... rising in at least 80 % of its steps
 COST_REPEATS = 3
+INF = "infinite"  # the first non-finite tensor held inf values only
+NAN = "not-a-number"  # it held NaN
 
 # Columns of the per-step statistics matrix: one row per watched layer, one for the loss.
 _ACT_MAX, _ACT_MEAN, _GRAD_MAX, _GRAD_MEAN, _WGRAD_MAX = range(5)
@@ -169,7 +171,7 @@ class Diagnosis:
     where: str | None = None  # "layer 3", "head", "loss"; "layer 3" also for its weights
     layer: int | None = None  # 1-based index of the watched layer (head = depth + 1)
     phase: str | None = None  # forward, backward, update
-    kind: str | None = None  # "inf" or "nan"
+    kind: str | None = None  # INF or NAN (words, so a CSV reader keeps them as text)
     mechanism: str | None = None
     op: str | None = None
     detail: str = ""
@@ -236,9 +238,9 @@ class Diagnosis:
             lines.append(f"  operator: {self.op}; {self.detail}")
         elif self.detail:
             lines.append(f"  {self.detail}")
-        if self.first_inf and self.kind == "nan":
+        if self.first_inf and self.kind == NAN:
             lines.append(f"  before it, the first inf: {self.first_inf.line()}")
-        if self.first_nan and self.kind == "inf":
+        if self.first_nan and self.kind == INF:
             lines.append(f"  NaN follows in the same step: {self.first_nan.line()}")
         if self.grew_geometrically:
             lines.append(
@@ -260,7 +262,7 @@ class Diagnosis:
             return "lower the learning rate (then raise it again until training progresses)"
         if self.mechanism in ("0 / 0", "invalid"):
             return "a division or invalid operation: guard the denominator (add an eps)"
-        if self.kind == "inf" and self.phase == "forward" and self.step == 0:
+        if self.kind == INF and self.phase == "forward" and self.step == 0:
             return "the initial weights are too large: lower the init variance"
         if self.config.model.dtype in ("float16", "bfloat16") and not self.config.loss_scaling:
             return "lower the learning rate or init variance; in float16 check the value range"
@@ -513,7 +515,10 @@ class Doctor:
                     continue
                 return self._failure(step, losses, stats, previous, weights, labels)
         values = [float(v) for v in losses]
-        return Diagnosis(t.cfg, n_steps, "stable", losses=values, skipped_steps=t.skipped_steps)
+        diag = Diagnosis(t.cfg, n_steps, "stable", losses=values, skipped_steps=t.skipped_steps)
+        if previous is not None:
+            diag.last_finite = _last_finite(previous, None, weights, labels, n_steps - 1)
+        return diag
 
     def _failure(
         self,
@@ -528,11 +533,11 @@ class Doctor:
         found = _locate(stats, labels)
         assert found is not None
         where, layer, phase, value = found
-        kind = "nan" if math.isnan(value) else "inf"
+        kind = NAN if math.isnan(value) else INF
         first_inf, first_nan = (None, None)
         if self.layers:
             first_inf, first_nan = replay(t, step)
-        event = first_nan if kind == "nan" else first_inf
+        event = first_nan if kind == NAN else first_inf
         values = [float(v) for v in losses]
         grew, factor = geometric_growth(
             values[:-1] if values and not math.isfinite(values[-1]) else values
@@ -545,7 +550,7 @@ class Doctor:
         )  # fmt: skip
         if event is not None:
             diag.mechanism, diag.op, diag.detail = event.mechanism, event.op, event.detail
-        elif kind == "inf":
+        elif kind == INF:
             diag.mechanism = "inf input"
             diag.detail = "the layer's inputs or weights were already infinite"
         else:
@@ -567,13 +572,13 @@ class Doctor:
         bad = [i for i, ok in enumerate(torch.isfinite(weights).tolist()) if not ok]
         i = bad[0]
         value = float(weights[i])
-        kind = "nan" if math.isnan(value) else "inf"
+        kind = NAN if math.isnan(value) else INF
         values = [float(v) for v in losses]
         grew, factor = geometric_growth(values)
         where = labels[i] if labels else "weights"
-        mechanism = "overflow" if kind == "inf" else "nan in the update"
+        mechanism = "overflow" if kind == INF else "nan in the update"
         detail = f"finite gradients, but the {t.cfg.optimizer} update made the weights {kind}" + (
-            " (optimizer state overflowed: inf / inf)" if kind == "nan" else ""
+            " (optimizer state overflowed: inf / inf)" if kind == NAN else ""
         )
         return Diagnosis(
             t.cfg, step + 1, "diverged", step=step, where=where,
