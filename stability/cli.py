@@ -374,12 +374,14 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
         ls = compare_loss_scaling(cfg)
         tables["loss_scaling"] = ls
-        wide = ls.pivot_table(
-            index="layer",
-            columns="loss_scaling",
-            values=["act_grad_flush_frac", "weight_grad_flush_frac"],
+        flush_cols = ["act_grad_flush_frac", "weight_grad_flush_frac"]
+        wide = pd.concat(
+            [
+                part.set_index("layer")[flush_cols].add_suffix("_scaled" if on else "_unscaled")
+                for on, part in ls.groupby("loss_scaling")
+            ],
+            axis=1,
         )
-        wide.columns = [f"{v}_{'scaled' if s else 'unscaled'}" for v, s in wide.columns]
         print(f"gradient values flushed to zero in {args.dtype} (mean over steps):")
         print(wide.to_string(float_format=lambda v: f"{v:.3g}"))
         for scaling, part in ls.groupby("loss_scaling"):
@@ -400,7 +402,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     with Store.open(args.db) as store:
         run_id = store.start_run("doctor", ["stability", *sys.argv[1:]], args.device)
         for kind, table in tables.items():
-            store.write_doctor(run_id, kind, table.to_dict(orient="records"))
+            records = [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
+            store.write_doctor(run_id, kind, records)
     print(f"tables: {', '.join(written)} (store: {args.db}, run {run_id})")
     return 0
 

@@ -73,7 +73,8 @@ def _reduce(x: torch.Tensor) -> torch.Tensor:
 
 
 def _max_abs(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(x.detach(), math.inf).double()
+    big: torch.Tensor = torch.linalg.vector_norm(x.detach(), math.inf)
+    return big.double()
 
 
 def _params(module: nn.Module) -> list[nn.Parameter]:
@@ -342,11 +343,11 @@ def _classify_nan(
     return "invalid", f"{name} of finite inputs gave NaN (0/0-like or out of domain)"
 
 
-class _FirstNonFinite(TorchDispatchMode):
+class _FirstNonFinite(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Record the first operator that makes an inf from finite inputs, and the first NaN."""
 
     def __init__(self, context: list[tuple[str, str]]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.context = context  # [(where, phase)], mutated by the replay's hooks
         self.first_inf: OpEvent | None = None
         self.first_nan: OpEvent | None = None
@@ -472,11 +473,12 @@ def _last_finite(
     for i, label in enumerate(labels):
         row: dict[str, Any] = {"layer": i + 1, "where": label}
         for k, name in enumerate(_STAT_NAMES):
-            value, at = cur[i][k], step
+            value, at = cur[i][k], int(step)
+            at_opt: int | None = at
             if not math.isfinite(value):
-                value, at = (prev[i][k], step - 1) if prev is not None else (math.nan, None)
+                value, at_opt = (prev[i][k], step - 1) if prev is not None else (math.nan, None)
             row[name] = value
-            row[f"{name}_step"] = at
+            row[f"{name}_step"] = at_opt
         row["weight_max_abs"] = wmax[i]
         rows.append(row)
     return pd.DataFrame(rows)
