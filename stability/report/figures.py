@@ -165,8 +165,7 @@ def growth_heatmaps(panels: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | Non
     finite = finite[np.isfinite(finite)]
     bound = float(min(max(np.abs(finite).max(initial=1.0), 1.0), LOG_CLIP))
     norm = TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
-    cmap = matplotlib.colormaps["RdBu_r"].copy()
-    cmap.set_bad("#bdbdbd")
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#bdbdbd")
     image = None
     for ax, (title, measured, theory) in zip(axes, panels, strict=True):
         values = measured.to_numpy(dtype=float)

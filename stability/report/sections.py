@@ -691,7 +691,7 @@ def throughput(data: ReportData) -> Section:
         _figure(
             data,
             "throughput",
-            [bench.drop(columns=["run_id"]).select_dtypes(exclude="object"), groups],
+            [bench.drop(columns=["run_id"]).select_dtypes(include="number"), groups],
             lambda: figures.throughput(bench, groups),
             "Left: samples per second against batch size on log-log axes with interquartile "
             "bars. Right: efficiency against batch size.",
