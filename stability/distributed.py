@@ -13,6 +13,7 @@ cell stays in the store and ``--resume`` finishes the rest.
 import hashlib
 import importlib
 import importlib.metadata
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
@@ -44,8 +45,8 @@ def import_distributed() -> ModuleType:
         ) from None
 
 
-def task_key(cell: Cell) -> str:
-    """A Dask key per cell: deterministic, so logs and plugins can name the cell."""
+def task_prefix(cell: Cell) -> str:
+    """The start of a cell's Dask key: deterministic, so logs and plugins can name the cell."""
     digest = hashlib.sha1(cell.key.encode(), usedforsecurity=False).hexdigest()[:20]
     return f"stability-cell-{digest}"
 
@@ -146,9 +147,12 @@ def execute_on_dask(
     after, so finished rows do not pile up in the workers' memory.
     """
     distributed = import_distributed()
+    # A fresh token per sweep: a resumed sweep must never meet the cancelled keys of the
+    # run it replaces, which the scheduler may still be forgetting.
+    token = uuid.uuid4().hex[:8]
     by_key: dict[str, list[Cell]] = {}
     for cell in cells:  # a grid may list a cell twice: run it once, report it as often
-        by_key.setdefault(task_key(cell), []).append(cell)
+        by_key.setdefault(f"{task_prefix(cell)}-{token}", []).append(cell)
     if not by_key:
         return
     with connect(scheduler, workers) as client:
@@ -162,19 +166,19 @@ def execute_on_dask(
             pure=False,
         )
         pending = {f.key: f for f in futures}
+        cancelled = distributed.client.FutureCancelledError
         try:
             for fut in distributed.as_completed(futures):
                 outcome: Outcome
-                if fut.status == "finished":
+                try:  # blocks while a result lost with its worker is recomputed
                     outcome = fut.result()
-                elif fut.status == "error":
-                    error = fut.exception()
-                    outcome = error if isinstance(error, BaseException) else RuntimeError(error)
-                else:  # cancelled or lost: the scheduler is gone, not the cell's fault
+                except cancelled:  # the scheduler or our connection is gone, not the cell
                     raise StabilityError(
-                        f"Dask lost cell task {fut.key} ({fut.status}); completed cells are "
-                        "kept in the store, rerun with --resume"
-                    )
+                        f"Dask cancelled cell task {fut.key}; completed cells are kept in the "
+                        "store, rerun with --resume"
+                    ) from None
+                except Exception as exc:  # the cell's own error, after its retries
+                    outcome = exc
                 for cell in by_key[fut.key]:
                     yield cell, outcome
                 pending.pop(fut.key).release()
