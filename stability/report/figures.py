@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, ScalarFormatter
 
 matplotlib.use("Agg")
 
@@ -148,6 +149,7 @@ def atlas(
                 ax.set_xlabel("layer")
     pad = 0.05 * max(ymax - ymin, 1.0)
     axes[0, 0].set_ylim(ymin - pad, ymax + pad)
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     return fig
 
 
@@ -316,13 +318,17 @@ def throughput(bench: pd.DataFrame, group_cols: Sequence[str]) -> Figure:
         line = left.errorbar(x, y, yerr=err, marker="o", ms=3, lw=1.1, capsize=2, label=label)
         if "efficiency" in g and g["efficiency"].notna().any():
             right.plot(x, g["efficiency"], marker="o", ms=3, lw=1.1, color=line[0].get_color())
-    left.set_xscale("log", base=2)
+    batches = sorted(set(bench["batch_size"].astype(float)))
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(batches))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
     left.set_yscale("log")
     left.set_xlabel("batch size")
     left.set_ylabel("samples / s (median, IQR bars)")
     left.grid(alpha=0.3, which="both")
     left.legend()
-    right.set_xscale("log", base=2)
     right.set_xlabel("batch size")
     right.set_ylabel("efficiency (achieved / same-run GEMM GFLOP/s)")
     right.set_ylim(bottom=0)
@@ -341,6 +347,7 @@ def history(efficiency: pd.DataFrame | None, stability: pd.DataFrame | None) -> 
         ax = axes[i]
         for column in efficiency.columns:
             ax.plot(efficiency.index, efficiency[column], marker="o", ms=3, label=str(column))
+        ax.set_xticks(list(efficiency.index))
         ax.set_xlabel("benchmark run id")
         ax.set_ylabel("median efficiency")
         ax.set_ylim(bottom=0)
@@ -351,6 +358,7 @@ def history(efficiency: pd.DataFrame | None, stability: pd.DataFrame | None) -> 
         ax = axes[i]
         for column in stability.columns:
             ax.plot(stability.index, stability[column], marker="o", ms=3, label=str(column))
+        ax.set_xticks(list(stability.index))
         ax.set_xlabel("sweep run id")
         ax.set_ylabel("fraction of configs in the run")
         ax.set_ylim(0, 1.02)
