@@ -22,6 +22,15 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# ci-random: the ci settings with a fresh random seed per run, for hunting flakes
+# (scripts/flake_hunt.sh runs the suite 20 times with different --hypothesis-seed).
+settings.register_profile(
+    "ci-random",
+    max_examples=30,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 # thorough: before a release or after touching numerics; many examples, random seeds.
 settings.register_profile(
     "thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
