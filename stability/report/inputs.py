@@ -149,8 +149,10 @@ def normalise_bench(raw: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         frame["samples_per_s_q1"] = batch / per_call_q3  # slower quartile: fewer samples/s
         frame["samples_per_s_q3"] = batch / per_call_q1
+    # A benchmark without a kind (e.g. the sweep's cells/s) is named after its test.
+    base = frame["name"].astype(str).str.split("[").str[0].str.removeprefix("test_")
+    frame["kind"] = frame["kind"].fillna(base) if "kind" in frame.columns else base
     for column, default in (
-        ("kind", "train"),
         ("device", "cpu"),
         ("dtype", "float32"),
         ("precision_mode", "native"),
@@ -163,12 +165,12 @@ def normalise_bench(raw: pd.DataFrame) -> pd.DataFrame:
     frame["probe"] = [
         "no probe" if pd.isna(p) or not p else f"probe every {int(p)}" for p in frame["probe_every"]
     ]
-    if "depth" in frame.columns and "width" in frame.columns:
-        frame["shape"] = [
-            f"{_int(d)}x{_int(w)}" for d, w in zip(frame["depth"], frame["width"], strict=True)
-        ]
-    else:
-        frame["shape"] = frame["name"].astype(str).str.split("[").str[0]
+    depth = frame["depth"] if "depth" in frame.columns else pd.Series(np.nan, index=frame.index)
+    width = frame["width"] if "width" in frame.columns else pd.Series(np.nan, index=frame.index)
+    frame["shape"] = [
+        f"{_int(d)}x{_int(w)}" if pd.notna(d) and pd.notna(w) else "mixed"
+        for d, w in zip(depth, width, strict=True)
+    ]
     return frame.reset_index(drop=True)
 
 

@@ -720,9 +720,10 @@ def throughput(data: ReportData) -> Section:
 
 
 def _probe_overhead(bench: pd.DataFrame) -> pd.DataFrame:
-    direct = [c for c in ("probe_overhead", "overhead", "ratio") if c in bench.columns]
+    direct = [c for c in ("overhead_ratio", "probe_overhead", "overhead") if c in bench.columns]
     if direct:
-        keep = [c for c in ["name", *GROUP_COLUMNS, "batch_size", *direct] if c in bench.columns]
+        extra = [c for c in bench.columns if str(c).startswith("overhead") and c not in direct]
+        keep = [c for c in ["name", "shape", "probe", "batch_size", *direct, *extra] if c in bench]
         return bench[bench[direct[0]].notna()][keep].reset_index(drop=True)
     if "probe" not in bench.columns or bench["probe"].nunique() < 2:
         return pd.DataFrame()
