@@ -45,7 +45,7 @@ TINY_FLAGS = [
     *("--seeds", "0,1", "--batch", "8", "--quiet"),
 ]
 ROW_ORDER = ["cell_key", "layer"]
-KILL_WAIT_S = 30.0  # the doomed worker waits at most this long for cells to be committed
+KILL_WAIT_S = 120.0  # a guard against a hang only: the other worker commits cells within seconds
 COMMITTED_BEFORE_KILL = 4
 
 # The kill plugin below is defined here, and workers cannot import a test module: ship it
@@ -105,12 +105,13 @@ def client() -> Iterator[Any]:
         cluster.close()
 
 
-def test_cli_local_cluster_gives_the_same_rows_as_a_local_run(
-    tmp_path: Path, reference: pd.DataFrame
+def test_cli_on_a_cluster_gives_the_same_rows_as_a_local_run(
+    tmp_path: Path, client: Any, reference: pd.DataFrame
 ) -> None:
-    """`--scheduler local` (a LocalCluster of 2 processes) stores exactly the local rows."""
+    """`--scheduler ADDRESS` (a LocalCluster of 2 processes) stores exactly the local rows."""
     db, csv = tmp_path / "dask.db", tmp_path / "dask.csv"
-    dask_flags = ["--scheduler", "local", "--jobs", "2", "--db", str(db), "--out", str(csv)]
+    address = client.scheduler.address
+    dask_flags = ["--scheduler", address, "--db", str(db), "--out", str(csv)]
     code = main(["sweep", *TINY_FLAGS, *dask_flags])
     assert code == 0
     with Store.open(db) as store:
@@ -226,6 +227,13 @@ def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_witness_missing_extra_names_the_extra() -> None:
     """With dask installed the same call succeeds: the check above is not vacuous."""
     assert import_distributed() is distributed
+
+
+def test_local_cluster_needs_a_worker(tmp_path: Path) -> None:
+    """`--scheduler local --jobs 0` is refused before any cluster starts."""
+    assert main(["sweep", *TINY_FLAGS, "--scheduler", "local", "--jobs", "0"]) == 2
+    with Store.open(tmp_path / "w.db") as store, pytest.raises(StabilityError, match="got 0"):
+        run_sweep(TINY, store, jobs=0, scheduler="local")
 
 
 def test_bad_scheduler_value_is_a_one_line_error(tmp_path: Path) -> None:
