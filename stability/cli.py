@@ -336,8 +336,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         tables["cost"] = pd.DataFrame([{**cfg.as_dict(), **cost.as_dict()}])
         print(
             f"cost over {cost.steps} steps: plain {cost.plain_s:.3f} s, doctor {cost.doctor_s:.3f}"
-            f" s, detect_anomaly {cost.anomaly_s:.3f} s; doctor / detect_anomaly = "
-            f"{cost.ratio:.3f} (detect_anomaly: {cost.anomaly_message})"
+            f" s (of which replay {cost.replay_s:.3f} s), detect_anomaly {cost.anomaly_s:.3f} s;"
+            f" doctor / detect_anomaly = {cost.ratio:.3f}, watching alone {cost.watch_ratio:.3f}"
+            f" (detect_anomaly: {cost.anomaly_message})"
         )
     if args.lr_search:
         from stability.lr_search import lr_search_grid
