@@ -375,7 +375,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
         ls = compare_loss_scaling(cfg)
         tables["loss_scaling"] = ls
-        flush_cols = ["act_grad_flush_frac", "weight_grad_flush_frac"]
+        flush_cols = ["act_grad_zero_frac", "weight_grad_zero_frac"]
         wide = pd.concat(
             [
                 part.set_index("layer")[flush_cols].add_suffix("_scaled" if on else "_unscaled")
@@ -383,7 +383,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             ],
             axis=1,
         )
-        print(f"gradient values flushed to zero in {args.dtype} (mean over steps):")
+        print(f"fraction of gradient values that are zero in {args.dtype} (mean over steps):")
         print(wide.to_string(float_format=lambda v: f"{v:.3g}"))
         for scaling, part in ls.groupby("loss_scaling"):
             first = part.iloc[0]

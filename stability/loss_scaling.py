@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 
 from stability.errors import StabilityError
-from stability.probe import Probe
 from stability.training import TrainConfig, Trainer
 
 INIT_SCALE = 2.0**16
@@ -102,15 +101,25 @@ class LossScaler:
         self._found_inf = None
 
 
+def _grad_fractions(g: torch.Tensor, trainer: Trainer) -> torch.Tensor:
+    """(flushed, zero) fractions of an activation gradient as the dtype stores it."""
+    if trainer.mode == "emulated":
+        stored = g.to(trainer.dtype.dtype)
+        return torch.stack(
+            [((g != 0) & (stored == 0)).float().mean(), (stored == 0).float().mean()]
+        )
+    return torch.stack([torch.full((), math.nan, device=g.device), (g == 0).float().mean()])
+
+
 def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataFrame:
     """Train ``cfg`` (a float16/bfloat16 config) without and with loss scaling.
 
-    One tidy row per (loss_scaling, layer): the mean over steps of the fraction of nonzero
-    activation-gradient values (``act_grad_flush_frac``, at the layer's output) and weight-
-    gradient values (``weight_grad_flush_frac``) that flush to zero when stored in the dtype
-    (emulated); natively (CUDA autocast) the weight column is the fraction of exact zeros
-    and the activation column is NaN. ``final_loss``, ``skipped_steps`` and ``final_scale``
-    describe the run.
+    One tidy row per (loss_scaling, layer), means over steps: of the gradient arriving at the
+    layer's output (``act_grad_*``) and of its weight gradient (``weight_grad_*``), the
+    fraction that is zero once stored in the dtype (``*_zero_frac``: lost to underflow here or
+    above, or exactly zero) and the fraction of nonzero values that flushed to zero in this
+    rounding (``*_flush_frac``; emulated only, NaN natively). The head is the last layer.
+    ``final_loss``, ``skipped_steps`` and ``final_scale`` describe the run.
     """
     if not cfg.model.dtype.startswith(("float16", "bfloat16")):
         raise StabilityError(
@@ -122,37 +131,56 @@ def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataF
     for scaling in (False, True):
         trainer = Trainer(replace(cfg, loss_scaling=scaling))
         trainer.track_grad_flush = True
-        layers = trainer.model.body.layers
-        act_sum = torch.zeros(len(layers))
-        weight_sum = torch.zeros(len(layers) + 1)
+        blocks = trainer.model.body.layers
+        act_sum = torch.zeros(len(blocks), 2)
+        weight_sum = torch.zeros(len(blocks) + 1, 2)
+        current: dict[int, torch.Tensor] = {}
+
+        def watch(
+            i: int,
+            out: torch.Tensor,
+            trainer: Trainer = trainer,
+            current: dict[int, torch.Tensor] = current,
+        ) -> None:
+            def on_grad(g: torch.Tensor) -> None:
+                current[i] = _grad_fractions(g.detach(), trainer)
+
+            if out.requires_grad:
+                out.register_hook(on_grad)  # type: ignore[no-untyped-call]
+
+        handles = [
+            b.register_forward_hook(lambda m, a, out, i=i: watch(i, out))
+            for i, b in enumerate(blocks)
+        ]
         loss = math.nan
-        with Probe(trainer.model.body) as probe:
-            for i in range(n_steps):
-                loss = float(trainer.compute(i))
-                stats = probe.results()
-                act_sum += torch.tensor([s.grad_flush_frac for s in stats])
-                weight_sum += torch.stack(
-                    [
-                        trainer.grad_flush[f"body.blocks.{j}.linear.weight"]
-                        for j in range(len(layers))
-                    ]
-                    + [trainer.grad_flush["head.linear.weight"]]
-                ).cpu()
+        try:
+            for step in range(n_steps):
+                current.clear()
+                loss = float(trainer.compute(step))
+                nan2 = torch.full((2,), math.nan)
+                act_sum += torch.stack([current.get(i, nan2).cpu() for i in range(len(blocks))])
+                names = [f"body.blocks.{j}.linear.weight" for j in range(len(blocks))]
+                names.append("head.linear.weight")
+                weight_sum += torch.stack([trainer.grad_flush[n].cpu() for n in names])
                 trainer.apply()
+        finally:
+            for h in handles:
+                h.remove()
         scale = trainer.scaler.get_scale() if trainer.scaler is not None else 1.0
-        for j in range(len(layers) + 1):
-            act = float(act_sum[j]) / n_steps if j < len(layers) else math.nan
-            if trainer.mode == "native":
-                act = math.nan
+        for j in range(len(blocks) + 1):
+            act = (act_sum[j] / n_steps).tolist() if j < len(blocks) else [math.nan, math.nan]
+            weight = (weight_sum[j] / n_steps).tolist()
             rows.append(
                 {
                     **cfg.model.as_dict(),
                     "precision_mode": trainer.mode,
                     "loss_scaling": scaling,
                     "layer": j + 1,
-                    "is_head": j == len(layers),
-                    "act_grad_flush_frac": act,
-                    "weight_grad_flush_frac": float(weight_sum[j]) / n_steps,
+                    "is_head": j == len(blocks),
+                    "act_grad_zero_frac": act[1],
+                    "act_grad_flush_frac": act[0],
+                    "weight_grad_zero_frac": weight[1],
+                    "weight_grad_flush_frac": weight[0],
                     "final_loss": loss,
                     "skipped_steps": trainer.skipped_steps,
                     "final_scale": scale,

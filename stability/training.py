@@ -221,8 +221,8 @@ class Trainer:
         if cfg.loss_scaling and self.dtype.reduced:
             self.scaler = self._make_scaler()
         self.skipped_steps = 0
-        # Per weight: flushed fraction of its gradient when rounded to the dtype (emulation)
-        # or its fraction of exact zeros (native); filled by backward() when tracking.
+        # Per weight: (flushed, zero) fractions of its gradient as stored in the dtype
+        # (``_flush_fraction``); filled by backward() when tracking.
         self.track_grad_flush = False
         self.grad_flush: dict[str, torch.Tensor] = {}
 
@@ -305,10 +305,16 @@ class Trainer:
 
 
 def _flush_fraction(g: torch.Tensor, dtype: torch.dtype, mode: str) -> torch.Tensor:
-    """Emulated: nonzero values that round to zero in ``dtype``; native: exact zeros."""
+    """(flushed, zero) fractions of ``g`` as stored in ``dtype``.
+
+    Flushed: nonzero values that round to zero (emulated only; NaN natively, where the
+    rounding already happened). Zero: values that are zero once stored.
+    """
     if mode == "emulated":
-        return ((g != 0) & (g.to(dtype) == 0)).float().mean()
-    return (g == 0).float().mean()
+        stored = g.to(dtype)
+        flushed = ((g != 0) & (stored == 0)).float().mean()
+        return torch.stack([flushed, (stored == 0).float().mean()])
+    return torch.stack([torch.full((), math.nan, device=g.device), (g == 0).float().mean()])
 
 
 @dataclass(frozen=True)
