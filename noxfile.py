@@ -63,6 +63,16 @@ def report(session: nox.Session) -> None:
     session.run("stability", "report", *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Run the benchmark grid (``-- --quick`` for the reduced one) and store the results."""
+    install(session, "bench")
+    session.run(
+        "pytest", "benchmarks", "--benchmark-json=results/bench.json", "-q", *session.posargs
+    )
+    session.run("stability", "bench-ingest", "results/bench.json")
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""

@@ -152,17 +152,24 @@ class TimingStats:
         return asdict(self)
 
 
-def time_rounds(block: Block, rounds: int) -> list[float]:
-    """Seconds per call of each of ``rounds`` timed blocks, garbage collector off."""
+Clock = Callable[[], float]
+
+
+def time_rounds(block: Block, rounds: int, clock: Clock = time.perf_counter) -> list[float]:
+    """Seconds per call of each of ``rounds`` timed blocks, garbage collector off.
+
+    ``clock`` is wall time by default; ``time.thread_time`` (CPU time of this thread, blind
+    to the neighbours' load) is only meaningful with one intra-op thread on CPU.
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:
         out = []
         synchronize(block.device)
         for _ in range(rounds):
-            start = time.perf_counter()
+            start = clock()
             block()
-            out.append((time.perf_counter() - start) / block.iterations)
+            out.append((clock() - start) / block.iterations)
         return out
     finally:
         if enabled:
@@ -175,12 +182,13 @@ def time_fn(
     rounds: int = DEFAULT_ROUNDS,
     warmup: int = DEFAULT_WARMUP,
     iterations: int | None = None,
+    clock: Clock = time.perf_counter,
 ) -> TimingStats:
     """Warm up, then time ``rounds`` blocks of ``fn``; per-call statistics."""
     for _ in range(warmup):
         fn()
     n = iterations or block_iterations(fn, device)
-    return TimingStats.from_samples(time_rounds(Block(fn, n, device), rounds), n)
+    return TimingStats.from_samples(time_rounds(Block(fn, n, device), rounds, clock), n)
 
 
 # -- same-run GEMM calibration -----------------------------------------------------------------

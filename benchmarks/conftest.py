@@ -1,0 +1,144 @@
+"""pytest-benchmark suites: the grid, ``--quick``, and the fixture that times a step.
+
+Every benchmark times its step with ``stability.bench`` (warm-up, garbage collector off,
+thread count set, one device sync per timed block) through pytest-benchmark's ``pedantic``
+so the JSON holds the raw rounds, and puts the same-run GEMM calibration and efficiency
+in ``extra_info``. A round is one block of ``iterations`` calls: pytest-benchmark's own
+stats are per block, ``extra_info`` is per call.
+
+``--quick`` (CI and the report, < 3 minutes on 2 cores): the small shape, CPU float32.
+"""
+
+import gc
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from stability.bench import DEFAULT_ROUNDS, Block, Step, Throughput, measure
+from stability.config import MLPConfig
+
+FULL_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
+QUICK_BATCHES = (1, 4, 16, 64, 256, 1024)
+FULL_SHAPES = ((8, 512), (32, 1024))  # (depth, width)
+QUICK_SHAPES = ((8, 512),)
+CPU_DTYPES = ("float32", "float64")
+CUDA_DTYPES = ("float32", "float16", "bfloat16")
+# One thread by default: on a shared 2-core machine a second thread mostly waits for the
+# neighbours' load, and one thread is comparable across machines. --bench-threads 0 keeps
+# torch's default.
+DEFAULT_THREADS = 1
+SLOW_CALL_S = 1.0  # steps slower than this get fewer rounds so the full grid ends
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of the grid: shape, batch, device, dtype."""
+
+    depth: int
+    width: int
+    batch: int
+    device: str
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.device}-{self.dtype}-d{self.depth}w{self.width}-b{self.batch}"
+
+    def config(self) -> MLPConfig:
+        return MLPConfig(
+            depth=self.depth, width=self.width, dtype=self.dtype, device=self.device, seed=0
+        )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stability benchmarks")
+    group.addoption(
+        "--quick",
+        action="store_true",
+        default=False,
+        help="reduced grid: depth 8 x width 512, CPU float32, batch 1..1024 (< 3 minutes)",
+    )
+    group.addoption(
+        "--bench-threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help="torch intra-op threads on CPU (0: torch's default; default %(default)s)",
+    )
+
+
+def grid(quick: bool) -> list[Case]:
+    """The benchmark grid; CUDA points only where a GPU is present."""
+    shapes = QUICK_SHAPES if quick else FULL_SHAPES
+    batches = QUICK_BATCHES if quick else FULL_BATCHES
+    devices: list[tuple[str, Sequence[str]]] = [("cpu", ("float32",) if quick else CPU_DTYPES)]
+    if torch.cuda.is_available():
+        devices.append(("cuda", CUDA_DTYPES))
+    return [
+        Case(d, w, b, dev, dt)
+        for dev, dtypes in devices
+        for dt in dtypes
+        for d, w in shapes
+        for b in batches
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = grid(bool(metafunc.config.getoption("quick")))
+        params = [
+            pytest.param(c, id=c.id, marks=[pytest.mark.cuda] if c.device == "cuda" else [])
+            for c in cases
+        ]
+        metafunc.parametrize("case", params)
+
+
+@pytest.fixture
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Set the CPU thread count for this benchmark; restored afterwards."""
+    before = torch.get_num_threads()
+    wanted = int(request.config.getoption("bench_threads"))
+    if wanted:
+        torch.set_num_threads(wanted)
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
+
+Measure = Callable[[Step], Throughput]
+
+
+@pytest.fixture
+def run_step(benchmark: Any, threads: int) -> Measure:
+    """Time a step through pytest-benchmark and attach the full record to ``extra_info``."""
+
+    def timer(block: Block, rounds: int) -> list[float]:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            benchmark.pedantic(block, rounds=rounds, iterations=1, warmup_rounds=0)
+        finally:
+            if enabled:
+                gc.enable()
+        return [t / block.iterations for t in benchmark.stats.stats.data]
+
+    def run(step: Step) -> Throughput:
+        rounds, warmup = DEFAULT_ROUNDS, 3
+        if _one_call_seconds(step) > SLOW_CALL_S:
+            rounds, warmup = 5, 1
+        result = measure(step, rounds=rounds, warmup=warmup, threads=threads, timer=timer)
+        benchmark.extra_info.update(result.as_dict())
+        step.close()
+        return result
+
+    return run
+
+
+def _one_call_seconds(step: Step) -> float:
+    start = time.perf_counter()
+    step()
+    if step.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
