@@ -409,10 +409,34 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench_ingest(sub: "argparse._SubParsersAction[_Parser]") -> None:
+    p = sub.add_parser(
+        "bench-ingest",
+        help="store a pytest-benchmark JSON (stats + extra_info) in the results store",
+        description="Write every benchmark of a pytest-benchmark JSON under a new bench run.",
+    )
+    p.add_argument("json", type=Path, help="pytest-benchmark JSON (--benchmark-json output)")
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
+    )
+    p.set_defaults(handler=_cmd_bench_ingest)
+
+
+def _cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from stability.bench import ingest
+
+    with Store.open(args.db) as store:
+        run_id = ingest(args.json, store, ["stability", *sys.argv[1:]])
+        count = int((store.bench_results()["run_id"] == run_id).sum())
+    print(f"bench run {run_id}: {count} results from {args.json} (store: {args.db})")
+    return 0
+
+
 COMMANDS: list[Callable[["argparse._SubParsersAction[_Parser]"], None]] = [
     _add_sweep,
     _add_report,
     _add_doctor,
+    _add_bench_ingest,
 ]
 
 
