@@ -104,7 +104,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     cells = grid.cells()  # validates every name and size before any work
     out = writable_path(args.out, "output file")
-    if args.device.startswith("cuda"):
+    if args.device.startswith("cuda") and args.scheduler is None:  # else the workers need CUDA
         import torch
 
         if not torch.cuda.is_available():

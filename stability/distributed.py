@@ -66,6 +66,11 @@ def worker_versions() -> dict[str, str]:
     return {"stability": version, "torch": torch.__version__}
 
 
+def worker_has_cuda() -> bool:
+    """Whether a worker can run ``device='cuda'`` cells (the client itself may have no GPU)."""
+    return torch.cuda.is_available()
+
+
 @contextmanager
 def connect(scheduler: "str | Client", workers: int = 2) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler``: an address, ``'local'`` or a Client.
@@ -105,8 +110,9 @@ def connect(scheduler: "str | Client", workers: int = 2) -> Iterator[Any]:
         yield client
 
 
-def check_workers(client: Any, timeout: float = WORKER_TIMEOUT_S) -> None:
-    """Fail before any work if there are no workers or they run another stability/torch.
+def check_workers(client: Any, needs_cuda: bool = False, timeout: float = WORKER_TIMEOUT_S) -> None:
+    """Fail before any work if there are no workers, they run another stability/torch, or
+    the grid wants CUDA and a worker has none.
 
     ``client`` is a ``distributed.Client``, typed loosely so mypy gives the same verdict
     with and without the dask extra installed.
@@ -133,6 +139,13 @@ def check_workers(client: Any, timeout: float = WORKER_TIMEOUT_S) -> None:
                 f"Dask worker {address} has {theirs}, the client has {here}; install the same "
                 "stability and torch on every worker"
             )
+    if needs_cuda:
+        without = sorted(a for a, ok in client.run(worker_has_cuda).items() if not ok)
+        if without:
+            raise StabilityError(
+                f"the grid asks for device 'cuda' but Dask workers {without} have no CUDA "
+                "device; start those workers on GPU hosts or sweep with --device cpu"
+            )
 
 
 def execute_on_dask(
@@ -156,7 +169,7 @@ def execute_on_dask(
     if not by_key:
         return
     with connect(scheduler, workers) as client:
-        check_workers(client)
+        check_workers(client, needs_cuda=any(c.config.device.startswith("cuda") for c in cells))
         keys = list(by_key)
         futures = client.map(
             run_cell_on_worker,
