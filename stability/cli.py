@@ -363,7 +363,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         grid = table.assign(cell=table["stable"].map({True: "ok", False: "DIV"})).pivot_table(
             index=["activation", "init"], columns="lr", values="cell", aggfunc="first"
         )
-        grid.columns = [f"{c:g}" for c in grid.columns]
+        grid.columns = [f"{c:.3g}" for c in grid.columns]
         print("lr map (ok = stable, DIV = divergent):")
         print(grid.to_string())
         if args.figure is not None:
