@@ -24,6 +24,7 @@ catches slowdowns (``scripts/prove_gate.py``) and is off unless explicitly set.
 
 import gc
 import json
+import math
 import os
 import statistics
 import sys
@@ -229,6 +230,15 @@ def _planted_slowdown() -> float:
     return value
 
 
+def _best_time(fn: Callable[[], object], calls: int) -> float:
+    best = math.inf
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 class TrainStep:
     """Forward, projection loss, backward, SGD step; counts non-finite losses on device.
 
@@ -252,20 +262,26 @@ class TrainStep:
         self.probe_every = probe_every
         self.flops = train_flops(config.depth, config.width, batch)
         self._bad = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._extra: Callable[[], None] | None = None
         self._extra = self._planted_work(_planted_slowdown())
 
     def _planted_work(self, fraction: float) -> Callable[[], None] | None:
-        """Extra matmuls worth ``fraction`` of the step's FLOPs (proof of the gate only)."""
+        """Extra matmuls taking ``fraction`` of the step's time (proof of the gate only).
+
+        Sized by time, not FLOPs (a small step is not GEMM-bound): the step and one small
+        GEMM are each timed here (best of several calls) and the GEMM is repeated
+        ``fraction * t_step / t_gemm`` times after every step.
+        """
         if fraction <= 0:
             return None
-        w = self.config.width
-        rows = max(1, round(fraction * 3 * self.batch))  # 3x: a step is 3 forward passes
-        gemm = Gemm(rows, w, self.x.dtype, self.device)
-        depth = self.config.depth
+        unit = Gemm(max(1, self.batch // 8), self.config.width, self.x.dtype, self.device)
+        t_step = _best_time(self, 5)
+        t_unit = _best_time(unit, 20)
+        repeats = max(1, round(fraction * t_step / t_unit))
 
         def extra() -> None:
-            for _ in range(depth):
-                gemm()
+            for _ in range(repeats):
+                unit()
 
         return extra
 
