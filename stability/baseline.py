@@ -1,0 +1,222 @@
+"""Baselines for the CI gate: a reviewable JSON of what this code computes and how fast.
+
+A baseline holds (1) the stability figures of a fixed small grid on CPU, float64 and
+float32, fixed seeds, one thread (bit-for-bit deterministic on one machine and torch
+build): per-layer pre-activation, activation and gradient variances from the probe,
+(2) the training-step efficiency against a same-run GEMM, per timed round, so the gate
+can test a change for significance, (3) the environment fingerprint that both must share,
+and (4) who wrote it, when and why. ``stability baseline --reason "..."`` rewrites it.
+
+The grid's first cells take the activation and init from ``MLPConfig``'s defaults, so a
+changed default shows up as a changed cell.
+"""
+
+import datetime as dt
+import getpass
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stability.bench import (
+    Block,
+    block_iterations,
+    calibrate,
+    compute_dtype,
+    make_train_step,
+    set_threads,
+    time_rounds,
+)
+from stability.config import MLPConfig
+from stability.errors import StabilityError
+from stability.store import git_commit
+from stability.sweep import Cell, run_cell
+
+FORMAT = "stability-baseline"
+VERSION = 1
+DEFAULT_PATH = Path("baselines") / "baseline.json"
+FIGURES = ("preact_var", "act_var", "grad_var")
+GRID_DEPTH = 10
+GRID_WIDTH = 64
+GRID_BATCH = 64
+GRID_DTYPES = ("float64", "float32")
+GRID_SEEDS = (0, 1)
+# Beside the defaults: one saturating and one self-normalising pair from the notes.
+GRID_EXTRA = (("tanh", "xavier_normal"), ("selu", "lecun_normal"))
+# The timed step: small enough that a round is ~10-20 ms, big enough to be GEMM-bound.
+SPEED_CONFIG = MLPConfig(depth=4, width=256, dtype="float32", device="cpu")
+SPEED_BATCH = 256
+SPEED_ROUNDS = 20
+THREADS = 1  # determinism of the figures, and steadier timing on a shared machine
+
+
+def grid() -> list[Cell]:
+    """The fixed stability grid: defaults first, then ``GRID_EXTRA``."""
+    cells = []
+    for dtype in GRID_DTYPES:
+        for seed in GRID_SEEDS:
+            base = {"depth": GRID_DEPTH, "width": GRID_WIDTH, "dtype": dtype, "seed": seed}
+            cells.append(Cell(MLPConfig(**base), GRID_BATCH))  # type: ignore[arg-type]
+            for act, init in GRID_EXTRA:
+                config = MLPConfig(activation=act, init=init, **base)  # type: ignore[arg-type]
+                cells.append(Cell(config, GRID_BATCH))
+    return cells
+
+
+def cell_name(cell: Cell) -> str:
+    """A short readable key: ``relu/kaiming_normal/float32/d10w64/b64/s0``."""
+    c = cell.config
+    return f"{c.activation}/{c.init}/{c.dtype}/d{c.depth}w{c.width}/b{cell.batch}/s{c.seed}"
+
+
+def stability_figures(cells: Sequence[Cell] | None = None) -> dict[str, dict[str, Any]]:
+    """Per cell: its config and the per-layer figures (one thread: bit-reproducible)."""
+    before = torch.get_num_threads()
+    set_threads(THREADS)
+    try:
+        out: dict[str, dict[str, Any]] = {}
+        for cell in grid() if cells is None else cells:
+            rows = run_cell(cell)
+            out[cell_name(cell)] = {
+                "dtype": cell.config.dtype,
+                "config": {**cell.config.as_dict(), "batch": cell.batch},
+                **{f: [float(r[f]) for r in rows] for f in FIGURES},
+            }
+        return out
+    finally:
+        torch.set_num_threads(before)
+
+
+def efficiency_samples(rounds: int = SPEED_ROUNDS) -> dict[str, Any]:
+    """Per timed round, the training step's GFLOP/s over the same-run GEMM's."""
+    before = torch.get_num_threads()
+    threads = set_threads(THREADS)
+    try:
+        step = make_train_step(SPEED_CONFIG, SPEED_BATCH)
+        dtype = compute_dtype(step)
+        calib_before = calibrate(SPEED_BATCH, SPEED_CONFIG.width, dtype, "cpu")
+        for _ in range(3):
+            step()
+        n = block_iterations(step, "cpu")
+        seconds = time_rounds(Block(step, n, "cpu"), rounds)
+        calib_after = calibrate(SPEED_BATCH, SPEED_CONFIG.width, dtype, "cpu")
+        calib = (calib_before + calib_after) / 2
+        eff = [step.flops / s / 1e9 / calib for s in seconds]
+        return {
+            "config": {**SPEED_CONFIG.as_dict(), "batch": SPEED_BATCH},
+            "threads": threads,
+            "calib_gflops": calib,
+            "seconds": seconds,
+            "efficiency": eff,
+            "nonfinite_losses": step.nonfinite(),
+        }
+    finally:
+        torch.set_num_threads(before)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def fingerprint() -> dict[str, Any]:
+    """What must match for a comparison to mean anything (not the host name: CI hosts vary)."""
+    return {
+        "python": ".".join(platform.python_version_tuple()[:2]),
+        "torch": torch.__version__,
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": THREADS,
+    }
+
+
+def _who() -> str:
+    try:
+        name = subprocess.run(
+            ["git", "config", "user.name"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        name = ""
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(MLPConfig)}
+
+
+def measure(reason: str, rounds: int = SPEED_ROUNDS) -> dict[str, Any]:
+    """A complete baseline document (also what the gate measures to compare)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": {
+            "by": _who(),
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "why": reason,
+            "commit": git_commit(),
+        },
+        "environment": fingerprint(),
+        "defaults": defaults(),
+        "stability": stability_figures(),
+        "throughput": efficiency_samples(rounds),
+    }
+
+
+def write(path: Path | str, reason: str, rounds: int = SPEED_ROUNDS) -> dict[str, Any]:
+    if not reason.strip():
+        raise StabilityError("a baseline needs a reason: pass --reason 'why it changed'")
+    doc = measure(reason, rounds)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    return doc
+
+
+class CannotJudge(StabilityError):
+    """The baseline is missing, unreadable, of another format, or from another machine."""
+
+
+REBASELINE = "write one with: stability baseline --reason '...'"
+
+
+def load(path: Path | str) -> dict[str, Any]:
+    """Read and check a baseline; ``CannotJudge`` says what is wrong and what to do."""
+    path = Path(path)
+    if not path.exists():
+        raise CannotJudge(f"no baseline at {str(path)!r}; {REBASELINE}")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CannotJudge(
+            f"baseline {str(path)!r} is unreadable ({exc}); restore it from git "
+            f"(git checkout -- {path}) or {REBASELINE}"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CannotJudge(f"{str(path)!r} is not a stability baseline; {REBASELINE}")
+    if doc.get("version") != VERSION:
+        raise CannotJudge(
+            f"baseline {str(path)!r} has format version {doc.get('version')!r}, this gate "
+            f"reads version {VERSION}; {REBASELINE}"
+        )
+    for key in ("environment", "defaults", "stability", "throughput"):
+        if not isinstance(doc.get(key), dict):
+            raise CannotJudge(f"baseline {str(path)!r} lacks its {key!r} part; {REBASELINE}")
+    return doc
