@@ -198,7 +198,7 @@ def compare_stability(
             for layer, (x, y) in enumerate(zip(bv, nv, strict=True), start=1):
                 if not _close(float(x), float(y), rtol):
                     worst = worst or (layer, x, y)
-                    rel = abs(y - x) / abs(x) if x and math.isfinite(x) else math.inf
+                    rel = (y - x) / abs(x) if x and math.isfinite(x) else math.inf
                     rows.append(
                         Row("stability", f"{name} {fig} L{layer}", _fmt(x), _fmt(y),
                             f"{rel:+.2%}" if math.isfinite(rel) else "-",
