@@ -73,6 +73,13 @@ def bench(session: nox.Session) -> None:
     session.run("stability", "bench-ingest", "results/bench.json")
 
 
+@nox.session(python=PYTHON, default=False)
+def gate(session: nox.Session) -> None:
+    """Fail on numerical or throughput regressions against baselines/ (exit 1), or if unsure (2)."""
+    install(session)
+    session.run("stability", "gate", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""
