@@ -152,7 +152,7 @@ def test_cli_prints_path_and_verdict(tiny: TinyReport) -> None:
     assert f"report: {tiny.out}" in tiny.stdout
     assert "verdict:" in tiny.stdout
     # test_breaks failed in the fake junit: the report says so and the exit code carries it.
-    assert "1 failed" in tiny.stdout
+    assert "3 properties: 2 passed, 1 failed; witnesses: 1 passed, 2 missing" in tiny.stdout
     assert tiny.code == 1
 
 

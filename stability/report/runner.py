@@ -44,6 +44,7 @@ PRECISION_CONFIGS: tuple[tuple[str, str], ...] = (
 )
 PRECISION_DTYPES = ("float16", "bfloat16")
 LOG_TAIL_LINES = 25
+LOG_EVERY_S = 30.0  # progress lines in a non-terminal log
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Display:
     def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None) -> None:
         self.stream = stream
         self.live = stream.isatty() if live is None else live
-        self._last = 0.0
+        self._last = time.monotonic()
 
     def say(self, text: str) -> None:
         self._clear()
@@ -89,10 +90,14 @@ class Display:
         self.stream.flush()
 
     def update(self, text: str) -> None:
-        """Transient status: shown on a terminal (at most 10 times a second), dropped in logs."""
-        if not self.live:
-            return
+        """Transient status: rewritten up to 10 times a second on a terminal; in a log, a
+        line every ``LOG_EVERY_S`` seconds so a long step still shows signs of life."""
         now = time.monotonic()
+        if not self.live:
+            if now - self._last >= LOG_EVERY_S:
+                self._last = now
+                self.say(text)
+            return
         if now - self._last < 0.1:
             return
         self._last = now

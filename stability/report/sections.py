@@ -416,6 +416,11 @@ def precision(data: ReportData) -> Section:
         f"Configuration: {_shape_label(reduced)}; precision: {', '.join(modes)} "
         "(emulated = float32 compute, rounded at every layer boundary)."
     )
+    section.notes.append(
+        "Configurations: the library default (relu, kaiming_normal) and four that stress the "
+        "range: N(0, 1) weights (overflow), Xavier with tanh and with sigmoid (the sigmoid "
+        "gradient vanishes into subnormals), and nn.Linear's own default (flush to zero)."
+    )
     missing = [
         f"{a}/{i} {d}"
         for a, i in configs
@@ -627,12 +632,10 @@ def properties(data: ReportData) -> Section:
         return section
     results = table["result"].value_counts()
     witnesses = table["witness"].value_counts()
-    section.verdict = (
-        f"{results.get('passed', 0)}/{len(table)} properties passed"
-        + (f", {results.get('failed', 0) + results.get('error', 0)} failed" if
-           results.get("failed", 0) + results.get("error", 0) else "")
-        + f"; {witnesses.get('passed', 0)} witnesses passed, {witnesses.get('missing', 0)} missing"
-    )  # fmt: skip
+    order = ["passed", "failed", "error", "skipped", "missing"]
+    counted = ", ".join(f"{results[r]} {r}" for r in order if results.get(r, 0))
+    witnessed = ", ".join(f"{witnesses[r]} {r}" for r in order if witnesses.get(r, 0))
+    section.verdict = f"{len(table)} properties: {counted}; witnesses: {witnessed}"
     section.notes.append(section.verdict + ".")
     section.failed = bool(results.get("failed", 0) + results.get("error", 0))
     if table["examples run"].isna().all():
@@ -850,6 +853,7 @@ def _verdicts_by_run(rows: pd.DataFrame) -> pd.DataFrame | None:
         return None
     frame = pd.DataFrame(out).T.fillna(0.0).sort_index()
     frame.index.name = "run_id"
+    frame.columns.name = None
     order = [c for c in ("stable", "explodes", "vanishes", "non-finite") if c in frame.columns]
     return frame[order]
 
