@@ -26,8 +26,8 @@ import torch
 
 from stability.bench import (
     Block,
+    Gemm,
     block_iterations,
-    calibrate,
     compute_dtype,
     make_train_step,
     set_threads,
@@ -94,20 +94,32 @@ def stability_figures(cells: Sequence[Cell] | None = None) -> dict[str, dict[str
 
 
 def efficiency_samples(rounds: int = SPEED_ROUNDS) -> dict[str, Any]:
-    """Per timed round, the training step's GFLOP/s over the same-run GEMM's."""
+    """Per round, the training step's GFLOP/s over the GEMM's, timed back to back.
+
+    Pairing each step block with a GEMM block (order alternating) cancels the neighbours'
+    load, which moves on a scale of seconds: a GEMM timed only before and after the whole
+    run let one A/A efficiency read 0.52x of another's on this machine.
+    """
     before = torch.get_num_threads()
     threads = set_threads(THREADS)
     try:
         step = make_train_step(SPEED_CONFIG, SPEED_BATCH)
-        dtype = compute_dtype(step)
-        calib_before = calibrate(SPEED_BATCH, SPEED_CONFIG.width, dtype, "cpu")
+        gemm = Gemm(SPEED_BATCH, SPEED_CONFIG.width, compute_dtype(step), "cpu")
         for _ in range(3):
             step()
-        n = block_iterations(step, "cpu")
-        seconds = time_rounds(Block(step, n, "cpu"), rounds)
-        calib_after = calibrate(SPEED_BATCH, SPEED_CONFIG.width, dtype, "cpu")
-        calib = (calib_before + calib_after) / 2
-        eff = [step.flops / s / 1e9 / calib for s in seconds]
+            gemm()
+        step_block = Block(step, block_iterations(step, "cpu"), "cpu")
+        gemm_block = Block(gemm, block_iterations(gemm, "cpu"), "cpu")
+        seconds, eff, calib = [], [], []
+        for i in range(rounds):
+            if i % 2:
+                (t_gemm,) = time_rounds(gemm_block, 1)
+            (t_step,) = time_rounds(step_block, 1)
+            if not i % 2:
+                (t_gemm,) = time_rounds(gemm_block, 1)
+            seconds.append(t_step)
+            calib.append(gemm.flops / t_gemm / 1e9)
+            eff.append(step.flops / t_step / 1e9 / calib[-1])
         return {
             "config": {**SPEED_CONFIG.as_dict(), "batch": SPEED_BATCH},
             "threads": threads,
