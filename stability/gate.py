@@ -18,10 +18,10 @@ timed round, and the rule is the same in both modes:
     regression  iff  ratio is beyond the tolerance  AND  a one-sided Mann-Whitney U test
                      over the rounds gives p < ALPHA (default 0.01)
 
-- against the baseline: the samples are efficiencies (step GFLOP/s over the same-run GEMM's),
-  ratio = median(now) / median(baseline), tolerance ``EFFICIENCY_TOLERANCE`` (25 %): across
-  runs on a shared machine efficiency itself moves by 10-20 %, so this catches gross
-  slowdowns only;
+- against the baseline: the samples are efficiencies (step GFLOP/s over the GFLOP/s of a
+  GEMM block timed right beside it, per round), ratio = median(now) / median(baseline),
+  tolerance ``EFFICIENCY_TOLERANCE`` (25 %): across runs on a shared 2-core machine the
+  median efficiency still moves by about 10 %, so this catches gross slowdowns only;
 - ``--against REV``: a ``git worktree`` of REV and the candidate (the working tree, or
   ``--candidate REV2``) each run a measuring process (``python -m stability.bench worker``)
   and are timed in alternation, A/B/A/B, ``AGAINST_PAIRS`` times; ratio = median(B seconds)
