@@ -10,7 +10,8 @@ so the gradient entering the top layer has variance exactly 1 in expectation, an
 gradient variance at layer ``l`` is the product of the per-layer factors above it.
 
 The hooks reduce each tensor to a handful of scalars on its own device and keep no copy
-of any activation; nothing is synchronised with the host until ``results()``. Non-finite
+of any activation; off the CPU nothing is synchronised with the host until
+``results()`` (on CPU, where reading a scalar is free, the arithmetic is on floats). Non-finite
 values are counted, never raised.
 """
 
