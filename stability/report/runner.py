@@ -45,6 +45,7 @@ PRECISION_CONFIGS: tuple[tuple[str, str], ...] = (
 PRECISION_DTYPES = ("float16", "bfloat16")
 LOG_TAIL_LINES = 25
 LOG_EVERY_S = 30.0  # progress lines in a non-terminal log
+PYTEST_COMPLETED = (0, 1, 5)  # all passed, some failed, none collected: a result to keep
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,13 @@ class Runner:
             self.display.say(f"{name}: pytest exited {code} without a junit XML; log: {log}")
             _tail(log, self.display)
             return Step(name, "failed", f"pytest exited {code}, no junit XML", seconds), None
+        if code not in PYTEST_COMPLETED:  # interrupted or broken: report it, never reuse it
+            self.display.say(f"{name}: pytest exited {code}; log: {log}")
+            _tail(log, self.display)
+            run = _property_run(
+                {"junit": str(junit), "log": str(log), "exit_code": code}, None, "incomplete run"
+            )
+            return Step(name, "failed", f"pytest exited {code}", seconds), run
         entry = {
             "fingerprint": fp,
             "code": label,
@@ -426,8 +434,8 @@ class Runner:
         if code != 0 or not out.exists():
             self.display.say(f"{name}: pytest exited {code}; log: {log}")
             _tail(log, self.display)
-            if not out.exists():
-                return Step(name, "failed", f"pytest exited {code}, no JSON", seconds)
+            if not out.exists() or code not in PYTEST_COMPLETED:
+                return Step(name, "failed", f"pytest exited {code}, no usable JSON", seconds)
         try:
             from stability.bench import ingest
         except ImportError:

@@ -624,6 +624,14 @@ def properties(data: ReportData) -> Section:
     if run.current is False:
         section.status = "partial"
         section.notes.append("This result is from older code than the checkout: re-run to refresh.")
+    if run.exit_code not in (None, 0, 1, 5):
+        section.status = "partial"
+        section.failed = True
+        section.notes.append(f"pytest exited {run.exit_code}: the results below are incomplete.")
+    if not run.junit.exists():
+        section.status = "not available"
+        section.notes.append(f"No junit XML at {run.junit}.")
+        return section
     cases = [c for c in read_junit(run.junit) if c.file.startswith("properties/")]
     table = property_table(cases, data.root)
     if table.empty:
@@ -637,7 +645,7 @@ def properties(data: ReportData) -> Section:
     witnessed = ", ".join(f"{witnesses[r]} {r}" for r in order if witnesses.get(r, 0))
     section.verdict = f"{len(table)} properties: {counted}; witnesses: {witnessed}"
     section.notes.append(section.verdict + ".")
-    section.failed = bool(results.get("failed", 0) + results.get("error", 0))
+    section.failed = section.failed or bool(results.get("failed", 0) + results.get("error", 0))
     if table["examples run"].isna().all():
         section.notes.append(
             "Examples run: not available (the junit XML carries no hypothesis statistics; "
