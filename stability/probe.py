@@ -42,7 +42,8 @@ class LayerStats:
     """What the probe measured at one layer.
 
     Precision fractions are per element of the layer's output (batch x width). Emulated: the
-    values that the pre-activation or output rounding damaged at this layer. Native: the
+    larger of the fractions that the pre-activation and the output rounding damaged at this
+    layer. Native: the
     damaged values present in the output (inf also counts infs carried from below; flush to
     zero cannot be seen natively and stays 0).
     """
@@ -221,13 +222,16 @@ class Probe:
             self._pre[index] = _summary(self._round(out), extremes=False)[:2]
 
     def _on_unrounded(self, index: int, out: torch.Tensor) -> None:
-        # Emulated blocks round twice (pre-activation and output): a value that overflows
-        # at the pre-activation is inf, not "finite before", at the output, so the two
-        # counts never see the same element twice.
+        # Emulated blocks round twice (pre-activation and output), both tensors batch x width.
+        # The layer reports, per kind of event, the larger of the two counts: overflow at the
+        # pre-activation shows there (the output then holds inf, not "finite before"), while
+        # a tiny value can go subnormal at both roundings and must not count twice.
         if self._recording:
             events = self._events(out)
             previous = self._fwd_events.get(index)
-            self._fwd_events[index] = events if previous is None else previous + events
+            self._fwd_events[index] = (
+                events if previous is None else torch.maximum(previous, events)
+            )
 
     def _on_model_forward(self, *_: Any) -> None:
         self._recording = self._calls % self.every == 0
