@@ -5,6 +5,7 @@ disables the per-example deadline rather than flaking on a slow first example.
 """
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -42,6 +43,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 def _deterministic_torch() -> None:
     """Every example starts from the same global RNG state and thread count."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of small float64 work, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

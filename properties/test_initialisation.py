@@ -18,7 +18,6 @@ rows (or columns) are orthonormal, so sum(w^2) = min(fan_in, fan_out) up to floa
 """
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -29,8 +28,8 @@ from torch import nn
 
 from stability.activations import ACTIVATIONS, LEAKY_RELU_SLOPE, get_activation
 from stability.config import MLPConfig
-from stability.inits import INITS, LSUV_TOLERANCE, get_init, lsuv_rescale_
-from stability.model import build_mlp
+from stability.inits import INITS, LSUV_TOLERANCE, get_init
+from stability.model import apply_lsuv_, build_mlp
 from stability.probe import probe
 
 CHAPTER = "Model initialisation"
@@ -63,13 +62,8 @@ FANS = st.integers(min_value=8, max_value=512)
 BIG_FANS = st.integers(min_value=64, max_value=512)  # n >= 4096: room to reject a factor 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small float64 work: one thread is faster than two contending ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small float64 work: one thread is faster than two contending ones.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def draw_weights(init: str, fan_in: int, fan_out: int, seed: int) -> torch.Tensor:
@@ -268,15 +262,7 @@ def lsuv_preact_variances(
     model = build_mlp(cfg)
     x = torch.randn(256, width, generator=torch.Generator().manual_seed(seed + 7))
     if rescale:
-        layers = model.layers
-
-        def forward_to(i: int, inp: torch.Tensor) -> torch.Tensor:
-            for block in layers[:i]:
-                inp = block(inp)
-            out: torch.Tensor = layers[i].linear(inp)
-            return out
-
-        lsuv_rescale_([b.linear for b in layers], forward_to, x)
+        apply_lsuv_(model, x)
     return [s.preact_var for s in probe(model, x)]
 
 

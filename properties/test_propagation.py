@@ -33,7 +33,6 @@ depth) breaks the gradient-independence assumption at finite width, measured at
 
 import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,13 +71,8 @@ REQUIRED_PAIRS = [
 STATED_INITS = sorted(name for name, init in INITS.items() if init.variance is not None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small float64 matmuls: one thread is faster than two contending ones (and the budget)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small float64 work: one thread is faster than two contending ones.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(activation: str, init: str, depth: int, width: int, seed: int = 0) -> MLPConfig:

@@ -70,22 +70,26 @@ def build_mlp(config: MLPConfig) -> MLP:
     for block in model.layers:
         init_linear_(block.linear, config.init, gen)
     if get_init(config.init).data_driven:
-        x = torch.randn(LSUV_BATCH, config.width, generator=gen)
-        layers = model.layers
-
-        def forward_to(i: int, inp: torch.Tensor) -> torch.Tensor:
-            for block in layers[:i]:
-                inp = block(inp)
-            out: torch.Tensor = layers[i].linear(inp)
-            return out
-
-        lsuv_rescale_([b.linear for b in layers], forward_to, x)
+        apply_lsuv_(model, torch.randn(LSUV_BATCH, config.width, generator=gen))
     dt = get_dtype(config.dtype)
     if dt.mode(config.device) == "emulated":
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(round_to(p, dt.dtype))
     return model.to(device=config.device, dtype=dt.compute_dtype(config.device))
+
+
+def apply_lsuv_(model: MLP, x: torch.Tensor) -> None:
+    """LSUV: rescale the Linear layers, in order, to unit pre-activation variance on ``x``."""
+    layers = model.layers
+
+    def forward_to(i: int, inp: torch.Tensor) -> torch.Tensor:
+        for block in layers[:i]:
+            inp = block(inp)
+        out: torch.Tensor = layers[i].linear(inp)
+        return out
+
+    lsuv_rescale_([b.linear for b in layers], forward_to, x)
 
 
 def input_batch(config: MLPConfig, batch: int) -> torch.Tensor:
