@@ -90,12 +90,15 @@ def connect(scheduler: "str | Client", workers: int = 2) -> Iterator[Any]:
     if scheduler == LOCAL:
         if workers < 1:
             raise StabilityError(f"a local Dask cluster needs >= 1 worker, got {workers}")
-        cluster = distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-        )
+        # Each worker holds only the cell it runs, so a dying worker takes no queued cells.
+        saturation = {"distributed.scheduler.worker-saturation": 1.0}
+        with importlib.import_module("dask").config.set(saturation):
+            cluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
         try:
             with distributed.Client(cluster) as client:
                 yield client
