@@ -17,7 +17,13 @@ import jinja2
 from markupsafe import Markup
 
 from stability.report.inputs import ReportData, Step, gather
-from stability.report.runner import Display, Runner, code_state, latest_properties
+from stability.report.runner import (
+    Display,
+    Runner,
+    cached_gate_throughput,
+    code_state,
+    latest_properties,
+)
 from stability.report.sections import FIGURE_CACHE, SECTIONS, Section
 from stability.store import writable_path
 
@@ -156,11 +162,12 @@ def build(
         steps: list[Step] = []
         code = code_state(root, [db.parent, out.parent])[0]
         props = latest_properties(db, root, code)
+        gate_row = cached_gate_throughput(db, root, code)
     else:
         result = Runner(db, root, quick, jobs, display, exclude=[out.parent]).run()
-        steps, props = result.steps, result.properties
+        steps, props, gate_row = result.steps, result.properties, result.gate_throughput
     display.say("drawing figures and writing the page")
-    data = gather(db, root, props, steps, quick)
+    data = gather(db, root, props, steps, quick, gate_row)
     built = render(data, out, command)
     built.seconds = time.perf_counter() - start
     for error in built.errors:

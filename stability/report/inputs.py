@@ -61,6 +61,11 @@ class ReportData:
     commit: str | None = None
     quick: bool = False
     cache_dir: Path | None = None  # where drawn figures are cached; None: draw every time
+    doctor: dict[str, pd.DataFrame] = field(default_factory=dict)  # kind -> doctor_rows
+    gate_throughput: dict[str, Any] | None = None  # the runner's cached throughput gate row
+
+
+DOCTOR_KINDS = ("diagnosis", "layers", "lr_map")
 
 
 def gather(
@@ -69,16 +74,19 @@ def gather(
     properties: PropertyRun | None,
     steps: list[Step] | None = None,
     quick: bool = False,
+    gate_throughput: dict[str, Any] | None = None,
 ) -> ReportData:
     """Read the store (creating nothing if it is absent) into a ``ReportData``."""
     empty = pd.DataFrame()
     sweep, history, runs, bench = empty, empty, empty, empty
+    doctor: dict[str, pd.DataFrame] = {}
     if db.exists():
         with Store.open(db) as store:
             sweep = store.sweep_rows()
             runs = store.runs()
             bench = normalise_bench(store.bench_results())
             history = _all_sweep_rows(store)
+            doctor = {kind: store.doctor_rows(kind) for kind in DOCTOR_KINDS}
     return ReportData(
         db=db,
         root=root,
@@ -92,6 +100,8 @@ def gather(
         commit=git_commit(root),
         quick=quick,
         cache_dir=db.parent / CACHE_DIR,
+        doctor=doctor,
+        gate_throughput=gate_throughput,
     )
 
 

@@ -6,11 +6,16 @@
   reused when the *fingerprint* matches a cached run: git commit, a hash of the dirty
   state (tracked diff plus untracked files), torch/python versions and the run's options.
   The cache is ``<db folder>/report-cache/index.json`` beside the files it names.
+- The doctor's default cases and lr map (``doctor_cases``, ~5 s) go to the store once per
+  fingerprint; the gate's throughput check (~1 s of timing against ``baselines/``) is cached
+  in the index under the fingerprint plus the baseline's bytes. The gate's stability figures
+  are deterministic and cost 0.2 s: the Gate section compares them when it is drawn.
 
 A progress display goes to stderr: a live line on a terminal, a line per step elsewhere.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -27,6 +32,9 @@ from typing import Any, TextIO
 
 import torch
 
+from stability import baseline as bl
+from stability import gate
+from stability.report import doctor_cases
 from stability.report.inputs import CACHE_DIR, PropertyRun, Step, StepStatus
 from stability.store import Store
 from stability.sweep import Cell, Progress, SweepGrid, default_jobs, run_sweep
@@ -272,6 +280,7 @@ def _has_tests(folder: Path) -> bool:
 class RunResult:
     steps: list[Step]
     properties: PropertyRun | None
+    gate_throughput: dict[str, Any] | None = None
 
 
 class Runner:
@@ -309,7 +318,10 @@ class Runner:
         prop_step, prop_run = self.properties()
         steps.append(prop_step)
         steps.append(self.benchmarks())
-        return RunResult(steps, prop_run)
+        steps.append(self.doctor())
+        gate_step, gate_row = self.gate_throughput()
+        steps.append(gate_step)
+        return RunResult(steps, prop_run, gate_row)
 
     # -- sweeps ------------------------------------------------------------------------------
     def sweep(self, store: Store, name: str, grid: SweepGrid) -> Step:
@@ -457,6 +469,99 @@ class Runner:
         detail = f"bench run {run_id}: pytest exit {code} in {seconds:.0f} s ({label})"
         self.display.say(f"{name}: {detail}")
         return Step(name, "ran" if code == 0 else "failed", detail, seconds)
+
+    # -- divergence doctor ---------------------------------------------------------------------
+    def doctor(self) -> Step:
+        """The doctor's default cases and lr map (about 5 s), once per code version."""
+        name = "doctor defaults"
+        code_hash, label = self.code
+        fp = fingerprint(code_hash, "doctor", {"version": doctor_cases.VERSION})
+        cached = self.cache.find("doctor", fp)
+        if cached is not None and _run_exists(self.db, int(cached["run_id"])):
+            detail = f"reused doctor run {cached['run_id']} of {cached['finished']} ({label})"
+            self.display.say(f"{name}: {detail}")
+            return Step(name, "reused", detail)
+        self.display.say(f"{name}: diagnosing {len(doctor_cases.DEFAULT_CASES)} runs, lr map")
+        start = time.perf_counter()
+        tables = doctor_cases.compute()
+        with Store.open(self.db) as store:
+            run_id = doctor_cases.write(store, tables)
+        seconds = time.perf_counter() - start
+        self.cache.add(
+            "doctor",
+            {
+                "fingerprint": fp,
+                "code": label,
+                "run_id": run_id,
+                "seconds": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
+        detail = f"doctor run {run_id} in {seconds:.0f} s ({label})"
+        self.display.say(f"{name}: {detail}")
+        return Step(name, "ran", detail, seconds)
+
+    # -- the gate's throughput check ---------------------------------------------------------
+    def gate_throughput(self) -> tuple[Step, dict[str, Any] | None]:
+        """The gate's train-step efficiency against the baseline (about 1 s of timing), once
+        per code version and baseline; the stability figures are compared when drawing."""
+        name = "gate throughput"
+        path = self.root / bl.DEFAULT_PATH
+        try:
+            base = bl.load(path)
+        except bl.CannotJudge as exc:
+            self.display.say(f"{name}: skipped, {exc}")
+            return Step(name, "skipped", str(exc)), None
+        if gate.environment_rows(base["environment"], bl.fingerprint()):
+            detail = "the baseline is from another environment: not judged"
+            self.display.say(f"{name}: {detail}")
+            return Step(name, "skipped", detail), None
+        code_hash, label = self.code
+        fp = gate_fingerprint(code_hash, path)
+        cached = self.cache.find("gate-throughput", fp)
+        if cached is not None:
+            detail = f"reused the measurement of {cached['finished']} ({label})"
+            self.display.say(f"{name}: {detail}")
+            return Step(name, "reused", detail), cached
+        self.display.say(f"{name}: timing the training step against the baseline")
+        start = time.perf_counter()
+        now = bl.efficiency_samples()
+        row = gate.judge_slowdown(
+            "train-step efficiency",
+            base["throughput"]["efficiency"],
+            now["efficiency"],
+            gate.EFFICIENCY_TOLERANCE,
+            higher_is_slower=False,
+        )
+        seconds = time.perf_counter() - start
+        entry = {
+            "fingerprint": fp,
+            "code": label,
+            "row": dataclasses.asdict(row),
+            "rounds": len(now["efficiency"]),
+            "nonfinite_losses": now["nonfinite_losses"],
+            "seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        self.cache.add("gate-throughput", entry)
+        detail = f"{row.verdict}: efficiency {row.change} in {seconds:.0f} s ({label})"
+        self.display.say(f"{name}: {detail}")
+        return Step(name, "ran", detail, seconds), entry
+
+
+def gate_fingerprint(code: str, baseline: Path) -> str:
+    """Code + environment + the baseline's bytes: a rebaseline invalidates the measurement."""
+    try:
+        digest = hashlib.sha256(baseline.read_bytes()).hexdigest()
+    except OSError:
+        digest = "absent"
+    return fingerprint(code, "gate-throughput", {"baseline": digest})
+
+
+def cached_gate_throughput(db: Path, root: Path, code: str) -> dict[str, Any] | None:
+    """For ``--no-run``: the throughput measurement made for this code and baseline, if any."""
+    fp = gate_fingerprint(code, root / bl.DEFAULT_PATH)
+    return Cache(db.parent / CACHE_DIR).find("gate-throughput", fp)
 
 
 def _run_exists(db: Path, run_id: int) -> bool:

@@ -1,14 +1,14 @@
 """The report's sections: one function each, ``ReportData -> Section``.
 
 A section never fails for lack of input: it says "not run" or "not available" and why.
-Adding a section (the gate's verdict, the divergence doctor) is one function appended to
-``SECTIONS``. Tables are pandas DataFrames; ``Table.html`` renders them with
-``DataFrame.to_html(escape=True)``, so text from configs and data is escaped.
+Adding a section is one function appended to ``SECTIONS``. Tables are pandas DataFrames;
+``Table.html`` renders them with ``DataFrame.to_html(escape=True)``, so text from configs and
+data is escaped.
 """
 
 import contextlib
+import dataclasses
 import hashlib
-import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +20,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
+from stability import baseline as bl
+from stability import gate as gatekeeper
+from stability.lr_search import lr_map_figure
 from stability.report import figures, notes
+from stability.report.doctor_cases import MARKER
 from stability.report.inputs import ReportData, environment_facts
 from stability.report.junit import property_table, read_junit
 from stability.report.runner import PRECISION_CONFIGS, PRECISION_DTYPES
@@ -51,6 +55,7 @@ class Table:
     frame: pd.DataFrame
     show: bool = True
     max_rows: int = 200
+    wrap: bool = False  # long text in cells: let it wrap instead of scrolling sideways
 
     @property
     def html(self) -> str:
@@ -61,7 +66,7 @@ class Table:
             escape=True,
             na_rep="—",
             border=0,
-            classes="data",
+            classes="data wrap" if self.wrap else "data",
             float_format=_float,
         )
 
@@ -753,41 +758,313 @@ def _probe_overhead(bench: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- 8. gate -----------------------------------------------------------------------------------
-def gate(data: ReportData) -> Section:
-    """The gate's verdict against the baseline; filled in by ``stability.gate``.
+GATE_WORDS = {
+    gatekeeper.PASS: "PASS",
+    gatekeeper.REGRESSION: "REGRESSION",
+    gatekeeper.CANNOT_JUDGE: "CANNOT JUDGE",
+}
+GATE_EXITS = (
+    "Exit codes of `stability gate`: 0 pass, 1 regression, 2 cannot judge (a missing, corrupt "
+    "or incompatible baseline, or another environment): it never passes by default."
+)
+REBASELINE = (
+    "Create one on this machine with `stability baseline --reason '...'` (about 2 s) and "
+    "commit baselines/baseline.json; `stability gate` then judges every commit against it."
+)
 
-    Contract: if ``stability.gate`` defines ``report_section(data) -> Section`` it is used
-    as is. Until then the section says so.
-    """
+
+def _baseline_facts(path: Path, base: dict[str, object]) -> pd.DataFrame:
+    created = cast(dict[str, object], base.get("created") or {})
+    stab = cast(dict[str, dict[str, object]], base["stability"])
+    speed = cast(dict[str, object], base["throughput"])
+    eff = [float(v) for v in cast(list[float], speed.get("efficiency") or [])]
+    dtypes = sorted({str(c.get("dtype")) for c in stab.values()})
+    facts = {
+        "file": str(path),
+        "written by": created.get("by"),
+        "written at (UTC)": created.get("at"),
+        "why": created.get("why"),
+        "at commit": created.get("commit"),
+        "stability grid": f"{len(stab)} cells ({', '.join(dtypes)}), per-layer "
+        f"{', '.join(bl.FIGURES)}",
+        "train-step efficiency": (
+            f"median {float(np.median(eff)):.3g} over {len(eff)} rounds "
+            f"(range {min(eff):.3g} to {max(eff):.3g})"
+            if eff
+            else "no samples"
+        ),
+    }
+    return pd.DataFrame({"item": list(facts), "value": [str(v) for v in facts.values()]})
+
+
+def gate(data: ReportData) -> Section:
+    """The gate's verdict: stability figures compared now (0.2 s), throughput from the runner."""
     section = Section(
         "gate",
         "8. Gate",
-        "The verdict of this run against the committed baseline (numerics and throughput).",
+        "The CI gate against the committed baseline. Stability figures: the per-layer variances "
+        "of a fixed 12-cell CPU grid (float64 and float32, fixed seeds, one thread) are "
+        "recomputed while drawing this page and compared like torch.testing.assert_close "
+        "(|now − base| ≤ rtol·|base|, rtol per dtype, atol 0). Throughput: the training "
+        "step's efficiency against the baseline's rounds, a regression only if more than "
+        f"{gatekeeper.EFFICIENCY_TOLERANCE:.0%} slower and significant (one-sided "
+        f"Mann-Whitney U, p < {gatekeeper.ALPHA}).",
     )
+    section.notes.append(GATE_EXITS)
+    path = data.root / bl.DEFAULT_PATH
     try:
-        module = importlib.import_module("stability.gate")
-    except ImportError:
+        base = bl.load(path)
+    except bl.CannotJudge as exc:
+        missing = not path.exists()
         section.status = "not available"
-        section.notes.append("No gate yet: stability.gate is not part of this version.")
-        section.verdict = "no gate yet"
-        return section
-    hook: Callable[[ReportData], Section] | None = getattr(module, "report_section", None)
-    if hook is None:
-        section.status = "not available"
-        section.notes.append(
-            "stability.gate exists but offers no report_section(data); run `stability gate` "
-            "for its verdict."
+        section.verdict = f"{GATE_WORDS[gatekeeper.CANNOT_JUDGE]} (exit 2): " + (
+            "no baseline" if missing else "unusable baseline"
         )
-        section.verdict = "gate not wired into the report"
+        section.notes.append(("No baseline: " if missing else "Cannot judge: ") + str(exc) + ".")
+        section.notes.append(REBASELINE)
         return section
-    return hook(data)
+    verdict = gatekeeper.gate(path, throughput=False)
+    rows = list(verdict.rows)
+    code = verdict.code
+    throughput = data.gate_throughput
+    if code != gatekeeper.CANNOT_JUDGE and throughput is not None:
+        rows.append(gatekeeper.Row(**throughput["row"]))
+        section.notes.append(
+            f"Throughput measured by the report's runner at {throughput.get('finished')} "
+            f"({throughput.get('rounds')} rounds, code {throughput.get('code')})."
+        )
+        if throughput.get("nonfinite_losses"):
+            section.notes.append(f"{throughput['nonfinite_losses']} non-finite losses when timed.")
+    elif code != gatekeeper.CANNOT_JUDGE:
+        section.status = "partial"
+        section.notes.append(
+            "Throughput not judged in this report (rendered with --no-run, or nothing measured "
+            "for this code and baseline): run `stability gate` or `nox -s gate`."
+        )
+    if code != gatekeeper.CANNOT_JUDGE:
+        bad = any(r.verdict == "REGRESSION" for r in rows)
+        code = gatekeeper.REGRESSION if bad else gatekeeper.PASS
+    else:
+        section.status = "not available"
+        section.notes.append(REBASELINE)
+    section.notes.extend(verdict.notes)
+    moved = [r for r in rows if r.verdict != "ok"]
+    judged = "stability figures" + (" and throughput" if throughput is not None else " only")
+    section.verdict = (
+        f"{GATE_WORDS[code]} (exit {code}): {len(moved)} of {len(rows)} checks not ok, {judged}"
+    )
+    section.failed = code == gatekeeper.REGRESSION
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in rows])
+    if not frame.empty:
+        frame = frame.sort_values("verdict", key=lambda v: v == "ok", kind="stable")
+    section.tables.append(
+        Table(
+            "gate",
+            "What the gate compared: rows not ok first; 'change' is the relative move of the "
+            "first layer outside the tolerance (stability) or the ratio now/baseline (throughput)",
+            frame,
+        )
+    )
+    section.tables.append(
+        Table(
+            "gate-baseline", "The baseline: who wrote it, when and why", _baseline_facts(path, base)
+        )
+    )
+    return section
+
+
+# -- 9. divergence doctor ------------------------------------------------------------------------
+DOCTOR_FIELDS = (
+    ("shows", "shows"),
+    ("config", "config"),
+    ("status", "status"),
+    ("step", "first non-finite at step"),
+    ("where", "where"),
+    ("phase", "phase"),
+    ("kind", "kind"),
+    ("mechanism", "mechanism"),
+    ("op", "operator"),
+    ("detail", "detail"),
+    ("first_inf", "first inf"),
+    ("first_nan", "first NaN"),
+    ("grew_geometrically", "loss grew geometrically before"),
+    ("losses", "loss, first → last finite"),
+    ("advice", "advice"),
+)
+NO_DOCTOR = (
+    "The store holds no doctor results: run `stability report` without --no-run (about 5 s "
+    "for the default cases), or `stability doctor --lr-map`."
+)
+
+
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _text(v: object) -> str:
+    if _missing(v):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _doctor_config(row: pd.Series) -> str:
+    return (
+        f"{row['activation']}/{row['init']}, depth {row['depth']}, width {row['width']}, "
+        f"{row['dtype']}; {row['optimizer']} lr {float(row['lr']):g}, {row['steps']} steps, "
+        f"{row['data']} data, batch {row['batch']}"
+    )
+
+
+def _diagnosis_card(rows: pd.DataFrame) -> pd.DataFrame:
+    """One column per diagnosed run, one row per finding: three runs read side by side."""
+    columns: dict[str, list[str]] = {"finding": [label for _, label in DOCTOR_FIELDS]}
+    for i, (_, row) in enumerate(rows.iterrows()):
+        values = {
+            **{k: row.get(k) for k, _ in DOCTOR_FIELDS},
+            "config": _doctor_config(row),
+            "losses": f"{_text(row.get('initial_loss'))} → {_text(row.get('last_loss'))}",
+        }
+        name = row.get("case")
+        columns[str(name) if not _missing(name) else f"run {row['run_id']} #{i + 1}"] = [
+            _text(values.get(k)) for k, _ in DOCTOR_FIELDS
+        ]
+    return pd.DataFrame(columns)
+
+
+def _run_command(data: ReportData, run_id: int) -> str:
+    if data.runs.empty:
+        return "unknown command"
+    match = data.runs[data.runs["id"] == run_id]
+    return str(match["command"].iloc[0]) if not match.empty else "unknown command"
+
+
+def _report_runs(data: ReportData) -> set[int]:
+    if data.runs.empty:
+        return set()
+    own = data.runs[data.runs["command"].astype(str).str.contains(MARKER, regex=False)]
+    return {int(i) for i in own["id"]}
+
+
+def doctor(data: ReportData) -> Section:
+    section = Section(
+        "doctor",
+        "9. Divergence doctor",
+        "Where NaN and inf come from and what fixes them (the notes: too large a learning rate "
+        "or initial weights give inf, an invalid operation such as 0/0 or inf − inf gives NaN; "
+        "lower the learning rate and the init variance until it trains). `stability doctor` "
+        "trains briefly, watching every layer, and at the first non-finite value names the "
+        "step, the layer, forward or backward, and the operator that made it.",
+    )
+    diag = data.doctor.get("diagnosis", pd.DataFrame())
+    layers = data.doctor.get("layers", pd.DataFrame())
+    lrs = data.doctor.get("lr_map", pd.DataFrame())
+    if diag.empty and lrs.empty:
+        section.status = "not run"
+        section.notes.append(NO_DOCTOR)
+        return section
+    verdicts = []
+    if lrs.empty:
+        section.status = "partial"
+        section.notes.append("No learning-rate map in the store: `stability doctor --lr-map`.")
+    else:
+        verdicts.append(_lr_map(data, section, lrs))
+    if diag.empty:
+        section.status = "partial"
+        section.notes.append("No diagnosis in the store: `stability doctor`.")
+    else:
+        verdicts.append(_diagnoses(data, section, diag, layers))
+    section.verdict = "; ".join(verdicts)
+    return section
+
+
+def _lr_map(data: ReportData, section: Section, lrs: pd.DataFrame) -> str:
+    run_id = int(lrs["run_id"].max())
+    table = lrs[lrs["run_id"] == run_id].assign(stable=lambda t: t["stable"].astype(bool))
+    steps = ", ".join(str(s) for s in sorted(set(table["trial_steps"])))
+    first = table.iloc[0]
+    section.notes.append(
+        f"Learning-rate map from run {run_id} ({_run_command(data, run_id)}): depth "
+        f"{first['depth']}, width {first['width']}, {first['dtype']}, {first['optimizer']}, "
+        f"{first['data']} data, {steps} steps per trial."
+    )
+    acts = list(dict.fromkeys(str(a) for a in table["activation"]))
+    cols = ["activation", "init", "lr", "stable"]
+    section.figures.append(
+        _figure(
+            data,
+            "lr-map",
+            [table[cols].reset_index(drop=True)],
+            lambda: lr_map_figure(table),
+            f"Stable or divergent training for each learning rate (log axis) and init (rows), "
+            f"one panel per activation ({', '.join(acts)}): green squares stable, red crosses "
+            f"divergent.",
+            f"Green: {steps} steps of training ended with the loss below its start; red: a "
+            "non-finite value or a loss that ended higher. Read each row left to right: its "
+            "last green square is the largest stable learning rate on this grid. Inits with a "
+            "larger variance (standard_normal) diverge at smaller rates, or at every rate when "
+            "the signal already explodes at initialisation.",
+        )
+    )
+    cells = table.assign(cell=np.where(table["stable"], "ok", "DIV"))
+    grid = cells.pivot_table(
+        index=["activation", "init"], columns="lr", values="cell", aggfunc="first", sort=False
+    )
+    grid.columns = [f"lr {float(c):.3g}" for c in grid.columns]
+    edge = table[table["stable"]].groupby(["activation", "init"], sort=False)["lr"].max()
+    grid["largest stable lr tried"] = edge.reindex(grid.index)
+    section.tables.append(
+        Table("lr-map", "Stable (ok) or divergent (DIV) per learning rate", grid.reset_index())
+    )
+    section.tables.append(Table("lr-map-trials", "Every trial of the map", table, show=False))
+    trains = int(edge.notna().sum())
+    return f"lr map: {trains} of {len(grid)} configs train at some lr"
+
+
+def _diagnoses(data: ReportData, section: Section, diag: pd.DataFrame, layers: pd.DataFrame) -> str:
+    own = _report_runs(data) & {int(i) for i in diag["run_id"]}
+    shown_run = max(own) if own else int(diag["run_id"].max())
+    shown = diag[diag["run_id"] == shown_run]
+    section.notes.append(
+        f"Diagnoses from run {shown_run} ({_run_command(data, shown_run)})"
+        + (": the report's default cases, one stable, one overflow, one NaN." if own else ".")
+    )
+    section.tables.append(
+        Table("doctor", "What the doctor found, one column per run", _diagnosis_card(shown),
+              wrap=True)
+    )  # fmt: skip
+    if not layers.empty and "case" in layers.columns:
+        failed = shown[shown["status"] != "stable"]["case"].astype(str).tolist()
+        per_layer = layers[(layers["run_id"] == shown_run) & layers["case"].isin(failed)]
+        stats = ("act_max_abs", "grad_max_abs", "weight_grad_max_abs", "weight_max_abs")
+        keep = [c for c in ("case", "layer", "where", *stats) if c in per_layer.columns]
+        if not per_layer.empty:
+            section.tables.append(
+                Table(
+                    "doctor-layers",
+                    "Last finite statistics per layer of the runs that diverged (max |x|)",
+                    per_layer[keep],
+                )
+            )
+    others = diag[diag["run_id"] != shown_run].sort_values("run_id", ascending=False)
+    if not others.empty:
+        brief = others.assign(config=others.apply(_doctor_config, axis=1))
+        keep = [c for c in ("run_id", "config", "status", "step", "where", "phase", "kind",
+                            "mechanism") if c in brief.columns]  # fmt: skip
+        section.tables.append(
+            Table("doctor-other", "Other diagnoses in the store, newest first", brief[keep],
+                  max_rows=20)
+        )  # fmt: skip
+    counts = shown["status"].value_counts()
+    return f"{len(shown)} runs diagnosed: " + ", ".join(f"{n} {k}" for k, n in counts.items())
 
 
 # -- 9. history --------------------------------------------------------------------------------
 def history(data: ReportData) -> Section:
     section = Section(
         "history",
-        "9. History",
+        "10. History",
         "Every run in the store: benchmark efficiency (median per group) and, per sweep run, "
         "the share of its configurations that stay stable, explode, vanish or go non-finite.",
     )
@@ -875,5 +1152,6 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     properties,
     throughput,
     gate,
+    doctor,
     history,
 ]
