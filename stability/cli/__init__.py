@@ -1,0 +1,43 @@
+"""The ``stability`` command line. Bad input: one line on stderr and exit code 2.
+
+One module per subcommand, each with ``add_<name>(subparsers)`` that registers its parser
+and handler; this module only assembles them and turns ``StabilityError`` into exit 2.
+"""
+
+import sys
+from collections.abc import Callable, Sequence
+
+from stability.cli import bench, doctor, gate, report, sweep
+from stability.cli.args import EXIT_USAGE, Parser, SubParsers
+from stability.errors import StabilityError
+
+COMMANDS: list[Callable[[SubParsers], None]] = [
+    sweep.add_sweep,
+    report.add_report,
+    doctor.add_doctor,
+    bench.add_bench_ingest,
+    gate.add_baseline,
+    gate.add_gate,
+]
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="stability",
+        description="Probe, test, benchmark and gate the numerical stability of deep networks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 1 failures/regressions, 2 bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.handler(args)
+        return code
+    except StabilityError as exc:
+        print(f"stability: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,31 @@
+"""``stability bench-ingest``: store a pytest-benchmark JSON in the results store."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from stability.cli.args import SubParsers
+from stability.store import DEFAULT_DB, Store
+
+
+def add_bench_ingest(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "bench-ingest",
+        help="store a pytest-benchmark JSON (stats + extra_info) in the results store",
+        description="Write every benchmark of a pytest-benchmark JSON under a new bench run.",
+    )
+    p.add_argument("json", type=Path, help="pytest-benchmark JSON (--benchmark-json output)")
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
+    )
+    p.set_defaults(handler=_cmd_bench_ingest)
+
+
+def _cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from stability.bench import ingest
+
+    with Store.open(args.db) as store:
+        run_id = ingest(args.json, store, ["stability", *sys.argv[1:]])
+        count = int((store.bench_results()["run_id"] == run_id).sum())
+    print(f"bench run {run_id}: {count} results from {args.json} (store: {args.db})")
+    return 0

@@ -1,0 +1,206 @@
+"""``stability doctor``: train briefly, diagnose the first NaN/Inf, search stable learning rates."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from stability.cli.args import SubParsers, floats, names
+from stability.errors import StabilityError
+from stability.store import DEFAULT_DB, Store, writable_path
+
+DEFAULT_DOCTOR_CSV = Path("results") / "doctor.csv"
+
+
+def add_doctor(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="train an MLP briefly and diagnose its first NaN/Inf (step, layer, cause)",
+        description="Train one MLP for a bounded number of steps, watching every layer; at the "
+        "first non-finite value report the step, layer, forward/backward and the cause. "
+        "Optionally: the largest stable learning rate, a stable/divergent map over lr x init "
+        "x activation, float16 with and without loss scaling, and the cost against "
+        "torch.autograd.detect_anomaly.",
+    )
+    p.add_argument("--activation", default="relu", help="(default: %(default)s)")
+    p.add_argument("--init", default="kaiming_normal", help="(default: %(default)s)")
+    p.add_argument("--depth", type=int, default=10, help="(default: %(default)s)")
+    p.add_argument("--width", type=int, default=64, help="(default: %(default)s)")
+    p.add_argument("--dtype", default="float32", help="float64,float32,bfloat16,float16")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default: %(default)s)")
+    p.add_argument("--optimizer", default="sgd", help="sgd, momentum or adam (default: sgd)")
+    p.add_argument("--steps", type=int, default=100, help="training steps (default: 100)")
+    p.add_argument("--batch", type=int, default=64, help="batch size (default: 64)")
+    p.add_argument(
+        "--data", default="teacher", help="teacher, regression or classification (default: teacher)"
+    )
+    p.add_argument(
+        "--loss-scaling",
+        action="store_true",
+        help="float16/bfloat16: also train with and without loss scaling; per-layer underflow",
+    )
+    p.add_argument("--lr-search", action="store_true", help="largest stable learning rate")
+    p.add_argument("--lr-map", action="store_true", help="stable/divergent over lr x init x act")
+    p.add_argument("--lrs", type=floats, default=None, help="comma list for --lr-map")
+    p.add_argument(
+        "--map-inits",
+        type=names,
+        default=["kaiming_normal", "xavier_normal", "standard_normal"],
+        help="comma list for --lr-map (default: %(default)s)",
+    )
+    p.add_argument(
+        "--map-activations",
+        type=names,
+        default=["relu", "tanh"],
+        help="comma list for --lr-map (default: %(default)s)",
+    )
+    p.add_argument(
+        "--trial-steps", type=int, default=50, help="steps per lr-search/map trial (default: 50)"
+    )
+    p.add_argument("--cost", action="store_true", help="time the doctor against detect_anomaly")
+    p.add_argument("--figure", type=Path, default=None, help="PNG of the lr map")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_DOCTOR_CSV,
+        help="CSV of the diagnosis; other tables go beside it as <stem>_<table>.csv "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
+    )
+    p.set_defaults(handler=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from stability.config import MLPConfig
+    from stability.doctor import compare_cost, diagnose, diagnosis_tables
+    from stability.training import TrainConfig
+
+    model = MLPConfig(
+        depth=args.depth,
+        width=args.width,
+        activation=args.activation,
+        init=args.init,
+        dtype=args.dtype,
+        seed=args.seed,
+        device=args.device,
+    )
+    cfg = TrainConfig(
+        model, lr=args.lr, optimizer=args.optimizer, steps=args.steps, data=args.data,
+        batch=args.batch, samples=max(512, args.batch),
+    )  # fmt: skip
+    if args.trial_steps < 1:
+        raise StabilityError(f"trial-steps must be >= 1, got {args.trial_steps}")
+    if args.loss_scaling and args.dtype not in ("float16", "bfloat16"):
+        raise StabilityError(
+            f"--loss-scaling needs a reduced dtype; got {args.dtype!r}, expected one of "
+            "['bfloat16', 'float16']"
+        )
+    out = writable_path(args.out, "output file")
+    Store.open(args.db).close()  # refuse a foreign or corrupt database before any work
+    if args.figure is not None:
+        writable_path(args.figure, "figure file")
+    if args.lrs is not None:
+        for lr in args.lrs:
+            if not lr > 0 or lr == float("inf"):
+                raise StabilityError(f"--lrs values must be finite and > 0, got {lr}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
+    for name in args.map_activations if args.lr_map else []:
+        MLPConfig(activation=name)
+    for name in args.map_inits if args.lr_map else []:
+        MLPConfig(init=name)
+
+    diag = diagnose(cfg)
+    print(diag.summary())
+    verdict, layers = diagnosis_tables(diag)
+    tables: dict[str, pd.DataFrame] = {"diagnosis": verdict, "layers": layers}
+    if diag.status == "diverged":
+        cols = ["layer", "where", "act_max_abs", "grad_max_abs", "weight_max_abs"]
+        print("last finite statistics per layer:")
+        print(diag.last_finite[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if args.cost:
+        cost = compare_cost(cfg)
+        tables["cost"] = pd.DataFrame([{**cfg.as_dict(), **cost.as_dict()}])
+        print(
+            f"cost over {cost.steps} steps: plain {cost.plain_s:.3f} s, doctor {cost.doctor_s:.3f}"
+            f" s (of which replay {cost.replay_s:.3f} s), detect_anomaly {cost.anomaly_s:.3f} s;"
+            f" doctor / detect_anomaly = {cost.ratio:.3f}, watching alone {cost.watch_ratio:.3f}"
+            f" (detect_anomaly: {cost.anomaly_message})"
+        )
+    if args.lr_search:
+        from stability.lr_search import lr_search_grid
+
+        search = lr_search_grid([cfg], steps=args.trial_steps, start=args.lr)
+        tables["lr_search"] = search
+        row = search.iloc[0]
+        print(
+            f"largest stable lr ({args.trial_steps} steps per trial): "
+            f"{row['largest_stable_lr']:.4g} (diverges at {row['smallest_divergent_lr']:.4g})"
+        )
+    if args.lr_map:
+        from stability.lr_search import DEFAULT_MAP_LRS, lr_map, lr_map_figure
+
+        table = lr_map(
+            replace(cfg, steps=args.trial_steps),
+            lrs=args.lrs or list(DEFAULT_MAP_LRS),
+            inits=args.map_inits,
+            activations=args.map_activations,
+        )
+        tables["lr_map"] = table
+        grid = table.assign(cell=table["stable"].map({True: "ok", False: "DIV"})).pivot_table(
+            index=["activation", "init"], columns="lr", values="cell", aggfunc="first"
+        )
+        grid.columns = [f"{c:.3g}" for c in grid.columns]
+        print("lr map (ok = stable, DIV = divergent):")
+        print(grid.to_string())
+        if args.figure is not None:
+            args.figure.parent.mkdir(parents=True, exist_ok=True)
+            lr_map_figure(table).savefig(args.figure, dpi=120)
+            print(f"figure: {args.figure}")
+    if args.loss_scaling:
+        from stability.loss_scaling import compare_loss_scaling
+
+        ls = compare_loss_scaling(cfg)
+        tables["loss_scaling"] = ls
+        flush_cols = ["act_grad_zero_frac", "weight_grad_zero_frac"]
+        wide = pd.concat(
+            [
+                part.set_index("layer")[flush_cols].add_suffix("_scaled" if on else "_unscaled")
+                for on, part in ls.groupby("loss_scaling")
+            ],
+            axis=1,
+        )
+        print(f"fraction of gradient values that are zero in {args.dtype} (mean over steps):")
+        print(wide.to_string(float_format=lambda v: f"{v:.3g}"))
+        for scaling, part in ls.groupby("loss_scaling"):
+            first = part.iloc[0]
+            state = "on " if scaling else "off"
+            print(
+                f"  loss scaling {state}: final loss {first['final_loss']:.4g}"
+                f", skipped steps {first['skipped_steps']}, final scale {first['final_scale']:g}"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    verdict.to_csv(out, index=False)
+    written = [str(out)]
+    for kind, table in tables.items():
+        if kind != "diagnosis":
+            path = out.with_name(f"{out.stem}_{kind}.csv")
+            table.to_csv(path, index=False)
+            written.append(str(path))
+    with Store.open(args.db) as store:
+        run_id = store.start_run("doctor", ["stability", *sys.argv[1:]], args.device)
+        for kind, table in tables.items():
+            records = [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
+            store.write_doctor(run_id, kind, records)
+    print(f"tables: {', '.join(written)} (store: {args.db}, run {run_id})")
+    return 0

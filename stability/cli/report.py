@@ -1,0 +1,70 @@
+"""``stability report``: run what is missing and write the self-contained HTML page."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from stability.cli.args import EXIT_INTERRUPTED, SubParsers
+from stability.errors import StabilityError
+from stability.store import DEFAULT_DB
+
+DEFAULT_REPORT = Path("reports") / "index.html"
+
+
+def add_report(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "report",
+        help="run what is missing (sweep, properties, benchmarks) and write the HTML report",
+        description="Run the default sweep, the property suite (ci profile) and the quick "
+        "benchmarks where the store lacks them for this code and environment, then write one "
+        "self-contained HTML page plus a CSV per table beside it.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_REPORT, help="HTML file to write (default: %(default)s)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed in the sweep, properties without 'slow' ones",
+    )
+    p.add_argument(
+        "--no-run", action="store_true", help="compute nothing: render from the store only"
+    )
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
+    )
+    p.add_argument("--jobs", type=int, default=None, help="sweep worker processes (default: cores)")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from stability.report import build  # matplotlib and jinja2 load only for this command
+
+    if args.jobs is not None and args.jobs < 1:
+        raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise StabilityError(f"--out must name an .html file, got {str(args.out)!r}")
+    argv = sys.argv[1:] if sys.argv[1:2] == ["report"] else ["report"]
+    try:
+        result = build(
+            args.out,
+            args.db,
+            Path.cwd(),
+            quick=args.quick,
+            no_run=args.no_run,
+            jobs=args.jobs,
+            command=" ".join(["stability", *argv]),
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished work is kept in {args.db}; rerun to go on", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    counts: dict[str, int] = {}
+    for section in result.sections:
+        counts[section.status] = counts.get(section.status, 0) + 1
+    states = ", ".join(f"{n} {status}" for status, n in counts.items())
+    print(f"report: {result.path} ({result.bytes / 1e6:.2f} MB, {len(result.csv_files)} CSV files)")
+    print(f"sections: {states}")
+    print(f"verdict: {result.headline}")
+    for error in result.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if result.failed else 0

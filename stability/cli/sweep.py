@@ -1,0 +1,118 @@
+"""``stability sweep``: probe a grid of MLPs layer by layer into the store and a CSV."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from stability.cli.args import EXIT_INTERRUPTED, SubParsers, ints, names
+from stability.errors import StabilityError
+from stability.store import DEFAULT_DB, Store, writable_path
+from stability.sweep import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Progress, SweepGrid, run_sweep
+from stability.tables import summary_table
+
+DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
+
+
+def add_sweep(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="probe a grid of MLPs layer by layer; rows go to the store and a CSV",
+        description="Probe every (activation, init, depth, width, dtype, seed, batch) cell.",
+    )
+    p.add_argument(
+        "--activation",
+        type=names,
+        default=list(DEFAULT_ACTIVATIONS),
+        help="comma list (default: %(default)s)",
+    )
+    p.add_argument(
+        "--init", type=names, default=list(DEFAULT_INITS), help="comma list (default: %(default)s)"
+    )
+    p.add_argument("--depth", type=ints, default=[50], help="comma list (default: 50)")
+    p.add_argument("--width", type=ints, default=[256], help="comma list (default: 256)")
+    p.add_argument(
+        "--dtype",
+        type=names,
+        default=["float32", "float16"],
+        help="comma list of float64,float32,bfloat16,float16 (default: float32,float16)",
+    )
+    p.add_argument("--seeds", type=ints, default=[0, 1, 2], help="comma list (default: 0,1,2)")
+    p.add_argument("--batch", type=ints, default=[256], help="comma list, >= 2 (default: 256)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="run cells on Dask: a scheduler address (tcp://host:8786), or 'local' for a"
+        " LocalCluster of --jobs worker processes (needs: pip install 'stability[dask]')",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_SWEEP_CSV,
+        help="CSV of this grid's rows (default: %(default)s)",
+    )
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
+    )
+    p.add_argument("--resume", action="store_true", help="skip cells already in the store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
+    if args.scheduler is not None:  # fail before any work if the dask extra is missing
+        from stability.distributed import import_distributed
+
+        import_distributed()
+    grid = SweepGrid(
+        activations=args.activation,
+        inits=args.init,
+        depths=args.depth,
+        widths=args.width,
+        dtypes=args.dtype,
+        seeds=args.seeds,
+        batches=args.batch,
+        device=args.device,
+    )
+    cells = grid.cells()  # validates every name and size before any work
+    out = writable_path(args.out, "output file")
+    if args.device.startswith("cuda") and args.scheduler is None:  # else the workers need CUDA
+        import torch
+
+        if not torch.cuda.is_available():
+            raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
+    with Store.open(args.db) as store:
+        progress = Progress(len(cells), enabled=None if not args.quiet else False)
+        try:
+            summary = run_sweep(
+                grid,
+                store,
+                ["stability", *sys.argv[1:]],
+                args.jobs,
+                args.resume,
+                progress,
+                scheduler=args.scheduler,
+            )
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: completed cells are kept in {store.path}; "
+                "rerun with --resume to finish",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        rows = store.sweep_rows(c.key for c in cells)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(out, index=False)
+    if not args.quiet and not rows.empty:
+        with pd.option_context("display.width", 160, "display.max_rows", 500):
+            print(summary_table(rows).to_string(index=False))
+    print(summary.line())
+    print(f"rows: {len(rows)} -> {out} (store: {args.db})")
+    for failure in summary.failures[:5]:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if summary.failed else 0
