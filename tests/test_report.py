@@ -7,7 +7,9 @@ name, a run command and a property's failure message, and must come out escaped.
 
 import base64
 import contextlib
+import dataclasses
 import io
+import json
 import textwrap
 import time
 from collections.abc import Iterator
@@ -17,11 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from stability import baseline as bl
 from stability.cli import main
-from stability.report.inputs import Step
+from stability.config import MLPConfig
+from stability.gate import Row
+from stability.report import doctor_cases, render, sections
+from stability.report.inputs import Step, gather
 from stability.report.runner import Display, Runner
 from stability.store import Store
 from stability.sweep import SweepGrid, run_sweep
+from stability.training import TrainConfig
 
 EVIL = "<script>alert('x')</script>"
 TINY_GRID = SweepGrid(
@@ -64,6 +71,19 @@ JUNIT = f"""<?xml version="1.0" encoding="utf-8"?>
 <testcase classname="tests.test_other" name="test_not_a_property" time="0.1" />
 </testsuite></testsuites>
 """
+
+
+def _tiny_train(lr: float, steps: int = 5) -> TrainConfig:
+    return TrainConfig(MLPConfig(depth=3, width=8), lr=lr, steps=steps, batch=8, samples=8)
+
+
+# The doctor's three kinds of run at toy size (the NaN case is the default one: it fails at
+# step 0) and a two-rate map: ~1 s.
+TINY_CASES = (
+    doctor_cases.Case("stable", "trains", _tiny_train(0.01)),
+    doctor_cases.Case("overflow", "lr too large", _tiny_train(1e6)),
+    doctor_cases.DEFAULT_CASES[2],
+)
 
 
 def _bench_rows() -> list[dict[str, object]]:
@@ -116,6 +136,11 @@ def build_tiny_report(root: Path) -> TinyReport:
         run_sweep(TINY_GRID, store, ["stability", "sweep", EVIL])
         run_id = store.start_run("bench", ["pytest", "benchmarks", EVIL])
         store.write_bench(run_id, _bench_rows())
+        doctor = doctor_cases.compute(
+            TINY_CASES, _tiny_train(0.01, steps=4), lrs=(0.01, 1000.0),
+            inits=("kaiming_normal",), activations=("relu", "tanh"),
+        )  # fmt: skip
+        doctor_cases.write(store, doctor, ["stability", "report", EVIL])
     (root / "properties").mkdir(parents=True, exist_ok=True)
     (root / "properties" / "test_fake.py").write_text(PROPERTY_FILE)
     (root / "results" / "properties-junit.xml").write_text(JUNIT)
@@ -166,7 +191,8 @@ def test_every_section_renders(tiny: TinyReport) -> None:
         "6. Properties",
         "7. Throughput",
         "8. Gate",
-        "9. History",
+        "9. Divergence doctor",
+        "10. History",
     ):
         assert title in tiny.html, title
     assert "could not be drawn" not in tiny.html
@@ -177,7 +203,7 @@ def test_self_contained(tiny: TinyReport) -> None:
     tags = _tags(tiny.html)
     assert not [t for t, _ in tags if t in ("script", "link", "iframe", "object", "embed")]
     images = [a for t, a in tags if t == "img"]
-    assert len(images) >= 11  # atlas x2, heat map, precision, 5 notes, throughput, history
+    assert len(images) >= 12  # atlas x2, heat map, precision, 5 notes, throughput, lr map, history
     for attrs in images:
         src = attrs.get("src") or ""
         assert src.startswith(("data:image/svg+xml;base64,", "data:image/png;base64,")), src[:60]
@@ -220,6 +246,66 @@ def test_throughput_and_probe_overhead(tiny: TinyReport) -> None:
     assert len(overhead) == 4  # header + three batch sizes
     slowdowns = [float(line.rsplit(",", 1)[1]) for line in overhead[1:]]
     assert slowdowns == pytest.approx([1.3] * 3)
+
+
+def test_gate_without_baseline_says_how_to_make_one(tiny: TinyReport) -> None:
+    assert "Gate: CANNOT JUDGE (exit 2): no baseline" in tiny.stdout
+    assert "No baseline: no baseline at" in tiny.html
+    assert "stability baseline --reason" in tiny.html
+
+
+def test_doctor_section_shows_map_and_three_diagnoses(tiny: TinyReport) -> None:
+    assert "Divergence doctor: lr map: 2 of 2 configs train at some lr; 3 runs diagnosed: " \
+        "2 diverged, 1 stable" in tiny.stdout  # fmt: skip
+    card = (tiny.out.parent / "doctor.csv").read_text().splitlines()
+    assert card[0] == "finding,stable,overflow,not-a-number"
+    assert "kind,—,infinite,not-a-number" in card or "kind,—,not-a-number,not-a-number" in card
+    lr_map = (tiny.out.parent / "lr-map.csv").read_text().splitlines()
+    assert lr_map[0] == "activation,init,lr 0.01,lr 1e+03,largest stable lr tried"
+    assert lr_map[1:] == ["relu,kaiming_normal,ok,DIV,0.01", "tanh,kaiming_normal,ok,DIV,0.01"]
+    assert any("Stable or divergent training" in (a.get("alt") or "") for _, a in _tags(tiny.html))
+    layers = (tiny.out.parent / "doctor-layers.csv").read_text()
+    assert "stable" not in layers and "overflow" in layers  # only the runs that diverged
+
+
+def _write_baseline(root: Path) -> dict[str, object]:
+    """A baseline of this machine's stability figures (0.2 s; the throughput part is fake)."""
+    doc: dict[str, object] = {
+        "format": bl.FORMAT, "version": bl.VERSION,
+        "created": {"by": EVIL, "at": "2026-01-01T00:00:00+00:00", "why": "test", "commit": None},
+        "environment": bl.fingerprint(), "defaults": bl.defaults(),
+        "stability": bl.stability_figures(), "throughput": {"efficiency": [0.5, 0.6, 0.7]},
+    }  # fmt: skip
+    (root / "baselines").mkdir()
+    (root / bl.DEFAULT_PATH).write_text(json.dumps(doc))
+    return doc
+
+
+def test_gate_section_judges_against_a_baseline(tmp_path: Path) -> None:
+    doc = _write_baseline(tmp_path)
+    data = gather(tmp_path / "absent.db", tmp_path, None)
+    passed = sections.gate(data)
+    assert passed.verdict == "PASS (exit 0): 0 of 36 checks not ok, stability figures only"
+    assert not passed.failed and passed.status == "partial"  # throughput was not measured
+    built = render(data, tmp_path / "out" / "index.html", sections=[sections.gate])
+    page = built.path.read_text()
+    assert EVIL not in page and "&lt;script&gt;" in page  # who wrote the baseline, escaped
+    # The same section flags a moved figure and a throughput regression from the runner.
+    stab = doc["stability"]
+    assert isinstance(stab, dict)
+    stab["relu/kaiming_normal/float64/d10w64/b64/s0"]["grad_var"][3] *= 1.001
+    (tmp_path / bl.DEFAULT_PATH).write_text(json.dumps(doc))
+    slow = Row("throughput", "train-step efficiency", "0.6", "0.3", "x0.5 (p=1e-05)", "-",
+               "REGRESSION")  # fmt: skip
+    data.gate_throughput = {"row": dataclasses.asdict(slow), "rounds": 20, "finished": "now"}
+    failed = sections.gate(data)
+    assert failed.verdict.startswith("REGRESSION (exit 1): 2 of 37 checks not ok")
+    assert failed.failed and failed.status == "complete"
+    table = failed.tables[0].frame
+    assert table["item"].tolist()[:2] == [
+        "relu/kaiming_normal/float64/d10w64/b64/s0 grad_var L4",
+        "train-step efficiency",
+    ]
 
 
 def test_rerender_reuses_figures(tiny: TinyReport) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 from test_report import TinyReport, build_tiny_report
 
+from stability.report.sections import SECTIONS
+
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 try:
@@ -249,7 +251,7 @@ def test_every_image_decoded(loaded: tuple[DevTools, dict[str, Any]]) -> None:
     bad = [i for i in images if not (i["complete"] and i["width"] > 0 and i["height"] > 0)]
     assert bad == []
     assert all(i["alt"].strip() for i in images)
-    assert state["sections"] == 9
+    assert state["sections"] == len(SECTIONS)
 
 
 def test_fits_1280_px(loaded: tuple[DevTools, dict[str, Any]]) -> None:
