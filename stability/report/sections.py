@@ -768,7 +768,7 @@ GATE_EXITS = (
     "or incompatible baseline, or another environment): it never passes by default."
 )
 REBASELINE = (
-    "Create one on this machine with `stability baseline --reason '...'` (about 2 s) and "
+    "Create one on this machine with `stability baseline --reason '...'` (a few seconds) and "
     "commit baselines/baseline.json; `stability gate` then judges every commit against it."
 )
 
@@ -820,7 +820,7 @@ def gate(data: ReportData) -> Section:
         section.verdict = f"{GATE_WORDS[gatekeeper.CANNOT_JUDGE]} (exit 2): " + (
             "no baseline" if missing else "unusable baseline"
         )
-        section.notes.append(("No baseline: " if missing else "Cannot judge: ") + str(exc) + ".")
+        section.notes.append(f"No baseline at {path}." if missing else f"Cannot judge: {exc}.")
         section.notes.append(REBASELINE)
         return section
     verdict = gatekeeper.gate(path, throughput=False)
@@ -856,12 +856,14 @@ def gate(data: ReportData) -> Section:
     section.failed = code == gatekeeper.REGRESSION
     frame = pd.DataFrame([dataclasses.asdict(r) for r in rows])
     if not frame.empty:
-        frame = frame.sort_values("verdict", key=lambda v: v == "ok", kind="stable")
+        # Not ok first, then throughput (one row), then the long list of equal figures.
+        rank = (frame["verdict"] == "ok").astype(int) * 2 + (frame["check"] == "stability")
+        frame = frame.iloc[np.argsort(rank.to_numpy(), kind="stable")]
     section.tables.append(
         Table(
             "gate",
-            "What the gate compared: rows not ok first; 'change' is the relative move of the "
-            "first layer outside the tolerance (stability) or the ratio now/baseline (throughput)",
+            "What the gate compared, rows not ok first: 'change' is the relative move of a layer "
+            "outside the tolerance (stability) or the ratio now / baseline (throughput)",
             frame,
         )
     )
@@ -888,7 +890,7 @@ DOCTOR_FIELDS = (
     ("first_inf", "first inf"),
     ("first_nan", "first NaN"),
     ("grew_geometrically", "loss grew geometrically before"),
-    ("losses", "loss, first → last finite"),
+    ("losses", "loss, first → last"),
     ("advice", "advice"),
 )
 NO_DOCTOR = (
@@ -909,6 +911,11 @@ def _text(v: object) -> str:
     return str(v)
 
 
+def _loss(v: object) -> str:
+    """A loss that is NaN is a finding, not a missing value."""
+    return f"{float(cast(float, v)):.4g}" if isinstance(v, int | float) else _text(v)
+
+
 def _doctor_config(row: pd.Series) -> str:
     return (
         f"{row['activation']}/{row['init']}, depth {row['depth']}, width {row['width']}, "
@@ -924,7 +931,7 @@ def _diagnosis_card(rows: pd.DataFrame) -> pd.DataFrame:
         values = {
             **{k: row.get(k) for k, _ in DOCTOR_FIELDS},
             "config": _doctor_config(row),
-            "losses": f"{_text(row.get('initial_loss'))} → {_text(row.get('last_loss'))}",
+            "losses": f"{_loss(row.get('initial_loss'))} → {_loss(row.get('last_loss'))}",
         }
         name = row.get("case")
         columns[str(name) if not _missing(name) else f"run {row['run_id']} #{i + 1}"] = [
@@ -982,7 +989,9 @@ def doctor(data: ReportData) -> Section:
 def _lr_map(data: ReportData, section: Section, lrs: pd.DataFrame) -> str:
     run_id = int(lrs["run_id"].max())
     table = lrs[lrs["run_id"] == run_id].assign(stable=lambda t: t["stable"].astype(bool))
-    steps = ", ".join(str(s) for s in sorted(set(table["trial_steps"])))
+    # trial_steps counts the steps a trial ran (a divergent one stops early): show the budget.
+    budget = table["steps"] if "steps" in table.columns else table["trial_steps"]
+    steps = ", ".join(str(s) for s in sorted(set(budget)))
     first = table.iloc[0]
     section.notes.append(
         f"Learning-rate map from run {run_id} ({_run_command(data, run_id)}): depth "
@@ -1002,9 +1011,9 @@ def _lr_map(data: ReportData, section: Section, lrs: pd.DataFrame) -> str:
             f"divergent.",
             f"Green: {steps} steps of training ended with the loss below its start; red: a "
             "non-finite value or a loss that ended higher. Read each row left to right: its "
-            "last green square is the largest stable learning rate on this grid. Inits with a "
-            "larger variance (standard_normal) diverge at smaller rates, or at every rate when "
-            "the signal already explodes at initialisation.",
+            "last green square is the largest stable learning rate on this grid. A row without "
+            "a green square fails at every rate: there the initialisation is the problem, not "
+            "the learning rate.",
         )
     )
     cells = table.assign(cell=np.where(table["stable"], "ok", "DIV"))
@@ -1019,6 +1028,9 @@ def _lr_map(data: ReportData, section: Section, lrs: pd.DataFrame) -> str:
     )
     section.tables.append(Table("lr-map-trials", "Every trial of the map", table, show=False))
     trains = int(edge.notna().sum())
+    never = [f"{a}/{i}" for a, i in grid.index[grid["largest stable lr tried"].isna()]]
+    if never:
+        section.notes.append(f"Never stable on this grid: {', '.join(never)}.")
     return f"lr map: {trains} of {len(grid)} configs train at some lr"
 
 
