@@ -302,9 +302,9 @@ def test_gate_section_judges_against_a_baseline(tmp_path: Path) -> None:
     assert failed.verdict.startswith("REGRESSION (exit 1): 2 of 37 checks not ok")
     assert failed.failed and failed.status == "complete"
     table = failed.tables[0].frame
-    assert table["item"].tolist()[:2] == [
-        "relu/kaiming_normal/float64/d10w64/b64/s0 grad_var L4",
+    assert table["item"].tolist()[:2] == [  # not ok first
         "train-step efficiency",
+        "relu/kaiming_normal/float64/d10w64/b64/s0 grad_var L4",
     ]
 
 
