@@ -553,6 +553,14 @@ class Doctor:
             first_inf, first_nan = replay(t, step)
             self.replay_seconds = time.perf_counter() - started
         event = first_nan if kind == NAN else first_inf
+        if event is not None:
+            # The hooks see layer outputs; an inf made inside a layer can be masked by its
+            # activation (relu(-inf) = 0) and surface layers later. The op-level replay
+            # names the layer whose operator made it: that is the attribution reported.
+            where, phase = event.where, event.phase
+            layer = (
+                labels.index(where) + 1 if where in labels and where.startswith("layer") else None
+            )
         values = [float(v) for v in losses]
         grew, factor = geometric_growth(
             values[:-1] if values and not math.isfinite(values[-1]) else values
