@@ -18,4 +18,5 @@ def test_readme_example_is_the_shipped_example_file() -> None:
 def test_readme_quickstart_names_the_ci_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "nox -s tests" in readme and "\nnox -s tests" in ci
+    assert "python3 -m nox -s tests" in readme
+    assert "\npython3 -m nox -s tests\n" in ci
