@@ -423,7 +423,7 @@ def replay(trainer: Trainer, step: int) -> tuple[OpEvent | None, OpEvent | None]
     trainer.optimizer.zero_grad(set_to_none=True)
     mode = _FirstNonFinite(context)
     try:
-        with mode:
+        with trainer.half_weights(), mode:
             loss = trainer.forward_loss(step)
             context.append(("loss", "backward"))
             scaled = trainer.scaler.scale(loss) if trainer.scaler is not None else loss

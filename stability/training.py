@@ -6,14 +6,17 @@ are made on the fly from the seed: ``teacher`` (targets from a fixed random tanh
 random linear map). Steps cycle through a fixed shuffled data set, so step ``i`` always sees
 the same batch: a failing step can be replayed exactly (the doctor relies on it).
 
-Under emulated reduced precision (float16/bfloat16 on CPU) the head rounds its output like the
-blocks do, parameter gradients are rounded to the dtype after backward (as half-precision
-gradients would be) and the weights are re-rounded after every update, so the whole run stays
-in the emulated precision. The loss itself is computed in float32, as under AMP.
+Under emulated reduced precision (float16/bfloat16 on CPU) training follows AMP, as the CUDA
+path does with autocast: float32 master weights, of which each forward and backward sees a
+copy rounded to the dtype (``Trainer.half_weights``); the head rounds its output like the
+blocks do; parameter gradients are rounded to the dtype after backward (as half-precision
+gradients are); the update is applied to the float32 masters, so small updates are not
+rounded away. The loss itself is computed in float32, as under AMP.
 """
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -272,11 +275,34 @@ class Trainer:
                 if self.mode == "emulated":
                     p.grad.copy_(round_to(p.grad, self.dtype.dtype))
 
+    @contextmanager
+    def half_weights(self) -> Iterator[None]:
+        """Emulated AMP: inside, the parameters hold their values rounded to the dtype.
+
+        The float32 masters are put back on exit (after backward, when autograd no longer
+        needs the rounded values); gradients stay. Outside emulation this does nothing.
+        """
+        if self.mode != "emulated":
+            yield
+            return
+        params = list(self.model.parameters())
+        masters = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p in params:
+                p.copy_(round_to(p, self.dtype.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, master in zip(params, masters, strict=True):
+                    p.copy_(master)
+
     def compute(self, step: int) -> torch.Tensor:
         """Zero the gradients, forward, loss, backward; the weights are not touched."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.forward_loss(step)
-        self.backward(loss)
+        with self.half_weights():
+            loss = self.forward_loss(step)
+            self.backward(loss)
         return loss.detach()
 
     def apply(self) -> bool:
@@ -291,10 +317,6 @@ class Trainer:
                 self.skipped_steps += 1
         else:
             self.optimizer.step()
-        if self.mode == "emulated":
-            with torch.no_grad():
-                for p in self.model.parameters():
-                    p.copy_(round_to(p, self.dtype.dtype))
         return applied
 
     def step(self, step: int) -> torch.Tensor:
