@@ -175,9 +175,10 @@ class Probe:
         self.precision: DType | None = get_dtype(precision) if precision else None
         if self.precision is not None and not self.precision.reduced:
             self.precision = None
-        self._fwd: dict[int, torch.Tensor] = {}
-        self._pre: dict[int, torch.Tensor] = {}
-        self._bwd: dict[int, torch.Tensor] = {}
+        # Per layer: plain floats on CPU, a device tensor elsewhere (read in results()).
+        self._fwd: dict[int, torch.Tensor | list[float]] = {}
+        self._pre: dict[int, torch.Tensor | list[float]] = {}
+        self._bwd: dict[int, torch.Tensor | list[float]] = {}
         self._elements: dict[int, int] = {}
         self._fwd_events: dict[int, torch.Tensor] = {}
 
@@ -186,6 +187,14 @@ class Probe:
         if self.precision is None:
             return torch.zeros(3, device=x.device)
         return precision_event_counts(x.detach(), self.precision).float()
+
+    def _host_events(self, x: torch.Tensor, counted: torch.Tensor | None) -> list[float]:
+        """(overflow, subnormal, flush) counts as floats; free when nothing is reduced."""
+        if counted is not None:
+            return [float(v) for v in counted.tolist()]
+        if self.precision is None:
+            return [0.0, 0.0, 0.0]
+        return [float(v) for v in self._events(x).tolist()]
 
     def _round(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision is None or x.dtype == self.precision.dtype:
@@ -196,21 +205,31 @@ class Probe:
         if not self._recording or not isinstance(out, torch.Tensor):
             return
         x = out.detach()
-        head = _summary(x, extremes=True)
         # The block output is already rounded: events are judged on the unrounded value,
         # which the activation hook (emulation) stored, or on this tensor (native).
         events = self._fwd_events.pop(index, None)
-        if events is None:
-            events = self._events(x)
-        self._fwd[index] = torch.cat([head, events.to(device=head.device, dtype=head.dtype)])
+        if x.device.type == "cpu":  # plain floats: no small tensors to build per hook
+            head_values = _host_summary(_flat(x), extremes=True)
+            self._fwd[index] = head_values + self._host_events(x, events)
+        else:
+            head = _summary(x, extremes=True)
+            if events is None:
+                events = self._events(x)
+            self._fwd[index] = torch.cat([head, events.to(device=head.device, dtype=head.dtype)])
         self._elements[index] = x.numel()
         if out.requires_grad:
             out.register_hook(lambda g, i=index: self._on_grad(i, g))  # type: ignore[no-untyped-call]
 
     def _on_grad(self, index: int, grad: torch.Tensor) -> None:
         g = grad.detach()
-        events = self._events(g)
         rounded = self._round(g)
+        if g.device.type == "cpu":
+            values = _host_summary(_flat(rounded), extremes=False)
+            if rounded is not g:  # non-finite values are counted on the gradient as it arrived
+                values[3] = float((~torch.isfinite(g)).sum())
+            self._bwd[index] = [values[1], values[3], *self._host_events(g, None)]
+            return
+        events = self._events(g)
         s = _summary(rounded, extremes=False)
         if rounded is not g:  # non-finite values are counted on the gradient as it arrived
             s[3] = (~torch.isfinite(g)).sum()
@@ -218,8 +237,13 @@ class Probe:
         self._bwd[index] = torch.cat(parts)
 
     def _on_preact(self, index: int, out: torch.Tensor) -> None:
-        if self._recording:
-            self._pre[index] = _summary(self._round(out), extremes=False)[:2]
+        if not self._recording:
+            return
+        x = self._round(out.detach())
+        if x.device.type == "cpu":
+            self._pre[index] = _host_summary(_flat(x), extremes=False)[:2]
+        else:
+            self._pre[index] = _summary(x, extremes=False)[:2]
 
     def _on_unrounded(self, index: int, out: torch.Tensor) -> None:
         # Emulated blocks round twice (pre-activation and output), both tensors batch x width.
@@ -278,9 +302,9 @@ class Probe:
         nan = math.nan
         rows = []
         for i in range(len(self._layers)):
-            fwd = self._fwd[i].tolist() if i in self._fwd else [nan] * len(_FWD)
-            pre = self._pre[i].tolist() if i in self._pre else [nan] * len(_PRE)
-            bwd = self._bwd[i].tolist() if i in self._bwd else [nan] * len(_BWD)
+            fwd = _values(self._fwd.get(i), len(_FWD))
+            pre = _values(self._pre.get(i), len(_PRE))
+            bwd = _values(self._bwd.get(i), len(_BWD))
             weight = self._weights[i]
             wgv = nan
             if weight is not None and weight.grad is not None:
@@ -306,6 +330,13 @@ class Probe:
                 )
             )
         return rows
+
+
+def _values(stored: torch.Tensor | list[float] | None, n: int) -> list[float]:
+    """A layer's stored slots as floats: device tensors are read here, once; absent is NaN."""
+    if stored is None:
+        return [math.nan] * n
+    return stored.tolist() if isinstance(stored, torch.Tensor) else stored
 
 
 def _weight_of(module: nn.Module) -> torch.Tensor | None:
