@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Every CUDA check in one go: the ``cuda`` properties, then the CUDA benchmark grid.
+"""Every CUDA check in one go: ``cuda`` properties, CUDA benchmarks, a sweep, the AMP doctor.
 
 Run it where a GPU is, from the repository root, with the project installed against a
 CUDA build of torch:
@@ -84,6 +84,56 @@ def main() -> int:
         "cuda benchmarks": run(
             [py, "-m", "pytest", "benchmarks", "-m", "cuda", "-q", f"--benchmark-json={JSON}"]
             + (["--quick"] if args.quick else [])
+        ),
+        # The core on CUDA: native float16/bfloat16 rows beside float32 (precision_mode native).
+        "cuda sweep": run(
+            [
+                py,
+                "-m",
+                "stability.cli",
+                "sweep",
+                "--device",
+                "cuda",
+                "--activation",
+                "relu,tanh",
+                "--init",
+                "kaiming_normal,xavier_normal",
+                "--dtype",
+                "float32,float16,bfloat16",
+                "--depth",
+                "20",
+                "--width",
+                "256",
+                "--seeds",
+                "0",
+                "--quiet",
+                "--out",
+                "results/gpu_sweep.csv",
+            ]
+        ),
+        # Mixed precision with torch.amp.GradScaler: sigmoid's gradients underflow unscaled.
+        "cuda doctor (AMP)": run(
+            [
+                py,
+                "-m",
+                "stability.cli",
+                "doctor",
+                "--device",
+                "cuda",
+                "--activation",
+                "sigmoid",
+                "--init",
+                "xavier_normal",
+                "--depth",
+                "12",
+                "--dtype",
+                "float16",
+                "--loss-scaling",
+                "--steps",
+                "20",
+                "--out",
+                "results/gpu_doctor.csv",
+            ]
         ),
     }
     if JSON.exists():
