@@ -1,9 +1,14 @@
 """Shared argument parsing for the subcommands: comma lists, and errors as StabilityError."""
 
 import argparse
-from typing import TypeAlias
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeAlias, TypeVar
 
 from stability.errors import StabilityError
+from stability.store import DEFAULT_DB
+
+T = TypeVar("T")
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -14,26 +19,31 @@ def names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def ints(text: str) -> list[int]:
-    """A comma list of integers."""
+def _comma_list(text: str, convert: Callable[[str], T], what: str) -> list[T]:
     out = []
     for t in names(text):
         try:
-            out.append(int(t))
+            out.append(convert(t))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{t!r} is not an integer") from None
+            raise argparse.ArgumentTypeError(f"{t!r} is not {what}") from None
     return out
+
+
+def ints(text: str) -> list[int]:
+    """A comma list of integers."""
+    return _comma_list(text, int, "an integer")
 
 
 def floats(text: str) -> list[float]:
     """A comma list of numbers."""
-    out = []
-    for t in names(text):
-        try:
-            out.append(float(t))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{t!r} is not a number") from None
-    return out
+    return _comma_list(text, float, "a number")
+
+
+def add_db_argument(p: argparse.ArgumentParser) -> None:
+    """``--db``: the SQLite results store every subcommand that reads or writes results takes."""
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
+    )
 
 
 class Parser(argparse.ArgumentParser):

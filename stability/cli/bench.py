@@ -4,8 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stability.cli.args import SubParsers
-from stability.store import DEFAULT_DB, Store
+from stability.cli.args import SubParsers, add_db_argument
+from stability.store import Store
 
 
 def add_bench_ingest(sub: SubParsers) -> None:
@@ -15,9 +15,7 @@ def add_bench_ingest(sub: SubParsers) -> None:
         description="Write every benchmark of a pytest-benchmark JSON under a new bench run.",
     )
     p.add_argument("json", type=Path, help="pytest-benchmark JSON (--benchmark-json output)")
-    p.add_argument(
-        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
-    )
+    add_db_argument(p)
     p.set_defaults(handler=_cmd_bench_ingest)
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from stability.cli.args import SubParsers, floats, names
+from stability.cli.args import SubParsers, add_db_argument, floats, names
 from stability.errors import StabilityError
-from stability.store import DEFAULT_DB, Store, writable_path
+from stability.store import Store, writable_path
 
 DEFAULT_DOCTOR_CSV = Path("results") / "doctor.csv"
 
@@ -69,9 +69,7 @@ def add_doctor(sub: SubParsers) -> None:
         help="CSV of the diagnosis; other tables go beside it as <stem>_<table>.csv "
         "(default: %(default)s)",
     )
-    p.add_argument(
-        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
-    )
+    add_db_argument(p)
     p.set_defaults(handler=_cmd_doctor)
 
 

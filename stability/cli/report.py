@@ -4,9 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stability.cli.args import EXIT_INTERRUPTED, SubParsers
+from stability.cli.args import EXIT_INTERRUPTED, SubParsers, add_db_argument
 from stability.errors import StabilityError
-from stability.store import DEFAULT_DB
 
 DEFAULT_REPORT = Path("reports") / "index.html"
 
@@ -30,9 +29,7 @@ def add_report(sub: SubParsers) -> None:
     p.add_argument(
         "--no-run", action="store_true", help="compute nothing: render from the store only"
     )
-    p.add_argument(
-        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
-    )
+    add_db_argument(p)
     p.add_argument("--jobs", type=int, default=None, help="sweep worker processes (default: cores)")
     p.set_defaults(handler=_cmd_report)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from stability.cli.args import EXIT_INTERRUPTED, SubParsers, ints, names
+from stability.cli.args import EXIT_INTERRUPTED, SubParsers, add_db_argument, ints, names
 from stability.errors import StabilityError
-from stability.store import DEFAULT_DB, Store, writable_path
+from stability.store import Store, writable_path
 from stability.sweep import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Progress, SweepGrid, run_sweep
 from stability.tables import summary_table
 
@@ -54,9 +54,7 @@ def add_sweep(sub: SubParsers) -> None:
         default=DEFAULT_SWEEP_CSV,
         help="CSV of this grid's rows (default: %(default)s)",
     )
-    p.add_argument(
-        "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
-    )
+    add_db_argument(p)
     p.add_argument("--resume", action="store_true", help="skip cells already in the store")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
     p.set_defaults(handler=_cmd_sweep)
