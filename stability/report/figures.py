@@ -339,29 +339,23 @@ def throughput(bench: pd.DataFrame, group_cols: Sequence[str]) -> Figure:
 @styled
 def history(efficiency: pd.DataFrame | None, stability: pd.DataFrame | None) -> Figure:
     """Across runs: median efficiency per benchmark group, and sweep verdict fractions."""
-    panels = [p for p in (efficiency, stability) if p is not None and not p.empty]
+    panels = [
+        (frame, xlabel, ylabel, top)
+        for frame, xlabel, ylabel, top in (
+            (efficiency, "benchmark run id", "median efficiency", None),
+            (stability, "sweep run id", "fraction of configs in the run", 1.02),
+        )
+        if frame is not None and not frame.empty
+    ]
     fig = new_figure(FIG_WIDTH, 3.0)
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
-    i = 0
-    if efficiency is not None and not efficiency.empty:
-        ax = axes[i]
-        for column in efficiency.columns:
-            ax.plot(efficiency.index, efficiency[column], marker="o", ms=3, label=str(column))
-        ax.set_xticks(list(efficiency.index))
-        ax.set_xlabel("benchmark run id")
-        ax.set_ylabel("median efficiency")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        i += 1
-    if stability is not None and not stability.empty:
-        ax = axes[i]
-        for column in stability.columns:
-            ax.plot(stability.index, stability[column], marker="o", ms=3, label=str(column))
-        ax.set_xticks(list(stability.index))
-        ax.set_xlabel("sweep run id")
-        ax.set_ylabel("fraction of configs in the run")
-        ax.set_ylim(0, 1.02)
+    for ax, (frame, xlabel, ylabel, top) in zip(axes, panels, strict=False):
+        for column in frame.columns:
+            ax.plot(frame.index, frame[column], marker="o", ms=3, label=str(column))
+        ax.set_xticks(list(frame.index))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
         ax.legend()
     return fig
