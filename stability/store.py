@@ -221,8 +221,7 @@ class Store:
         return len(rows)
 
     def bench_results(self) -> pd.DataFrame:
-        cur = self.conn.execute("SELECT run_id, data FROM bench_results ORDER BY run_id")
-        return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
+        return self._json_frame("SELECT run_id, data FROM bench_results ORDER BY run_id")
 
     # -- divergence doctor ---------------------------------------------------------------
     def write_doctor(self, run_id: int, kind: str, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -236,9 +235,13 @@ class Store:
 
     def doctor_rows(self, kind: str) -> pd.DataFrame:
         """All rows of one doctor table, oldest run first, with their run id."""
-        cur = self.conn.execute(
+        return self._json_frame(
             "SELECT run_id, data FROM doctor_rows WHERE kind = ? ORDER BY run_id", (kind,)
         )
+
+    def _json_frame(self, query: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
+        """Rows of ``(run_id, json data)`` as one DataFrame: the JSON fields plus ``run_id``."""
+        cur = self.conn.execute(query, params)
         return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
 
 
