@@ -75,9 +75,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def gate(session: nox.Session) -> None:
-    """Fail on numerical or throughput regressions against baselines/ (exit 1), or if unsure (2)."""
+    """Judge figures against baselines/ and HEAD against its parent: 1 regression, 2 unsure."""
     install(session)
-    session.run("stability", "gate", *session.posargs)
+    args = list(session.posargs)
+    if not any(a == "--against" or a.startswith("--against=") for a in args):
+        args += ["--against", "auto"]  # skipped with one line where HEAD has no parent
+    session.run("stability", "gate", *args)
 
 
 @nox.session(python=PYTHON)

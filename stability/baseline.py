@@ -17,13 +17,14 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from stability import baseline_schema as schema
 from stability.bench import (
     Block,
     Gemm,
@@ -35,13 +36,14 @@ from stability.bench import (
 )
 from stability.config import MLPConfig
 from stability.errors import StabilityError
+from stability.stats import min_samples
 from stability.store import git_commit
 from stability.sweep import Cell, run_cell
 
 FORMAT = "stability-baseline"
 VERSION = 1
 DEFAULT_PATH = Path("baselines") / "baseline.json"
-FIGURES = ("preact_var", "act_var", "grad_var")
+FIGURES = schema.FIGURES
 GRID_DEPTH = 10
 GRID_WIDTH = 64
 GRID_BATCH = 64
@@ -56,17 +58,33 @@ SPEED_ROUNDS = 20
 THREADS = 1  # determinism of the figures, and steadier timing on a shared machine
 
 
-def grid() -> list[Cell]:
-    """The fixed stability grid: defaults first, then ``GRID_EXTRA``."""
+def grid(activation: str | None = None, init: str | None = None) -> list[Cell]:
+    """The fixed stability grid: the default pair first, then ``GRID_EXTRA``.
+
+    ``activation``/``init`` replace ``MLPConfig``'s defaults for the first cells: the gate
+    rebuilds the grid a baseline was written with from the defaults it recorded.
+    """
+    first = {
+        **({"activation": activation} if activation else {}),
+        **({"init": init} if init else {}),
+    }
     cells = []
     for dtype in GRID_DTYPES:
         for seed in GRID_SEEDS:
             base = {"depth": GRID_DEPTH, "width": GRID_WIDTH, "dtype": dtype, "seed": seed}
-            cells.append(Cell(MLPConfig(**base), GRID_BATCH))  # type: ignore[arg-type]
-            for act, init in GRID_EXTRA:
-                config = MLPConfig(activation=act, init=init, **base)  # type: ignore[arg-type]
+            cells.append(Cell(MLPConfig(**base, **first), GRID_BATCH))  # type: ignore[arg-type]
+            for act, ini in GRID_EXTRA:
+                config = MLPConfig(activation=act, init=ini, **base)  # type: ignore[arg-type]
                 cells.append(Cell(config, GRID_BATCH))
     return cells
+
+
+def recorded_grid(defaults: Mapping[str, Any]) -> list[Cell]:
+    """The grid as it was when a baseline recorded ``defaults`` (activation and init)."""
+    try:
+        return grid(str(defaults.get("activation")), str(defaults.get("init")))
+    except StabilityError as exc:
+        raise CannotJudge(f"the baseline's defaults are not usable here: {exc}") from None
 
 
 def cell_name(cell: Cell) -> str:
@@ -209,26 +227,36 @@ class CannotJudge(StabilityError):
 REBASELINE = "write one with: stability baseline --reason '...'"
 
 
+def min_efficiency_samples() -> int:
+    """Fewest baseline rounds that could ever show a slowdown at ``ALPHA`` against a run."""
+    return min_samples(SPEED_ROUNDS)
+
+
 def load(path: Path | str) -> dict[str, Any]:
     """Read and check a baseline; ``CannotJudge`` says what is wrong and what to do."""
     path = Path(path)
     if not path.exists():
         raise CannotJudge(f"no baseline at {str(path)!r}; {REBASELINE}")
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CannotJudge(
             f"baseline {str(path)!r} is unreadable ({exc}); restore it from git "
             f"(git checkout -- {path}) or {REBASELINE}"
         ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CannotJudge(f"{str(path)!r} is not a stability baseline; {REBASELINE}")
-    if doc.get("version") != VERSION:
+    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
         raise CannotJudge(
             f"baseline {str(path)!r} has format version {doc.get('version')!r}, this gate "
             f"reads version {VERSION}; {REBASELINE}"
         )
-    for key in ("environment", "defaults", "stability", "throughput"):
-        if not isinstance(doc.get(key), dict):
-            raise CannotJudge(f"baseline {str(path)!r} lacks its {key!r} part; {REBASELINE}")
+    try:
+        schema.validate(
+            doc,
+            lambda defaults: [cell_name(c) for c in recorded_grid(defaults)],
+            min_efficiency_samples(),
+        )
+    except StabilityError as exc:
+        raise CannotJudge(f"baseline {str(path)!r} is invalid: {exc}; {REBASELINE}") from None
     return doc

@@ -4,10 +4,13 @@ Growth is compared in log10 space and averaged over seeds, as finite-width fluct
 are multiplicative (a single seed at width 256, depth 50 can sit tens of percent off).
 """
 
+from collections.abc import Collection
+
 import numpy as np
 import pandas as pd
 
 CONFIG_KEYS = ["activation", "init", "dtype", "precision_mode", "depth", "width", "batch"]
+VERDICTS = ("stable", "explodes", "vanishes", "non-finite")  # every word ``verdict`` returns
 
 
 def _log10(x: pd.Series) -> pd.Series:
@@ -75,3 +78,10 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
         )
     ]
     return table.round(2)
+
+
+def with_verdicts(table: pd.DataFrame, verdicts: Collection[str]) -> pd.DataFrame:
+    """The rows of a ``summary_table`` whose verdict is one of ``verdicts`` (``--fail-on``)."""
+    if table.empty:
+        return table
+    return table[table["verdict"].isin(list(verdicts))]

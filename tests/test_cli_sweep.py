@@ -12,6 +12,7 @@ from stability.cli import main
 from stability.probe import LayerStats
 from stability.store import Store
 from stability.sweep import SweepGrid, run_sweep
+from stability.tables import summary_table
 
 REQUIRED_COLUMNS = [
     "activation", "init", "depth", "width", "dtype", "precision_mode", "seed", "layer",
@@ -134,3 +135,115 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"{TINY_CELLS} cells done" in proc.stdout
+
+
+# --fail-on: one config per verdict at depth 6, width 16, float32, one seed. ReLU with
+# Kaiming keeps the variance (stable); N(0, 1) multiplies it by ~16/2 per layer (explodes);
+# the notes' N(0, 0.01^2) by ~16 * 1e-4 / 2 (vanishes).
+VERDICT_GRID = [
+    "--activation", "relu", "--init", "kaiming_normal,standard_normal,normal",
+    "--depth", "6", "--width", "16", "--dtype", "float32", "--seeds", "0", "--batch", "8",
+]  # fmt: skip
+
+
+def run_grid(db: Path, out: Path, *extra: str, grid: list[str] = VERDICT_GRID) -> int:
+    return main(["sweep", *grid, "--db", str(db), "--out", str(out), "--quiet", *extra])
+
+
+def _flagged(err: str) -> dict[str, str]:
+    """init -> verdict, from the per-config ``fail-on:`` lines on stderr."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("fail-on: relu/")]
+    return {ln.split()[1].split("/")[1]: ln.split(": ")[2].split()[0] for ln in lines}
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "flagged"),
+    [
+        pytest.param("explodes", {"standard_normal": "explodes"}, id="explodes"),
+        pytest.param("vanishes", {"normal": "vanishes"}, id="vanishes"),
+        pytest.param(
+            "explodes,vanishes,non-finite",
+            {"standard_normal": "explodes", "normal": "vanishes"},
+            id="all-unstable",
+        ),
+    ],
+)
+def test_fail_on_names_each_offending_config_and_exits_1(
+    db: Path,
+    out_csv: Path,
+    capsys: pytest.CaptureFixture[str],
+    fail_on: str,
+    flagged: dict[str, str],
+) -> None:
+    assert run_grid(db, out_csv, "--fail-on", fail_on) == 1
+    err = capsys.readouterr().err
+    assert _flagged(err) == flagged
+    assert "depth 6 width 16 batch 8" in err
+    assert f"fail-on: {len(flagged)} of 3 configs got a verdict in --fail-on {fail_on}" in err
+    assert err.count("\n") == len(flagged) + 1
+    # Nothing is lost: every cell is in the CSV and the store before the exit code says 1.
+    assert len(pd.read_csv(out_csv)) == 3 * 6
+    with Store.open(db) as store:
+        assert len(store.done_keys()) == 3
+
+
+def test_fail_on_stable_grid_exits_0(
+    db: Path, out_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stable = [*VERDICT_GRID]
+    stable[stable.index("--init") + 1] = "kaiming_normal"
+    assert run_grid(db, out_csv, "--fail-on", "explodes,vanishes,non-finite", grid=stable) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_without_fail_on_an_exploding_grid_exits_0(
+    db: Path, out_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_grid(db, out_csv) == 0
+    assert capsys.readouterr().err == ""
+    assert "explodes" in summary_table(pd.read_csv(out_csv))["verdict"].tolist()
+
+
+def test_fail_on_non_finite_names_the_emulated_float16_config(
+    db: Path, out_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = ["--activation", "relu", "--init", "standard_normal", "--depth", "12",
+            "--width", "16", "--dtype", "float16", "--seeds", "0", "--batch", "8"]  # fmt: skip
+    assert run_grid(db, out_csv, "--fail-on", "non-finite", grid=grid) == 1
+    err = capsys.readouterr().err
+    assert "fail-on: relu/standard_normal float16 (emulated) depth 12" in err
+    assert _flagged(err) == {"standard_normal": "non-finite"}
+
+
+def test_fail_on_with_resume_judges_the_stored_cells(
+    db: Path, out_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_grid(db, out_csv) == 0
+    capsys.readouterr()
+    assert run_grid(db, out_csv, "--resume", "--fail-on", "explodes") == 1
+    captured = capsys.readouterr()
+    assert "0 cells done, 3 skipped" in captured.out
+    assert _flagged(captured.err) == {"standard_normal": "explodes"}
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "message"),
+    [
+        pytest.param(
+            "explodes,explode",
+            "unknown verdict 'explode'; expected one of "
+            "['explodes', 'non-finite', 'stable', 'vanishes']",
+            id="unknown",
+        ),
+        pytest.param("nan", "unknown verdict 'nan'", id="nan"),
+        pytest.param(",", "--fail-on needs at least one verdict", id="empty"),
+    ],
+)
+def test_fail_on_bad_name_exits_2_with_one_line_before_any_work(
+    db: Path, out_csv: Path, capsys: pytest.CaptureFixture[str], fail_on: str, message: str
+) -> None:
+    assert run_grid(db, out_csv, "--fail-on", fail_on) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("stability: error:")
+    assert message in err
+    assert not out_csv.exists() and not db.exists()

@@ -131,3 +131,26 @@ def test_bad_paths_exit_2_before_any_work(
 def test_cuda_without_a_gpu_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(tmp_path, "--device", "cuda") == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_fail_on_divergence_exits_1_after_writing_every_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(tmp_path, "--lr", "1e6", "--depth", "3", "--fail-on-divergence") == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("fail-on-divergence: the run diverged at step ")
+    assert "first non-finite value: step" in captured.out
+    assert pd.read_csv(tmp_path / "r" / "doctor.csv").loc[0, "status"] == "diverged"
+    assert (tmp_path / "r" / "doctor_layers.csv").exists()
+    with Store.open(tmp_path / "r" / "s.db") as store:
+        assert store.doctor_rows("diagnosis")["status"].tolist() == ["diverged"]
+
+
+def test_fail_on_divergence_stable_run_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(tmp_path, "--lr", "0.01", "--fail-on-divergence") == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "stable: 5 steps" in captured.out

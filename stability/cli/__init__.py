@@ -8,7 +8,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from stability.cli import bench, doctor, gate, report, sweep
-from stability.cli.args import EXIT_USAGE, Parser, SubParsers
+from stability.cli.args import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Parser,
+    SubParsers,
+    silence_stdout,
+)
 from stability.errors import StabilityError
 
 COMMANDS: list[Callable[[SubParsers], None]] = [
@@ -37,7 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         code: int = args.handler(args)
+        sys.stdout.flush()
         return code
     except StabilityError as exc:
         print(f"stability: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("stability: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``| head``): say nothing more, and do not claim a failure.
+        silence_stdout()
+        return EXIT_BROKEN_PIPE

@@ -1,6 +1,10 @@
 """Shared argument parsing for the subcommands: comma lists, and errors as StabilityError."""
 
 import argparse
+import contextlib
+import io
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias, TypeVar
@@ -10,8 +14,17 @@ from stability.store import DEFAULT_DB
 
 T = TypeVar("T")
 
+EXIT_FAILED = 1  # the command ran and wrote its results, but a check it was asked for failed
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a killed writer
+
+
+def silence_stdout() -> None:
+    """After a broken pipe: send the rest of stdout nowhere, so exit does not raise again."""
+    # Not a real file (captured in tests): nothing to silence.
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def names(text: str) -> list[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stability.cli.args import SubParsers, add_db_argument, floats, names
+from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, floats, names
 from stability.errors import StabilityError
 from stability.store import Store, writable_path
 
@@ -21,7 +21,8 @@ def add_doctor(sub: SubParsers) -> None:
         "first non-finite value report the step, layer, forward/backward and the cause. "
         "Optionally: the largest stable learning rate, a stable/divergent map over lr x init "
         "x activation, float16 with and without loss scaling, and the cost against "
-        "torch.autograd.detect_anomaly.",
+        "torch.autograd.detect_anomaly. Exit codes: 0 done (diverged or not); 1 the run "
+        "diverged and --fail-on-divergence was given (results are still written); 2 bad input.",
     )
     p.add_argument("--activation", default="relu", help="(default: %(default)s)")
     p.add_argument("--init", default="kaiming_normal", help="(default: %(default)s)")
@@ -61,6 +62,12 @@ def add_doctor(sub: SubParsers) -> None:
         "--trial-steps", type=int, default=50, help="steps per lr-search/map trial (default: 50)"
     )
     p.add_argument("--cost", action="store_true", help="time the doctor against detect_anomaly")
+    p.add_argument(
+        "--fail-on-divergence",
+        action="store_true",
+        help="exit 1 if the run diverged (a NaN/Inf appeared), after writing every table; "
+        "lr-search/lr-map trials do not count (default: exit 0 either way)",
+    )
     p.add_argument("--figure", type=Path, default=None, help="PNG of the lr map")
     p.add_argument(
         "--out",
@@ -201,4 +208,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             records = [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
             store.write_doctor(run_id, kind, records)
     print(f"tables: {', '.join(written)} (store: {args.db}, run {run_id})")
+    if args.fail_on_divergence and diag.status == "diverged":
+        print(
+            f"fail-on-divergence: the run diverged at step {diag.step}, {diag.where}, "
+            f"{diag.phase}: {diag.kind} ({diag.mechanism}); exit 1, tables written",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return 0

@@ -1,11 +1,16 @@
 """``stability baseline`` and ``stability gate``: record a baseline, judge a run against it."""
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from stability.cli.args import SubParsers
+from stability.cli.args import SubParsers, silence_stdout
 from stability.errors import StabilityError
 from stability.store import writable_path
+
+if TYPE_CHECKING:
+    from stability.gate import Verdict
 
 
 def add_baseline(sub: SubParsers) -> None:
@@ -38,34 +43,75 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 def add_gate(sub: SubParsers) -> None:
     from stability.baseline import DEFAULT_PATH
+    from stability.gate_format import FORMATS
 
     p = sub.add_parser(
         "gate",
-        help="compare with the baseline (or --against REV); exit 0 pass, 1 regression, 2 cannot"
-        " judge",
-        description="Fail closed: a missing, corrupt or foreign baseline exits 2, never 0.",
+        help="judge this code against the baseline (and --against REV); exit 0 pass, "
+        "1 regression, 2 cannot judge",
+        description="Stability figures are judged on any machine; throughput against the "
+        "baseline only on the machine that wrote it (elsewhere use --against). Fails closed: a "
+        "missing, corrupt, partial or foreign baseline exits 2, never 0. The verdict goes to "
+        "stdout, reasons to stderr.",
     )
     p.add_argument(
         "--baseline", type=Path, default=DEFAULT_PATH, help="baseline JSON (default: %(default)s)"
     )
+    p.add_argument("--no-baseline", action="store_true", help="with --against: skip the baseline")
     p.add_argument("--no-throughput", action="store_true", help="stability figures only")
-    p.add_argument("--against", metavar="REV", help="time REV and the working tree A/B/A/B instead")
-    p.add_argument("--candidate", metavar="REV", help="with --against: time REV2, not the tree")
-    p.add_argument("--pairs", type=int, default=None, help="A/B pairs for --against")
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="also compare with REV on this machine: its figures, and the training step timed "
+        "A/B/A/B; 'auto' = HEAD's first parent (skipped with one line when there is none)",
+    )
+    p.add_argument("--candidate", metavar="REV2", help="with --against: judge REV2, not the tree")
+    p.add_argument("--pairs", type=int, default=None, help="A/B pairs for --against (default: 12)")
+    p.add_argument(
+        "--format", choices=FORMATS, default="text", help="verdict on stdout (default: text)"
+    )
     p.set_defaults(handler=_cmd_gate)
 
 
-def _cmd_gate(args: argparse.Namespace) -> int:
-    from stability import gate
+def _verdict(args: argparse.Namespace) -> "Verdict":
+    from stability import gate, gate_against
 
+    if args.candidate and not args.against:
+        raise StabilityError("--candidate needs --against REV")
+    if args.no_baseline and not args.against:
+        raise StabilityError("--no-baseline needs --against REV (there is nothing else to judge)")
+    if args.pairs is not None and not args.against:
+        raise StabilityError("--pairs needs --against REV")
+    pairs = gate_against.AGAINST_PAIRS if args.pairs is None else args.pairs
+    if pairs < gate_against.min_pairs():
+        raise StabilityError(
+            f"--pairs {pairs} is too few: use {gate_against.min_pairs()} or more "
+            f"(fewer samples can never reach p<0.01); default {gate_against.AGAINST_PAIRS}"
+        )
+    verdict = gate.Verdict()
+    if not args.no_baseline:
+        verdict = gate.judge_baseline(args.baseline, throughput=not args.no_throughput)
     if args.against:
-        pairs = args.pairs or gate.AGAINST_PAIRS
-        if pairs < 2:
-            raise StabilityError(f"pairs must be >= 2, got {pairs}")
-        verdict = gate.against(args.against, args.candidate, pairs)
-    else:
-        if args.candidate:
-            raise StabilityError("--candidate needs --against REV")
-        verdict = gate.gate(args.baseline, throughput=not args.no_throughput)
-    print(verdict.table())
+        verdict.extend(
+            gate_against.against(args.against, args.candidate, pairs, speed=not args.no_throughput)
+        )
+    return verdict
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from stability import gate, gate_format
+
+    try:
+        verdict = _verdict(args)
+    except StabilityError:
+        raise
+    except Exception as exc:
+        print(f"stability gate: cannot judge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return gate.CANNOT_JUDGE
+    for line in gate_format.reasons(verdict):
+        print(line, file=sys.stderr)
+    try:
+        print(gate_format.render(verdict, args.format), flush=True)
+    except BrokenPipeError:  # ``| head``: the verdict stands, whoever stopped reading
+        silence_stdout()
     return verdict.code

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from stability.cli.args import EXIT_INTERRUPTED, SubParsers, add_db_argument, ints, names
+from stability.cli.args import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    SubParsers,
+    add_db_argument,
+    ints,
+    names,
+)
 from stability.errors import StabilityError
+from stability.registry import lookup
 from stability.store import Store, writable_path
 from stability.sweep import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Progress, SweepGrid, run_sweep
-from stability.tables import summary_table
+from stability.tables import VERDICTS, summary_table, with_verdicts
 
 DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
 
@@ -19,7 +27,9 @@ def add_sweep(sub: SubParsers) -> None:
     p = sub.add_parser(
         "sweep",
         help="probe a grid of MLPs layer by layer; rows go to the store and a CSV",
-        description="Probe every (activation, init, depth, width, dtype, seed, batch) cell.",
+        description="Probe every (activation, init, depth, width, dtype, seed, batch) cell. "
+        "Exit codes: 0 done; 1 a cell failed, or a config got a --fail-on verdict (results "
+        "are still written); 2 bad input; 130 interrupted (completed cells are kept).",
     )
     p.add_argument(
         "--activation",
@@ -57,6 +67,15 @@ def add_sweep(sub: SubParsers) -> None:
     add_db_argument(p)
     p.add_argument("--resume", action="store_true", help="skip cells already in the store")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    p.add_argument(
+        "--fail-on",
+        type=names,
+        default=None,
+        metavar="VERDICTS",
+        help="comma list of verdicts, from " + ",".join(VERDICTS) + ": after writing all "
+        "results, name each config (seeds averaged) with one of them on stderr and exit 1 "
+        "(default: always exit 0 unless a cell fails)",
+    )
     p.set_defaults(handler=_cmd_sweep)
 
 
@@ -78,6 +97,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
     )
     cells = grid.cells()  # validates every name and size before any work
+    fail_on = _fail_on_verdicts(args.fail_on)
     out = writable_path(args.out, "output file")
     if args.device.startswith("cuda") and args.scheduler is None:  # else the workers need CUDA
         import torch
@@ -113,4 +133,42 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"rows: {len(rows)} -> {out} (store: {args.db})")
     for failure in summary.failures[:5]:
         print(f"failed: {failure}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
+    return EXIT_FAILED if summary.failed or flagged else 0
+
+
+def _fail_on_verdicts(given: list[str] | None) -> list[str]:
+    """``--fail-on``'s names, each one a verdict ``summary_table`` assigns; [] without it."""
+    if given is None:
+        return []
+    if not given:
+        raise StabilityError(
+            f"--fail-on needs at least one verdict; expected some of {sorted(VERDICTS)}"
+        )
+    choices = {v: v for v in VERDICTS}
+    return [lookup("verdict", name, choices) for name in given]
+
+
+def _report_fail_on(rows: pd.DataFrame, fail_on: list[str], written: str) -> int:
+    """Print one stderr line per config whose verdict is in ``fail_on``; return how many."""
+    if not fail_on or rows.empty:
+        return 0
+    table = summary_table(rows)
+    flagged = with_verdicts(table, fail_on)
+    for r in flagged.itertuples(index=False):
+        mode = "" if r.precision_mode == "native" else f" ({r.precision_mode})"
+        print(
+            f"fail-on: {r.activation}/{r.init} {r.dtype}{mode} depth {r.depth} width {r.width} "
+            f"batch {r.batch}: {r.verdict} (log10 growth forward {r.fwd_log10_growth:+g}, "
+            f"backward {r.bwd_log10_growth:+g}; {r.nonfinite:g} non-finite values; "
+            f"{r.seeds} seeds)",
+            file=sys.stderr,
+        )
+    if len(flagged):
+        counts = ", ".join(f"{v} {n}" for v, n in flagged["verdict"].value_counts().items())
+        print(
+            f"fail-on: {len(flagged)} of {len(table)} configs got a verdict in "
+            f"--fail-on {','.join(fail_on)} ({counts}); exit 1, results are in {written}",
+            file=sys.stderr,
+        )
+    return len(flagged)

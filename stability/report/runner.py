@@ -512,10 +512,12 @@ class Runner:
         except bl.CannotJudge as exc:
             self.display.say(f"{name}: skipped, {exc}")
             return Step(name, "skipped", str(exc)), None
-        if gate.environment_rows(base["environment"], bl.fingerprint()):
-            detail = "the baseline is from another environment: not judged"
+        differences = gate.environment_differences(base["environment"], bl.fingerprint())
+        if differences:
+            row = gate.throughput_not_judged(base, differences)
+            detail = "the baseline is from another machine: throughput not judged here"
             self.display.say(f"{name}: {detail}")
-            return Step(name, "skipped", detail), None
+            return Step(name, "skipped", detail), {"row": dataclasses.asdict(row)}
         code_hash, label = self.code
         fp = gate_fingerprint(code_hash, path)
         cached = self.cache.find("gate-throughput", fp)
