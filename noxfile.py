@@ -80,7 +80,8 @@ def gate(session: nox.Session) -> None:
     args = list(session.posargs)
     if not any(a == "--against" or a.startswith("--against=") for a in args):
         args += ["--against", "auto"]  # skipped with one line where HEAD has no parent
-    session.run("stability", "gate", *args)
+    # stderr=None: the reasons stay on stderr, so `--format markdown | tee` gets the verdict only.
+    session.run("stability", "gate", *args, stderr=None)
 
 
 @nox.session(python=PYTHON)

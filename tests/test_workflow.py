@@ -158,10 +158,9 @@ def test_gate_judges_against_the_base_and_writes_the_job_summary(workflow: str) 
 
 def test_report_and_artifact_survive_a_failed_gate(workflow: str) -> None:
     names = [s.get("run", s.get("uses", "")) for s in steps(workflow)]
-    order = [
-        next(i for i, n in enumerate(names) if key in n)
-        for key in ("nox -s tests", "nox -s gate", "nox -s report", "upload-artifact@")
-    ]
+    keys = ("nox -s tests", "nox -s gate", "nox -s report", "upload-artifact@")
+    order = [[i for i, n in enumerate(names) if key in n] for key in keys]
+    assert all(len(o) == 1 for o in order), f"one step each for {keys}: {names}"
     assert order == sorted(order), "tests, gate, report, upload: in that order"
     report = step(workflow, "run", "nox -s report")
     assert report.get("if") in {"${{ !cancelled() }}", "${{ always() }}", "always()"}
