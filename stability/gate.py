@@ -32,8 +32,9 @@ from stability.stats import ALPHA, mann_whitney_greater
 
 PASS, REGRESSION, CANNOT_JUDGE = 0, 1, 2
 EFFICIENCY_TOLERANCE = 0.25
-# Cross-machine tolerance per dtype: see docs/figure-tolerances.md for the measured spread.
-FIGURE_RTOL = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 1.6e-2, "float16": 1e-3}
+# Cross-machine tolerance per dtype: 100x the largest spread measured across ATen CPU kernels,
+# BLAS paths and threads (1.4e-6 in both float64 and float32), docs/figure-tolerances.md.
+FIGURE_RTOL = {"float64": 1e-4, "float32": 1e-4, "bfloat16": 1.6e-2, "float16": 1e-3}
 
 OK, REGRESSED, UNJUDGEABLE, NOT_JUDGED = "ok", "REGRESSION", "CANNOT JUDGE", "NOT JUDGED"
 WORDS = {PASS: "PASS", REGRESSION: "REGRESSION", CANNOT_JUDGE: "CANNOT JUDGE"}
