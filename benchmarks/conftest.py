@@ -1,6 +1,6 @@
 """pytest-benchmark suites: the grid, ``--quick``, and the fixture that times a step.
 
-Every benchmark times its step with ``stability.bench`` (warm-up, garbage collector off,
+Every benchmark times its step with ``stability.measure.bench`` (warm-up, garbage collector off,
 thread count set, one device sync per timed block) through pytest-benchmark's ``pedantic``
 so the JSON holds the raw rounds, and puts the same-run GEMM calibration and efficiency
 in ``extra_info``. A round is one block of ``iterations`` calls: pytest-benchmark's own
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import torch
 
-from stability.bench import DEFAULT_ROUNDS, Block, Step, Throughput, measure
-from stability.config import MLPConfig
+from stability.core.config import MLPConfig
+from stability.measure.bench import DEFAULT_ROUNDS, Block, Step, Throughput, measure
 
 FULL_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
 QUICK_BATCHES = (1, 4, 16, 64, 256, 1024)

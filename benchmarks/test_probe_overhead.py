@@ -9,8 +9,8 @@ probed, plain, ...) timed inside the same test.
 import pytest
 from conftest import Measure
 
-from stability.bench import interleaved_ratio, make_train_step
-from stability.config import MLPConfig
+from stability.core.config import MLPConfig
+from stability.measure.bench import interleaved_ratio, make_train_step
 
 CONFIG = MLPConfig(depth=16, width=512, dtype="float32", device="cpu")
 BATCH = 256

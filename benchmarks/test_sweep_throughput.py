@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from stability.bench import calibrate, train_flops
-from stability.sweep import SweepGrid, run_cell
+from stability.measure.bench import calibrate, train_flops
+from stability.sweep.run import SweepGrid, run_cell
 
 QUICK_CELLS = 4
 FULL_CELLS = 42

@@ -100,7 +100,7 @@ def dropout_probs(draw: st.DrawFn, min_p: float = 0.05, max_p: float = 0.95) -> 
 def batch_plans(
     draw: st.DrawFn, max_n: int = 40, max_epoch: int = 3, allow_oversized: bool = False
 ) -> tuple[int, int, int]:
-    """``(n, batch_size, epoch)`` for ``stability.data.batches``.
+    """``(n, batch_size, epoch)`` for ``stability.notes.data.batches``.
 
     ``batch_size <= n`` unless ``allow_oversized`` (only the ``keep`` policy accepts more).
     """

@@ -22,7 +22,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stability.activations import ACTIVATIONS, Activation, activation_fn, get_activation
+from stability.core.activations import ACTIVATIONS, Activation, activation_fn, get_activation
 
 CHAPTER = "Activation functions near zero"
 

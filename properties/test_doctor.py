@@ -3,7 +3,7 @@
 The notes' last question: where do ``nan`` and ``inf`` come from? inf from a learning rate or
 initial weights that are too large, nan typically from a division by zero; the remedy is to
 lower the learning rate and the init variance until it trains. Checked here on the divergence
-doctor (``stability.doctor``): the largest stable learning rate its search finds on a
+doctor (``stability.train.doctor``): the largest stable learning rate its search finds on a
 quadratic is 2 / lambda_max; an overflow planted at a known layer is attributed to that layer
 and to the forward pass; a planted NaN (0/0 or inf - inf) is called a NaN, not an overflow;
 the emulated loss scaler follows ``torch.amp.GradScaler``'s rule step for step.
@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from stability.config import MLPConfig
-from stability.doctor import INF, NAN, Diagnosis, diagnose
-from stability.loss_scaling import LossScaler
-from stability.lr_search import Quadratic, largest_stable_lr, random_quadratic
-from stability.training import TrainConfig, Trainer
+from stability.core.config import MLPConfig
+from stability.train.doctor import INF, NAN, Diagnosis, diagnose
+from stability.train.loss_scaling import LossScaler
+from stability.train.lr_search import Quadratic, largest_stable_lr, random_quadratic
+from stability.train.trainer import TrainConfig, Trainer
 
 CHAPTER = "Numerical stability: NaN and Inf"
 

@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from strategies import seeds
 from torch import nn
 
-from stability.activations import ACTIVATIONS, LEAKY_RELU_SLOPE, get_activation
-from stability.config import MLPConfig
-from stability.inits import INITS, LSUV_TOLERANCE, get_init
-from stability.model import apply_lsuv_, build_mlp
-from stability.probe import probe
+from stability.core.activations import ACTIVATIONS, LEAKY_RELU_SLOPE, get_activation
+from stability.core.config import MLPConfig
+from stability.core.inits import INITS, LSUV_TOLERANCE, get_init
+from stability.core.model import apply_lsuv_, build_mlp
+from stability.core.probe import probe
 
 CHAPTER = "Model initialisation"
 

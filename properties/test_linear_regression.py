@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import batch_plans, float_tensors, seeds
 
-from stability.data import batches, epoch_permutation
-from stability.losses import l2_loss
+from stability.notes.data import batches, epoch_permutation
+from stability.notes.losses import l2_loss
 
 CHAPTER = "Linear regression"
 

@@ -3,7 +3,7 @@
 The notes: softmax turns scores into probabilities and cross-entropy compares them with the
 labels; L2's gradient is the residual, L1's is a constant size far from the target (and a
 subgradient at 0), Huber stitches the two so there is no kink; soft labels put 0.9 on the
-true class and 0.1/(n-1) elsewhere. Closed forms live in ``stability.losses``; here autograd
+true class and 0.1/(n-1) elsewhere. Closed forms live in ``stability.notes.losses``; here autograd
 and torch's own losses are held against them.
 """
 
@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import class_labels, float_tensors, logit_batches, probability_rows
 
-from stability.losses import (
+from stability.notes.losses import (
     cross_entropy_grad,
     huber_grad,
     huber_loss,

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import seeds
 
-from stability.config import MLPConfig
-from stability.dtypes import DTYPES, DType, get_dtype
-from stability.emulation import precision_event_counts, round_to, round_with_grad
-from stability.model import MLP, build_mlp, input_batch
+from stability.core.config import MLPConfig
+from stability.core.dtypes import DTYPES, DType, get_dtype
+from stability.core.emulation import precision_event_counts, round_to, round_with_grad
+from stability.core.model import MLP, build_mlp, input_batch
 
 CHAPTER = "Numerical stability: float16 range, overflow and underflow"
 

@@ -2,7 +2,7 @@
 
 The notes: each layer multiplies the signal (forward) and the gradient (backward) by a
 factor; unless the init and the activation make that factor 1, a deep network explodes
-or vanishes geometrically. Mean-field theory (``stability.theory.predict``) gives the factor
+or vanishes geometrically. Mean-field theory (``stability.core.theory.predict``) gives the factor
 of every layer for every activation x init pair; here the probe measures it, in float64,
 and the two are compared in log space, averaged over seeds, with tolerances derived from
 finite-width statistics (see ``agreement``). Xavier's compromise is checked on layers with
@@ -42,12 +42,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from stability.activations import ACTIVATIONS
-from stability.config import MLPConfig
-from stability.inits import INITS, get_init, init_linear_
-from stability.model import build_mlp, input_batch
-from stability.probe import LayerStats, probe
-from stability.theory import LayerPrediction, gaussian_moments, predict
+from stability.core.activations import ACTIVATIONS
+from stability.core.config import MLPConfig
+from stability.core.inits import INITS, get_init, init_linear_
+from stability.core.model import build_mlp, input_batch
+from stability.core.probe import LayerStats, probe
+from stability.core.theory import LayerPrediction, gaussian_moments, predict
 
 CHAPTER = "Numerical stability: exploding and vanishing gradients"
 

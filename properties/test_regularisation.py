@@ -4,7 +4,8 @@ The notes: the penalty lambda/2 ||w||^2 turns the SGD step into ``(1 - lr lambda
 (the weight decays before the gradient step, hence the name), biases are usually not decayed;
 dropout perturbs each entry without bias, ``E[x'] = x`` element-wise, by zeroing with
 probability p and scaling survivors by 1/(1-p), and is switched off at test time.
-Dropout claims are checked for both ``stability.regularisation.dropout`` and ``torch.nn.Dropout``.
+Dropout claims are checked for both ``stability.notes.regularisation.dropout`` and
+``torch.nn.Dropout``.
 """
 
 import math
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from strategies import dropout_probs, float_tensors, seeds
 from torch import nn
 
-from stability.regularisation import dropout, dropout_unscaled, sgd_step_weight_decay
+from stability.notes.regularisation import dropout, dropout_unscaled, sgd_step_weight_decay
 
 CHAPTER = "Weight decay and dropout"
 

@@ -17,10 +17,10 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from stability.config import MLPConfig
+from stability.core.config import MLPConfig
+from stability.core.inits import INITS
+from stability.core.model import build_mlp, input_batch
 from stability.errors import StabilityError
-from stability.inits import INITS
-from stability.model import build_mlp, input_batch
 from stability.testing import (
     activations,
     assert_gradients_finite,

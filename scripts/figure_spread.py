@@ -159,11 +159,11 @@ def variants(quick: bool, flags: set[str], mkl: bool) -> tuple[list[Variant], li
 
 # -- worker (runs in the subprocess) -----------------------------------------------------------
 def baseline_module() -> ModuleType:
-    """``stability.baseline``, or ``stability.measure.baseline`` if it moved there."""
+    """``stability.measure.baseline``, or ``stability.baseline`` in revisions before the wings."""
     try:
-        return importlib.import_module("stability.baseline")
-    except ImportError:
         return importlib.import_module("stability.measure.baseline")
+    except ImportError:
+        return importlib.import_module("stability.baseline")
 
 
 def figure_names(mod: ModuleType) -> tuple[str, ...]:
@@ -213,7 +213,9 @@ def mkl_path() -> dict[str, str]:
 @contextlib.contextmanager
 def bessel() -> Iterator[None]:
     """The probe's variances with Bessel's correction (n - 1), as a plausible small slip."""
-    probe = importlib.import_module("stability.probe")  # the module, not stability.probe()
+    probe = importlib.import_module(
+        "stability.core.probe"
+    )  # the module, not stability.core.probe()
     original = probe._host_summary
 
     def corrected(flat: Any, extremes: bool) -> list[float]:
@@ -232,7 +234,7 @@ def bessel() -> Iterator[None]:
 
 def planted(plant: str) -> contextlib.AbstractContextManager[None]:
     """A planted change for the duration: ``halve_kaiming``, ``bessel`` or ``gain=DELTA``."""
-    from stability.inits import INITS
+    from stability.core.inits import INITS
 
     @contextlib.contextmanager
     def swap(make: Callable[[Any], Any], names: Sequence[str]) -> Iterator[None]:

@@ -31,7 +31,7 @@ from pathlib import Path
 PY = sys.executable
 HALVE_KAIMING = """
 import dataclasses, math, sys
-from stability.inits import INITS
+from stability.core.inits import INITS
 from stability.cli import main
 k = INITS["kaiming_normal"]
 def halved(weight, gen):
@@ -44,7 +44,7 @@ sys.exit(main(sys.argv[1:]))
 
 HALVE_KAIMING_ON_IMPORT = """
 import dataclasses as _dc, math as _math
-from stability.inits import INITS as _INITS
+from stability.core.inits import INITS as _INITS
 _k = _INITS["kaiming_normal"]
 def _halved(weight, gen):
     _k.apply(weight, gen)

@@ -3,11 +3,11 @@
 The public API is re-exported here; submodules hold one concept each.
 """
 
-from stability.config import MLPConfig
+from stability.core.config import MLPConfig
+from stability.core.model import build_mlp, input_batch
+from stability.core.probe import LayerStats, Probe, probe
+from stability.core.theory import predict
 from stability.errors import StabilityError
-from stability.model import build_mlp, input_batch
-from stability.probe import LayerStats, Probe, probe
-from stability.theory import predict
 
 __all__ = [
     "LayerStats",

@@ -6,7 +6,7 @@ init" is one decorator away::
     @given(stability.testing.mlp_configs(max_depth=6, max_width=32))
     def test_my_training_step(config): ...
 
-Assertions run one forward and backward pass through ``stability.probe.probe`` (a fixed random
+Assertions run one forward and backward pass through ``stability.core.probe.probe`` (a fixed random
 projection of the output is the loss, so the gradient entering the top has variance 1) and
 fail with a message that names the first broken layer and how far off it is::
 
@@ -15,7 +15,7 @@ fail with a message that names the first broken layer and how far off it is::
     assert_no_overflow(model, x, dtype="float16")
 
 A "layer" is a watched module: by default every ``nn.Linear`` in registration order (its
-output is the layer output), or the blocks of a ``stability.model.MLP``; pass ``modules=`` to
+output is the layer output), or the blocks of a ``stability.core.model.MLP``; pass ``modules=`` to
 watch others (for example the activations). Layers are numbered from 1 at the input. The
 probe clears the model's ``.grad`` first and leaves the gradients of its own pass there; it
 does not change train/eval mode: call ``model.eval()`` first if dropout would make the
@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from stability.activations import ACTIVATIONS
-from stability.config import MLPConfig
-from stability.dtypes import DTYPES, get_dtype
+from stability.core.activations import ACTIVATIONS
+from stability.core.config import MLPConfig
+from stability.core.dtypes import DTYPES, get_dtype
+from stability.core.inits import INITS
+from stability.core.model import MLP
+from stability.core.probe import LayerStats, probe
 from stability.errors import StabilityError
-from stability.inits import INITS
-from stability.model import MLP
-from stability.probe import LayerStats, probe
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from stability.cli import main
-from stability.store import Store
+from stability.results.store import Store
 
 GOOD = ["--activation", "relu", "--init", "kaiming_normal", "--depth", "2", "--width", "4",
         "--dtype", "float32", "--seeds", "0", "--batch", "4"]  # fmt: skip

@@ -22,8 +22,8 @@ import time
 import torch
 from torch.utils.benchmark import Timer
 
-from stability.bench import Block, make_train_step, time_rounds
-from stability.config import MLPConfig
+from stability.core.config import MLPConfig
+from stability.measure.bench import Block, make_train_step, time_rounds
 
 AGREEMENT = 0.25  # well inside the witness's 3x, well outside load noise (0.93-1.04 seen)
 ROUNDS = 25

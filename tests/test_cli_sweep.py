@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from stability.cli import main
-from stability.probe import LayerStats
-from stability.store import Store
-from stability.sweep import SweepGrid, run_sweep
-from stability.tables import summary_table
+from stability.core.probe import LayerStats
+from stability.results.store import Store
+from stability.results.tables import summary_table
+from stability.sweep.run import SweepGrid, run_sweep
 
 REQUIRED_COLUMNS = [
     "activation", "init", "depth", "width", "dtype", "precision_mode", "seed", "layer",
@@ -96,8 +96,8 @@ def test_killed_sweep_keeps_completed_cells(tmp_path: Path) -> None:
     db = tmp_path / "k.db"
     script = (
         "import os, sys\n"
-        "from stability.store import Store\n"
-        "from stability.sweep import SweepGrid, run_sweep\n"
+        "from stability.results.store import Store\n"
+        "from stability.sweep.run import SweepGrid, run_sweep\n"
         "grid = SweepGrid(activations=['relu'], inits=['kaiming_normal'], depths=[2],"
         " widths=[4], dtypes=['float32'], seeds=list(range(6)), batches=[4])\n"
         "n = [0]\n"

@@ -23,10 +23,10 @@ import dask  # noqa: E402
 from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
 
 from stability.cli import main  # noqa: E402
-from stability.distributed import import_distributed  # noqa: E402
 from stability.errors import StabilityError  # noqa: E402
-from stability.store import Store  # noqa: E402
-from stability.sweep import Cell, SweepGrid, run_sweep  # noqa: E402
+from stability.results.store import Store  # noqa: E402
+from stability.sweep.dask_executor import import_distributed  # noqa: E402
+from stability.sweep.run import Cell, SweepGrid, run_sweep  # noqa: E402
 
 # Tiny cells (depth 4, width 16, batch 8): the tests measure plumbing, not numerics.
 DEPTH = 4
@@ -156,7 +156,7 @@ class KillCells(WorkerPlugin):
         self.once, self.always, self.folder = once, always, Path(folder)
 
     def setup(self, worker: Any) -> None:
-        import stability.distributed as module
+        import stability.sweep.dask_executor as module
 
         original = self.original = module._timed
         once, always, folder = self.once, self.always, self.folder
@@ -175,7 +175,7 @@ class KillCells(WorkerPlugin):
         module._timed = doomed  # type: ignore[assignment]
 
     def teardown(self, worker: Any) -> None:
-        import stability.distributed as module
+        import stability.sweep.dask_executor as module
 
         module._timed = self.original
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from stability.cli import main
-from stability.doctor import INF, NAN
-from stability.store import Store
+from stability.results.store import Store
+from stability.train.doctor import INF, NAN
 
 TINY = ["--depth", "2", "--width", "8", "--batch", "8", "--steps", "5"]
 

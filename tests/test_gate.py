@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from stability import baseline as bl
-from stability import gate, gate_against
 from stability.cli import main
-from stability.config import MLPConfig
-from stability.inits import INITS
-from stability.stats import mann_whitney_greater
-from stability.sweep import Cell
+from stability.core.config import MLPConfig
+from stability.core.inits import INITS
+from stability.measure import baseline as bl
+from stability.measure import gate, gate_against
+from stability.measure.stats import mann_whitney_greater
+from stability.sweep.run import Cell
 
 EFFICIENCY = [0.50, 0.52, 0.49, 0.51, 0.50, 0.53, 0.48, 0.51, 0.50, 0.52]
 
@@ -273,7 +273,7 @@ def test_internal_error_exits_2_not_1(
 def test_broken_pipe_keeps_the_verdict(
     base: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stability import gate_format
+    from stability.measure import gate_format
 
     def closed(verdict: Any, fmt: str) -> str:
         raise BrokenPipeError

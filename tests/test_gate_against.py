@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from stability import gate
 from stability.cli import main
+from stability.measure import gate
 
 ROOT = Path(__file__).resolve().parents[1]
 # Appended to the candidate's package: Kaiming's std scaled by sqrt(1/2) at import.
 HALVE_KAIMING = """
 import dataclasses as _dc, math as _math
-from stability.inits import INITS as _INITS
+from stability.core.inits import INITS as _INITS
 _k = _INITS["kaiming_normal"]
 def _halved(weight, gen):
     _k.apply(weight, gen)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from stability import MLPConfig, Probe, build_mlp, input_batch, probe
-from stability.probe import LayerStats, projection_loss
+from stability.core.probe import LayerStats, projection_loss
 
 FRACTIONS = [c for c in LayerStats.columns() if c.endswith("_frac")]
 

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from stability import baseline as bl
 from stability.cli import main
-from stability.config import MLPConfig
-from stability.gate import Row
+from stability.core.config import MLPConfig
+from stability.measure import baseline as bl
+from stability.measure.gate import Row
 from stability.report import doctor_cases, render, sections
 from stability.report.inputs import Step, gather
 from stability.report.runner import Display, Runner
-from stability.store import Store
-from stability.sweep import SweepGrid, run_sweep
-from stability.training import TrainConfig
+from stability.results.store import Store
+from stability.sweep.run import SweepGrid, run_sweep
+from stability.train.trainer import TrainConfig
 
 EVIL = "<script>alert('x')</script>"
 TINY_GRID = SweepGrid(

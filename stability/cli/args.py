@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeAlias, TypeVar
 
 from stability.errors import StabilityError
-from stability.store import DEFAULT_DB
+from stability.results.store import DEFAULT_DB
 
 T = TypeVar("T")
 

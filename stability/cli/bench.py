@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from stability.cli.args import SubParsers, add_db_argument
-from stability.store import Store
+from stability.results.store import Store
 
 
 def add_bench_ingest(sub: SubParsers) -> None:
@@ -20,7 +20,7 @@ def add_bench_ingest(sub: SubParsers) -> None:
 
 
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
-    from stability.bench import ingest
+    from stability.measure.bench import ingest
 
     with Store.open(args.db) as store:
         run_id = ingest(args.json, store, ["stability", *sys.argv[1:]])

@@ -8,7 +8,7 @@ import pandas as pd
 
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, floats, names
 from stability.errors import StabilityError
-from stability.store import Store, writable_path
+from stability.results.store import Store, writable_path
 
 DEFAULT_DOCTOR_CSV = Path("results") / "doctor.csv"
 
@@ -83,9 +83,9 @@ def add_doctor(sub: SubParsers) -> None:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from stability.config import MLPConfig
-    from stability.doctor import compare_cost, diagnose, diagnosis_tables
-    from stability.training import TrainConfig
+    from stability.core.config import MLPConfig
+    from stability.train.doctor import compare_cost, diagnose, diagnosis_tables
+    from stability.train.trainer import TrainConfig
 
     model = MLPConfig(
         depth=args.depth,
@@ -143,7 +143,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             f" (detect_anomaly: {cost.anomaly_message})"
         )
     if args.lr_search:
-        from stability.lr_search import lr_search_grid
+        from stability.train.lr_search import lr_search_grid
 
         search = lr_search_grid([cfg], steps=args.trial_steps, start=args.lr)
         tables["lr_search"] = search
@@ -153,7 +153,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             f"{row['largest_stable_lr']:.4g} (diverges at {row['smallest_divergent_lr']:.4g})"
         )
     if args.lr_map:
-        from stability.lr_search import DEFAULT_MAP_LRS, lr_map, lr_map_figure
+        from stability.train.lr_search import DEFAULT_MAP_LRS, lr_map, lr_map_figure
 
         table = lr_map(
             replace(cfg, steps=args.trial_steps),
@@ -173,7 +173,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             lr_map_figure(table).savefig(args.figure, dpi=120)
             print(f"figure: {args.figure}")
     if args.loss_scaling:
-        from stability.loss_scaling import compare_loss_scaling
+        from stability.train.loss_scaling import compare_loss_scaling
 
         ls = compare_loss_scaling(cfg)
         tables["loss_scaling"] = ls

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 from stability.cli.args import SubParsers, silence_stdout
 from stability.errors import StabilityError
-from stability.store import writable_path
+from stability.results.store import writable_path
 
 if TYPE_CHECKING:
-    from stability.gate import Verdict
+    from stability.measure.gate import Verdict
 
 
 def add_baseline(sub: SubParsers) -> None:
-    from stability.baseline import DEFAULT_PATH
+    from stability.measure.baseline import DEFAULT_PATH
 
     p = sub.add_parser(
         "baseline",
@@ -29,7 +29,7 @@ def add_baseline(sub: SubParsers) -> None:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from stability import baseline
+    from stability.measure import baseline
 
     out = writable_path(args.out, "baseline file")
     doc = baseline.write(out, args.reason)
@@ -42,8 +42,8 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def add_gate(sub: SubParsers) -> None:
-    from stability.baseline import DEFAULT_PATH
-    from stability.gate_format import FORMATS
+    from stability.measure.baseline import DEFAULT_PATH
+    from stability.measure.gate_format import FORMATS
 
     p = sub.add_parser(
         "gate",
@@ -74,7 +74,7 @@ def add_gate(sub: SubParsers) -> None:
 
 
 def _verdict(args: argparse.Namespace) -> "Verdict":
-    from stability import gate, gate_against
+    from stability.measure import gate, gate_against
 
     if args.candidate and not args.against:
         raise StabilityError("--candidate needs --against REV")
@@ -99,7 +99,7 @@ def _verdict(args: argparse.Namespace) -> "Verdict":
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from stability import gate, gate_format
+    from stability.measure import gate, gate_format
 
     try:
         verdict = _verdict(args)

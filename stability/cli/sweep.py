@@ -14,11 +14,11 @@ from stability.cli.args import (
     ints,
     names,
 )
+from stability.core.registry import lookup
 from stability.errors import StabilityError
-from stability.registry import lookup
-from stability.store import Store, writable_path
-from stability.sweep import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Progress, SweepGrid, run_sweep
-from stability.tables import VERDICTS, summary_table, with_verdicts
+from stability.results.store import Store, writable_path
+from stability.results.tables import VERDICTS, summary_table, with_verdicts
+from stability.sweep.run import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Progress, SweepGrid, run_sweep
 
 DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
 
@@ -83,7 +83,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
     if args.scheduler is not None:  # fail before any work if the dask extra is missing
-        from stability.distributed import import_distributed
+        from stability.sweep.dask_executor import import_distributed
 
         import_distributed()
     grid = SweepGrid(

@@ -25,7 +25,7 @@ from stability.report.runner import (
     latest_properties,
 )
 from stability.report.sections import FIGURE_CACHE, SECTIONS, Section
-from stability.store import writable_path
+from stability.results.store import writable_path
 
 TITLE = "Numerical stability of deep networks"
 

@@ -16,11 +16,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from stability.config import MLPConfig
-from stability.doctor import diagnose, diagnosis_tables
-from stability.lr_search import DEFAULT_MAP_LRS, lr_map
-from stability.store import Store
-from stability.training import TrainConfig
+from stability.core.config import MLPConfig
+from stability.results.store import Store
+from stability.train.doctor import diagnose, diagnosis_tables
+from stability.train.lr_search import DEFAULT_MAP_LRS, lr_map
+from stability.train.trainer import TrainConfig
 
 MARKER = "(doctor defaults)"
 VERSION = 1  # bump when the cases change: the runner's cache key

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stability.store import Store, git_commit
+from stability.results.store import Store, git_commit
 
 CACHE_DIR = "report-cache"  # beside the store: cached subprocess results and figures
 StepStatus = Literal["ran", "reused", "failed", "skipped", "not run"]
@@ -121,7 +121,7 @@ def _first(frame: pd.DataFrame, *names: str) -> pd.Series | None:
 def normalise_bench(raw: pd.DataFrame) -> pd.DataFrame:
     """Benchmark rows with the columns the throughput plots need, whatever the ingest wrote.
 
-    Rows from ``stability.bench.bench_rows`` carry extra_info flat and stats as ``stats_*``;
+    Rows from ``stability.measure.bench.bench_rows`` carry extra_info flat and stats as ``stats_*``;
     nested ``stats``/``extra_info`` dicts are flattened too. IQR bars come from the per-call
     quartiles: pytest-benchmark's quartiles (scaled to per-call by ``median_s / stats_median``)
     or, without them, ``median_s +- iqr_s / 2``.

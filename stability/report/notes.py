@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import torch
 
-from stability.activations import activation_fn, get_activation
+from stability.core.activations import activation_fn, get_activation
 
 LOSS_RANGE = 2.0  # y' - y from -2 to 2, the notes' plotting window
 TAYLOR_RANGE = 3.0
@@ -26,7 +26,7 @@ TAYLOR_ACTIVATIONS = ("tanh", "sigmoid", "scaled_logistic")
 
 def _losses() -> dict[str, torch.nn.Module | object]:
     try:
-        from stability import losses
+        from stability.notes import losses
     except ImportError:  # the reference losses ship with the library; inline fallback only
         return {
             "L2": lambda r: r**2 / 2,

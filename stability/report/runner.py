@@ -32,12 +32,12 @@ from typing import Any, TextIO
 
 import torch
 
-from stability import baseline as bl
-from stability import gate
+from stability.measure import baseline as bl
+from stability.measure import gate
 from stability.report import doctor_cases
 from stability.report.inputs import CACHE_DIR, PropertyRun, Step, StepStatus
-from stability.store import Store
-from stability.sweep import Cell, Progress, SweepGrid, default_jobs, run_sweep
+from stability.results.store import Store
+from stability.sweep.run import Cell, Progress, SweepGrid, default_jobs, run_sweep
 
 # The precision section compares float16 with bfloat16 on a few telling configurations:
 # the library default (stable), the notes' N(0,1) weights (overflow), Xavier with tanh and
@@ -449,9 +449,9 @@ class Runner:
             if not out.exists() or code not in PYTEST_COMPLETED:
                 return Step(name, "failed", f"pytest exited {code}, no usable JSON", seconds)
         try:
-            from stability.bench import ingest
+            from stability.measure.bench import ingest
         except ImportError:
-            return Step(name, "failed", "stability.bench.ingest is not available", seconds)
+            return Step(name, "failed", "stability.measure.bench.ingest is not available", seconds)
         with Store.open(self.db) as store:
             run_id = ingest(out, store, ["stability", "report", "(quick benchmarks)"])
         self.cache.add(

@@ -20,17 +20,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
-from stability import baseline as bl
-from stability import gate as gatekeeper
-from stability.lr_search import lr_map_figure
+from stability.measure import baseline as bl
+from stability.measure import gate as gatekeeper
+from stability.measure.stats import ALPHA
 from stability.report import figures, notes
 from stability.report.doctor_cases import MARKER
 from stability.report.inputs import ReportData, environment_facts
 from stability.report.junit import property_table, read_junit
 from stability.report.runner import PRECISION_CONFIGS, PRECISION_DTYPES
-from stability.stats import ALPHA
-from stability.sweep import DEFAULT_ACTIVATIONS, DEFAULT_INITS
-from stability.tables import growth_table, summary_table
+from stability.results.tables import growth_table, summary_table
+from stability.sweep.run import DEFAULT_ACTIVATIONS, DEFAULT_INITS
+from stability.train.lr_search import lr_map_figure
 
 Status = Literal["complete", "partial", "not run", "not available"]
 DEFAULT_SHAPE = {"depth": 50, "width": 256, "batch": 256}

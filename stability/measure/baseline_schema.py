@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stability.dtypes import DTYPES
+from stability.core.dtypes import DTYPES
 from stability.errors import StabilityError
 
 FIGURES = ("preact_var", "act_var", "grad_var")

@@ -23,13 +23,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from stability.config import MLPConfig
-from stability.dtypes import get_dtype
-from stability.emulation import round_to, round_with_grad
+from stability.core.config import MLPConfig
+from stability.core.emulation import round_to, round_with_grad
+from stability.core.inits import get_init, init_linear_
+from stability.core.model import MLP, build_mlp
+from stability.core.registry import lookup
 from stability.errors import StabilityError
-from stability.inits import get_init, init_linear_
-from stability.model import MLP, build_mlp
-from stability.registry import lookup
 
 DATASETS = ("teacher", "regression", "classification")
 TEACHER_DEPTH = 2
@@ -52,7 +51,7 @@ class TrainConfig:
     """What to train and how: the network config plus the optimisation settings.
 
     ``loss_scaling`` applies to reduced precision only: the emulated GradScaler rule on CPU
-    (``stability.loss_scaling.LossScaler``), ``torch.amp.GradScaler`` with autocast on CUDA.
+    (``stability.train.loss_scaling.LossScaler``), ``torch.amp.GradScaler`` with autocast on CUDA.
     """
 
     model: MLPConfig
@@ -163,16 +162,15 @@ class TrainModel(nn.Module):
 def build_train_model(config: MLPConfig, out_features: int) -> TrainModel:
     """``build_mlp(config)`` plus a head initialised with the same init (Xavier for LSUV)."""
     body = build_mlp(config)
-    dt = get_dtype(config.dtype)
-    emulated = dt.mode(config.device) == "emulated"
-    head = Head(config.width, out_features, dt.dtype if emulated else None)
+    head = Head(config.width, out_features, config.precision.round_dtype)
     init = "xavier_normal" if get_init(config.init).data_driven else config.init
     init_linear_(head.linear, init, torch.Generator().manual_seed(config.seed + HEAD_SEED_OFFSET))
-    if emulated:
+    precision = config.precision
+    if precision.round_dtype is not None:
         with torch.no_grad():
             for p in head.parameters():
-                p.copy_(round_to(p, dt.dtype))
-    head = head.to(device=config.device, dtype=dt.compute_dtype(config.device))
+                p.copy_(round_to(p, precision.round_dtype))
+    head = head.to(device=config.device, dtype=precision.compute_dtype)
     return TrainModel(body, head)
 
 
@@ -201,8 +199,8 @@ class Trainer:
         mc = cfg.model
         if mc.device.startswith("cuda") and not torch.cuda.is_available():
             raise StabilityError(f"device {mc.device!r} requested but CUDA is not available")
-        self.dtype = get_dtype(mc.dtype)
-        self.mode = self.dtype.mode(mc.device)
+        self.dtype = mc.precision.format
+        self.mode = mc.precision.mode
         # Native half precision on CUDA trains an fp32 master model under autocast (AMP);
         # GradScaler refuses to unscale fp16 gradients of an fp16 model.
         self.autocast = self.mode == "native" and self.dtype.reduced
@@ -234,7 +232,7 @@ class Trainer:
         if self.autocast:
             scaler: Scaler = torch.amp.GradScaler("cuda", growth_interval=interval)
             return scaler
-        from stability.loss_scaling import LossScaler
+        from stability.train.loss_scaling import LossScaler
 
         return LossScaler(growth_interval=interval, dtype=self.dtype.dtype)
 

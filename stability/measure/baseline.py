@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
-from stability import baseline_schema as schema
-from stability.bench import (
+from stability.core.config import MLPConfig
+from stability.errors import StabilityError
+from stability.measure import baseline_schema as schema
+from stability.measure.bench import (
     Block,
     Gemm,
     block_iterations,
@@ -34,11 +36,9 @@ from stability.bench import (
     set_threads,
     time_rounds,
 )
-from stability.config import MLPConfig
-from stability.errors import StabilityError
-from stability.stats import min_samples
-from stability.store import git_commit
-from stability.sweep import Cell, run_cell
+from stability.measure.stats import min_samples
+from stability.results.store import git_commit
+from stability.sweep.run import Cell, run_cell
 
 FORMAT = "stability-baseline"
 VERSION = 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stability.registry import lookup
+from stability.core.registry import lookup
 
 LEAKY_RELU_SLOPE = 0.01
 SELU_ALPHA = 1.6732632423543772

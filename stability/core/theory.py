@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stability.activations import LEAKY_RELU_SLOPE, get_activation
-from stability.config import MLPConfig
-from stability.inits import sigma_w2
+from stability.core.activations import LEAKY_RELU_SLOPE, get_activation
+from stability.core.config import MLPConfig
+from stability.core.inits import sigma_w2
 
 QUADRATURE_POINTS_PER_SIDE = 128
 LINEAR_REGIME_Q = 1e-12  # below this pre-activation variance, phi(h) = phi'(0) h to 1e-12

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from stability.errors import StabilityError
-from stability.sweep import Cell, Outcome, _timed, _worker_init
+from stability.sweep.run import Cell, Outcome, _timed, _worker_init
 
 if TYPE_CHECKING:
     from distributed import Client

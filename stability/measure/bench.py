@@ -13,8 +13,8 @@ Timing: warm-up first, the garbage collector off, the thread count set and recor
 before and once after each block, never inside it (a per-iteration sync distorts short
 kernels many-fold).
 
-``python -m stability.bench ingest results/bench.json`` stores a pytest-benchmark JSON in
-the results store; ``python -m stability.bench worker`` is the measuring process that
+``python -m stability.measure.bench ingest results/bench.json`` stores a pytest-benchmark JSON in
+the results store; ``python -m stability.measure.bench worker`` is the measuring process that
 ``stability gate --against`` runs in each checkout.
 
 The ``STABILITY_PLANT_SLOWDOWN`` environment variable (a fraction, e.g. ``0.25``) makes
@@ -36,12 +36,11 @@ from typing import Any
 
 import torch
 
-from stability.config import MLPConfig
-from stability.dtypes import get_dtype
+from stability.core.config import MLPConfig
+from stability.core.model import build_mlp, input_batch
+from stability.core.probe import Probe, projection_loss
 from stability.errors import StabilityError
-from stability.model import build_mlp, input_batch
-from stability.probe import Probe, projection_loss
-from stability.store import Store
+from stability.results.store import Store
 
 PLANT_SLOWDOWN_ENV = "STABILITY_PLANT_SLOWDOWN"
 # The SGD update runs with lr 0: the arithmetic of a real step (one add per parameter)
@@ -381,7 +380,7 @@ class Throughput:
 
 
 def compute_dtype(step: Step) -> torch.dtype:
-    return get_dtype(step.config.dtype).compute_dtype(step.device)
+    return step.config.precision.compute_dtype
 
 
 def record(
@@ -398,7 +397,7 @@ def record(
         batch_size=step.batch,
         device=step.device,
         dtype=config.dtype,
-        precision_mode=get_dtype(config.dtype).mode(step.device),
+        precision_mode=config.precision.mode,
         threads=threads,
         torch_version=torch.__version__,
         probe_every=step.probe_every,
@@ -529,10 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker()
     if len(args) in (2, 3) and args[0] == "ingest":
         with Store.open(args[2] if len(args) == 3 else "results/stability.db") as store:
-            run_id = ingest(args[1], store, ["python", "-m", "stability.bench", *args])
+            run_id = ingest(args[1], store, ["python", "-m", "stability.measure.bench", *args])
         print(f"ingested {args[1]} as bench run {run_id}")
         return 0
-    print("usage: python -m stability.bench ingest JSON [DB] | worker", file=sys.stderr)
+    print("usage: python -m stability.measure.bench ingest JSON [DB] | worker", file=sys.stderr)
     return 2
 
 
@@ -540,5 +539,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except StabilityError as exc:
-        print(f"stability.bench: error: {exc}", file=sys.stderr)
+        print(f"stability.measure.bench: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -26,8 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from stability import baseline as bl
-from stability.gate import (
+from stability.measure import baseline as bl
+from stability.measure.gate import (
     REGRESSED,
     Row,
     Verdict,
@@ -36,7 +36,7 @@ from stability.gate import (
     default_rows,
     judge_slowdown,
 )
-from stability.stats import min_samples
+from stability.measure.stats import min_samples
 
 AGAINST_TOLERANCE = 0.05
 AGAINST_PAIRS = 12
@@ -46,7 +46,7 @@ PLANT_PREFIX = "STABILITY_PLANT_"
 # Where each layout of the package keeps the figures and the timing worker (oldest last), so
 # REV may predate a move.
 FIGURE_MODULES = ("stability.measure.baseline", "stability.baseline")
-WORKER_MODULES = ("stability.measure.worker", "stability.bench")
+WORKER_MODULES = ("stability.measure.worker", "stability.measure.bench", "stability.bench")
 FIGURE_DRIVER = """
 import importlib, json, sys
 for name in sys.argv[1:]:

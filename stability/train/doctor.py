@@ -33,8 +33,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.hooks import RemovableHandle
 
-from stability.emulation import round_to
-from stability.training import TrainConfig, Trainer
+from stability.core.emulation import round_to
+from stability.train.trainer import TrainConfig, Trainer
 
 GROWTH_WINDOW = 10  # losses looked at before the failure
 GROWTH_MIN_POINTS = 4  # fewer finite losses than this: no growth verdict

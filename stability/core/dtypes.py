@@ -2,7 +2,7 @@
 
 On CUDA every registered dtype runs natively. On CPU, float16/bfloat16 matmuls are about
 100x slower than float32, so they are *emulated*: compute in float32 and round to the
-target dtype at every layer boundary (see ``stability.emulation``). Every result says which.
+target dtype at every layer boundary (see ``stability.core.emulation``). Every result says which.
 """
 
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from stability.registry import lookup
+from stability.core.registry import lookup
 
 PrecisionMode = Literal["native", "emulated"]
 
@@ -50,6 +50,37 @@ class DType:
     def compute_dtype(self, device: str) -> torch.dtype:
         """The dtype tensors actually hold: float32 when emulating."""
         return torch.float32 if self.mode(device) == "emulated" else self.dtype
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A dtype on a device, resolved once: what tensors hold and whether rounding is emulated.
+
+    ``MLPConfig.precision`` builds it; code downstream asks it instead of looking the dtype
+    up again and re-deriving the mode.
+    """
+
+    format: DType
+    device: str
+
+    @property
+    def mode(self) -> PrecisionMode:
+        return self.format.mode(self.device)
+
+    @property
+    def emulated(self) -> bool:
+        """Reduced precision on CPU: compute in float32, round at every layer boundary."""
+        return self.mode == "emulated"
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype tensors hold (float32 when emulating)."""
+        return self.format.compute_dtype(self.device)
+
+    @property
+    def round_dtype(self) -> torch.dtype | None:
+        """The dtype to round to at layer boundaries, or None when running natively."""
+        return self.format.dtype if self.emulated else None
 
 
 DTYPES: dict[str, DType] = {

@@ -13,7 +13,7 @@ The JSON schema, ``stability-gate/1``, is documented in ``docs/ci.md``::
 
 import json
 
-from stability.gate import NOT_JUDGED, OK, Row, Verdict
+from stability.measure.gate import NOT_JUDGED, OK, Row, Verdict
 
 SCHEMA = "stability-gate/1"
 FORMATS = ("text", "json", "markdown")

@@ -9,11 +9,10 @@ and output (and their gradients) to the target dtype.
 import torch
 from torch import nn
 
-from stability.activations import get_activation
-from stability.config import MLPConfig
-from stability.dtypes import get_dtype
-from stability.emulation import round_to, round_with_grad
-from stability.inits import get_init, init_linear_, lsuv_rescale_
+from stability.core.activations import get_activation
+from stability.core.config import MLPConfig
+from stability.core.emulation import round_to, round_with_grad
+from stability.core.inits import get_init, init_linear_, lsuv_rescale_
 
 LSUV_BATCH = 512
 
@@ -45,8 +44,7 @@ class MLP(nn.Module):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         self.config = config
-        dt = get_dtype(config.dtype)
-        round_dtype = dt.dtype if dt.mode(config.device) == "emulated" else None
+        round_dtype = config.precision.round_dtype
         self.blocks = nn.ModuleList(
             MLPBlock(config.width, config.activation, config.bias, round_dtype)
             for _ in range(config.depth)
@@ -71,12 +69,12 @@ def build_mlp(config: MLPConfig) -> MLP:
         init_linear_(block.linear, config.init, gen)
     if get_init(config.init).data_driven:
         apply_lsuv_(model, torch.randn(LSUV_BATCH, config.width, generator=gen))
-    dt = get_dtype(config.dtype)
-    if dt.mode(config.device) == "emulated":
+    precision = config.precision
+    if precision.round_dtype is not None:
         with torch.no_grad():
             for p in model.parameters():
-                p.copy_(round_to(p, dt.dtype))
-    return model.to(device=config.device, dtype=dt.compute_dtype(config.device))
+                p.copy_(round_to(p, precision.round_dtype))
+    return model.to(device=config.device, dtype=precision.compute_dtype)
 
 
 def apply_lsuv_(model: MLP, x: torch.Tensor) -> None:
@@ -96,7 +94,7 @@ def input_batch(config: MLPConfig, batch: int) -> torch.Tensor:
     """The probe input: ``x ~ N(0, 1)`` of shape (batch, width), seeded apart from the weights."""
     gen = torch.Generator().manual_seed(config.seed + 1_000_003)
     x = torch.randn(batch, config.width, generator=gen)
-    dt = get_dtype(config.dtype)
-    if dt.mode(config.device) == "emulated":
-        x = round_to(x, dt.dtype)
-    return x.to(device=config.device, dtype=dt.compute_dtype(config.device))
+    precision = config.precision
+    if precision.round_dtype is not None:
+        x = round_to(x, precision.round_dtype)
+    return x.to(device=config.device, dtype=precision.compute_dtype)

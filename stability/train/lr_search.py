@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from stability.config import MLPConfig
+from stability.core.config import MLPConfig
 from stability.errors import StabilityError
-from stability.training import TrainConfig, train
+from stability.train.trainer import TrainConfig, train
 
 TAIL_FRACTION = 0.1  # the end of a trial: its last tenth of steps
 DEFAULT_RTOL = 1e-3  # bisect until the bracket's ratio is below 1 + rtol

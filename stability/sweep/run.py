@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
-from stability.config import MLPConfig, check_batch
-from stability.dtypes import get_dtype
-from stability.model import build_mlp, input_batch
-from stability.probe import probe
-from stability.store import Store
-from stability.theory import predict
+from stability.core.config import MLPConfig, check_batch
+from stability.core.model import build_mlp, input_batch
+from stability.core.probe import probe
+from stability.core.theory import predict
+from stability.results.store import Store
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -92,7 +91,7 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     model = build_mlp(config)
     stats = probe(model, input_batch(config, cell.batch))
     theory = predict(config, cell.batch)
-    mode = get_dtype(config.dtype).mode(config.device)
+    mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
     return [
         {
@@ -181,7 +180,7 @@ def run_sweep(
     Each finished cell is committed before the next is awaited: an interruption loses only
     cells still in flight. A cell that raises is recorded as failed with its error.
     ``scheduler`` (an address, ``'local'`` or a ``distributed.Client``) runs the cells on
-    Dask instead of local processes; see ``stability.distributed``.
+    Dask instead of local processes; see ``stability.sweep.dask_executor``.
     """
     cells = grid.cells()
     done = store.done_keys() if resume else set()
@@ -216,7 +215,7 @@ def _execute(
     cells: list[Cell], jobs: int, scheduler: "str | Client | None" = None
 ) -> Iterator[tuple[Cell, Outcome]]:
     if scheduler is not None:  # imported here: Dask is an optional extra
-        from stability.distributed import execute_on_dask
+        from stability.sweep.dask_executor import execute_on_dask
 
         yield from execute_on_dask(cells, scheduler, workers=jobs)
         return

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stability.dtypes import DType
+from stability.core.dtypes import DType
 
 
 def round_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

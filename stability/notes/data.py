@@ -25,8 +25,8 @@ from collections.abc import Iterator
 
 import torch
 
+from stability.core.registry import lookup
 from stability.errors import StabilityError
-from stability.registry import lookup
 
 REMAINDER_POLICIES: dict[str, str] = {
     "keep": "yield the short last batch",

@@ -4,7 +4,7 @@ Exit codes: 0 pass, 1 regression (and nothing else), 2 cannot judge (missing, co
 partial or wrong-version baseline, or a check that could not run). A check that cannot run
 never passes.
 
-- **Stability figures** (``stability.baseline``: per-layer variances of a fixed CPU grid,
+- **Stability figures** (``stability.measure.baseline``: per-layer variances of a fixed CPU grid,
   fixed seeds, one thread) are judged on every machine. The rule is
   ``|now - base| <= rtol * |base|`` with the cross-machine ``FIGURE_RTOL`` of the cell's
   dtype, derived in ``docs/figure-tolerances.md`` from the spread measured across CPU
@@ -17,7 +17,7 @@ never passes.
   which does not fail the gate by itself. The rule: slower than ``EFFICIENCY_TOLERANCE``
   by the medians AND a one-sided Mann-Whitney p < ``ALPHA``.
 
-``stability.gate_against`` adds the A/B judgement against another revision.
+``stability.measure.gate_against`` adds the A/B judgement against another revision.
 """
 
 import math
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stability import baseline as bl
-from stability.stats import ALPHA, mann_whitney_greater
+from stability.measure import baseline as bl
+from stability.measure.stats import ALPHA, mann_whitney_greater
 
 PASS, REGRESSION, CANNOT_JUDGE = 0, 1, 2
 EFFICIENCY_TOLERANCE = 0.25

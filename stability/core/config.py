@@ -6,13 +6,14 @@ name the bad value and the valid choices.
 """
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
-from stability.activations import ACTIVATIONS
-from stability.dtypes import DTYPES
+from stability.core.activations import ACTIVATIONS
+from stability.core.dtypes import DTYPES, Precision, get_dtype
+from stability.core.inits import INITS
+from stability.core.registry import lookup
 from stability.errors import StabilityError
-from stability.inits import INITS
-from stability.registry import lookup
 
 DEVICES = ("cpu", "cuda")
 
@@ -44,6 +45,11 @@ class MLPConfig:
         base = self.device.split(":")[0]
         if base not in DEVICES:
             raise StabilityError(f"unknown device {self.device!r}; expected one of {list(DEVICES)}")
+
+    @cached_property
+    def precision(self) -> Precision:
+        """The dtype resolved on the device, once (emulated or native)."""
+        return Precision(get_dtype(self.dtype), self.device)
 
     def as_dict(self) -> dict[str, Any]:
         """Field name -> value, in declaration order (a DataFrame row)."""

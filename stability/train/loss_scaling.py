@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from stability.errors import StabilityError
-from stability.training import TrainConfig, Trainer
+from stability.train.trainer import TrainConfig, Trainer
 
 INIT_SCALE = 2.0**16
 GROWTH_FACTOR = 2.0

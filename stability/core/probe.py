@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from stability.dtypes import DType, get_dtype
-from stability.emulation import precision_event_counts, round_to
-from stability.model import MLP, MLPBlock
+from stability.core.dtypes import DType, get_dtype
+from stability.core.emulation import precision_event_counts, round_to
+from stability.core.model import MLP, MLPBlock
 
 PROJECTION_SEED = 12_345
 MOMENT_ONE_PASS_LIMIT = 0.5  # one-pass variance only while mean^2 <= this * E[x^2]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stability.registry import lookup
+from stability.core.registry import lookup
 
 NOTES_NORMAL_STD = 0.01  # the notes' default N(0, 0.01^2)
 LSUV_TOLERANCE = 0.1

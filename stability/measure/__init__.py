@@ -1,0 +1,1 @@
+"""Measuring speed and judging change: timing, statistics, baselines and the CI gate."""

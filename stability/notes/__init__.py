@@ -1,0 +1,1 @@
+"""The course notes' reference code: data, losses, regularisation and the notes' curves."""

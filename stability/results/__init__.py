@@ -1,0 +1,1 @@
+"""Results at rest: the SQLite store, the environment fingerprint, and the tidy tables."""
