@@ -37,6 +37,7 @@ from stability.measure import gate
 from stability.report import doctor_cases
 from stability.report.inputs import CACHE_DIR, PropertyRun, Step, StepStatus
 from stability.results.store import Store
+from stability.sweep.executors import local_executor
 from stability.sweep.run import Cell, Progress, SweepGrid, default_jobs, run_sweep
 
 # The precision section compares float16 with bfloat16 on a few telling configurations:
@@ -335,7 +336,8 @@ class Runner:
         self.display.say(f"{name}: {len(todo)} of {len(cells)} cells to run, {self.jobs} jobs")
         progress = _SweepProgress(len(todo), self.display, name)
         command = ["stability", "report", f"({name})"]
-        summary = run_sweep(grid, store, command, self.jobs, resume=True, progress=progress)
+        executor = local_executor(self.jobs)
+        summary = run_sweep(grid, store, command, executor, resume=True, progress=progress)
         status: StepStatus = "failed" if summary.failed else "ran"
         detail = (
             f"{summary.done} cells run, {summary.skipped} reused, {summary.failed} failed "
