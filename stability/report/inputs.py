@@ -7,17 +7,15 @@ missing instead of failing.
 
 import datetime as dt
 import json
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 
-from stability.results.store import Store, git_commit
+from stability.results.environment import environment
+from stability.results.store import Store
 
 CACHE_DIR = "report-cache"  # beside the store: cached subprocess results and figures
 StepStatus = Literal["ran", "reused", "failed", "skipped", "not run"]
@@ -97,7 +95,7 @@ def gather(
         properties=properties,
         steps=list(steps or []),
         generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        commit=git_commit(root),
+        commit=environment(("git_commit",), cwd=root)["git_commit"],
         quick=quick,
         cache_dir=db.parent / CACHE_DIR,
         doctor=doctor,
@@ -191,28 +189,16 @@ def _int(v: Any) -> str:
         return str(v)
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def environment_facts() -> dict[str, str]:
     """Where this report was rendered: torch, devices, threads, host."""
-    gpu = "none (CUDA not available)"
-    if torch.cuda.is_available():
-        gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    facts = ("torch", "python", "cpu_model", "cpu_count", "torch_threads", "cuda_devices")
+    env = environment((*facts, "platform"))  # not git_commit: gather() reads it for its root
     return {
-        "torch version": torch.__version__,
-        "python": platform.python_version(),
-        "CPU": cpu_name(),
-        "CPU cores (os.cpu_count)": str(os.cpu_count()),
-        "torch threads": str(torch.get_num_threads()),
-        "GPU": gpu,
-        "platform": platform.platform(),
+        "torch version": env["torch"],
+        "python": env["python"],
+        "CPU": env["cpu_model"],
+        "CPU cores (os.cpu_count)": str(env["cpu_count"]),
+        "torch threads": str(env["torch_threads"]),
+        "GPU": ", ".join(env["cuda_devices"]) or "none (CUDA not available)",
+        "platform": env["platform"],
     }

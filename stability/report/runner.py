@@ -20,7 +20,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from stability.measure import baseline as bl
 from stability.measure import gate
 from stability.report import doctor_cases
 from stability.report.inputs import CACHE_DIR, PropertyRun, Step, StepStatus
+from stability.results.environment import environment
 from stability.results.store import Store
 from stability.sweep.executors import local_executor
 from stability.sweep.run import Cell, Progress, SweepGrid, default_jobs, run_sweep
@@ -199,9 +199,7 @@ def fingerprint(code: str, kind: str, options: dict[str, Any]) -> str:
     env = {
         "code": code,
         "kind": kind,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        **environment(("torch", "python", "machine")),
         "hypothesis": _version("hypothesis"),
         "pytest": _version("pytest"),
         "pytest-benchmark": _version("pytest-benchmark"),

@@ -8,17 +8,15 @@ it finished and ``--resume`` can skip it. A file that is not a stability databas
 import datetime as dt
 import json
 import os
-import platform
 import sqlite3
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from stability.errors import StabilityError
+from stability.results.environment import environment
 
 DEFAULT_DB = Path("results") / "stability.db"
 APPLICATION_ID = 0x53544142  # "STAB": marks the file as ours
@@ -62,24 +60,6 @@ CREATE TABLE IF NOT EXISTS doctor_rows (
     data TEXT NOT NULL
 );
 """
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    """The checked-out commit (with ``-dirty`` if the tree has changes), or None outside git."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return rev + ("-dirty" if dirty else "")
 
 
 def _check_file(path: Path) -> None:
@@ -146,6 +126,7 @@ class Store:
     # -- runs ----------------------------------------------------------------------------
     def start_run(self, kind: str, command: Sequence[str], device: str = "cpu") -> int:
         """Record who/what/where for a run and return its id."""
+        env = environment(("git_commit", "torch", "host"))
         with self.conn:
             cur = self.conn.execute(
                 "INSERT INTO runs (kind, started_at, git_commit, torch_version, device, host,"
@@ -153,10 +134,10 @@ class Store:
                 (
                     kind,
                     dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    git_commit(),
-                    torch.__version__,
+                    env["git_commit"],
+                    env["torch"],
                     device,
-                    platform.node(),
+                    env["host"],
                     " ".join(command),
                 ),
             )

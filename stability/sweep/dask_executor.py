@@ -14,7 +14,6 @@ the store and ``--resume`` finishes the rest.
 
 import hashlib
 import importlib
-import importlib.metadata
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from stability.errors import StabilityError
+from stability.results.environment import environment
 from stability.sweep.cells import Cell
 from stability.sweep.executors import Outcome, Rows, init_worker, timed_cell
 
@@ -63,11 +63,7 @@ def run_cell_on_worker(cell: Cell) -> tuple[Rows, float]:
 
 def worker_versions() -> dict[str, str]:
     """What a worker has installed; rows are only comparable when these match the client's."""
-    try:  # the installed distribution: what `pip install` put on this machine
-        version = importlib.metadata.version("stability")
-    except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH
-        version = "unknown (not installed)"
-    return {"stability": version, "torch": torch.__version__}
+    return dict(environment(("stability", "torch")))
 
 
 def worker_has_cuda() -> bool:
