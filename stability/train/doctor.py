@@ -426,8 +426,7 @@ def replay(trainer: Trainer, step: int) -> tuple[OpEvent | None, OpEvent | None]
         with trainer.half_weights(), mode:
             loss = trainer.forward_loss(step)
             context.append(("loss", "backward"))
-            scaled = trainer.scaler.scale(loss) if trainer.scaler is not None else loss
-            scaled.backward()  # type: ignore[no-untyped-call]
+            trainer.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if trainer.mode == "emulated":
                 for label, module in watched:
                     context.append((label, "backward"))
@@ -522,7 +521,7 @@ class Doctor:
                         return self._update_failure(step, losses, weights, labels, stats)
                     continue
                 forward_ok = bool(torch.isfinite(stats[:, _ACT_MAX]).all())
-                if t.scaler is not None and forward_ok:
+                if forward_ok and t.scaler.is_enabled():
                     t.apply()  # the scaler sees the inf gradients, skips and backs off
                     weights = watch.weight_max()
                     continue
