@@ -2,7 +2,8 @@
 
 The mechanism (``LossScaler``, GradScaler's rule) lives in ``stability.train.scaler``; this
 module is the experiment. ``compare_loss_scaling`` runs one config twice and reports, per
-layer, the fraction of gradient values flushed to zero.
+layer, the fraction of gradient values flushed to zero; ``zero_fractions_by_layer`` and
+``scaling_runs`` shape that table for reading side by side.
 """
 
 import math
@@ -16,7 +17,9 @@ from stability.train.scaler import LossScaler
 from stability.train.trainer import TrainConfig, Trainer, flush_fraction
 
 # LossScaler moved to stability.train.scaler; the old import path keeps working.
-__all__ = ["LossScaler", "compare_loss_scaling"]
+__all__ = ["LossScaler", "compare_loss_scaling", "scaling_runs", "zero_fractions_by_layer"]
+
+ZERO_FRACTIONS = ["act_grad_zero_frac", "weight_grad_zero_frac"]
 
 
 def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataFrame:
@@ -96,3 +99,21 @@ def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataF
                 }
             )
     return pd.DataFrame(rows)
+
+
+def zero_fractions_by_layer(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer: the zero fractions unscaled and scaled, side by side."""
+    return pd.concat(
+        [
+            part.set_index("layer")[ZERO_FRACTIONS].add_suffix("_scaled" if on else "_unscaled")
+            for on, part in table.groupby("loss_scaling")
+        ],
+        axis=1,
+    )
+
+
+def scaling_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (loss scaling off, then on): final loss, skipped steps, final scale."""
+    cols = ["loss_scaling", "final_loss", "skipped_steps", "final_scale"]
+    runs = table.drop_duplicates("loss_scaling")[cols].sort_values("loss_scaling")
+    return runs.reset_index(drop=True)

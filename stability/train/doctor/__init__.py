@@ -6,7 +6,7 @@ checked before the optimizer touches the weights (``run``), so a failing step ca
 replayed exactly, operator by operator (``replay``), to name the operator that made the
 first inf or NaN and how. A ``Diagnosis`` (``diagnosis``) holds the verdict and reads as a
 few lines; ``tables`` turns it into the tables the CLI and the report write; ``cost`` times
-the doctor against ``detect_anomaly``.
+the doctor against ``detect_anomaly``; ``extras`` runs the optional studies of one config.
 
 The names are re-exported here: ``from stability.train.doctor import diagnose`` works.
 """
@@ -23,9 +23,15 @@ from stability.train.doctor.diagnosis import (
     OpEvent,
     geometric_growth,
 )
+from stability.train.doctor.extras import Extras, extra_tables
 from stability.train.doctor.replay import replay
 from stability.train.doctor.run import Doctor, diagnose
-from stability.train.doctor.tables import diagnosis_tables
+from stability.train.doctor.tables import (
+    diagnosis_tables,
+    doctor_csv_path,
+    write_doctor_csvs,
+    write_doctor_run,
+)
 from stability.train.doctor.watch import Watch
 
 __all__ = [
@@ -39,11 +45,16 @@ __all__ = [
     "CostComparison",
     "Diagnosis",
     "Doctor",
+    "Extras",
     "OpEvent",
     "Watch",
     "compare_cost",
     "diagnose",
     "diagnosis_tables",
+    "doctor_csv_path",
+    "extra_tables",
     "geometric_growth",
     "replay",
+    "write_doctor_csvs",
+    "write_doctor_run",
 ]
