@@ -50,3 +50,8 @@ def precision_grid(quick: bool) -> PairGrid:
         seeds=(0,) if quick else (0, 1, 2),
         pairs=PRECISION_CONFIGS,
     )
+
+
+def sweeps(quick: bool) -> list[tuple[str, SweepGrid]]:
+    """The sweeps a report run fills, named as its steps are, in order."""
+    return [("default sweep", default_grid(quick)), ("precision grid", precision_grid(quick))]

@@ -22,11 +22,10 @@ from typing import Any
 
 import torch
 
-from stability.report import doctor_cases
+from stability.report import doctor_cases, plan
 from stability.report.cache import Cache, code_state, fingerprint, property_run
 from stability.report.gate_run import figures_step, gate_result, throughput_step
 from stability.report.inputs import GateResult, PropertyRun, Step, StepStatus
-from stability.report.plan import default_grid, precision_grid
 from stability.report.progress import Display, SweepProgress, stream, tail
 from stability.results.store import Store
 from stability.sweep.run import SweepGrid, default_jobs, run_sweep
@@ -82,8 +81,8 @@ class Runner:
     def run(self) -> RunResult:
         steps = []
         with Store.open(self.db) as store:
-            steps.append(self.sweep(store, "default sweep", default_grid(self.quick)))
-            steps.append(self.sweep(store, "precision grid", precision_grid(self.quick)))
+            for name, grid in plan.sweeps(self.quick):
+                steps.append(self.sweep(store, name, grid))
         prop_step, prop_run = self.properties()
         steps.append(prop_step)
         steps.append(self.benchmarks())
