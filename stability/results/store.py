@@ -147,6 +147,12 @@ class Store:
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.conn)
 
+    def has_run(self, run_id: int) -> bool:
+        """Whether run ``run_id`` is recorded: a cache entry naming a run of another
+        (or a deleted) database must not be reused."""
+        row = self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row is not None
+
     # -- sweep cells ---------------------------------------------------------------------
     def write_cell(
         self, run_id: int, key: str, rows: Iterable[Mapping[str, Any]], seconds: float
@@ -190,6 +196,11 @@ class Store:
             if wanted is None or row.get("cell_key") in wanted:
                 records.append(row)
         return pd.DataFrame.from_records(records)
+
+    def sweep_history(self) -> pd.DataFrame:
+        """Every run's sweep rows with their ``run_id``, oldest run first: unlike
+        ``sweep_rows`` a repeated cell appears once per run, so runs can be compared."""
+        return self._json_frame("SELECT run_id, data FROM sweep_rows ORDER BY run_id")
 
     # -- benchmarks ----------------------------------------------------------------------
     def write_bench(self, run_id: int, results: Iterable[Mapping[str, Any]]) -> int:
