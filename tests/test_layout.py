@@ -46,8 +46,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """The ``stability.*`` modules ``path`` imports (``from X import y`` may name a module)."""
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The ``stability.*`` modules ``path`` imports. ``from pkg import sub`` names the
+    submodule (the package's ``__init__`` runs for any submodule import, so it is no edge of
+    its own); ``from pkg import name`` names the package."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -59,15 +61,18 @@ def imports_of(path: Path) -> set[str]:
             and (node.module or "").startswith("stability")
         ):
             module = str(node.module)
-            found.add(module)
-            found.update(f"{module}.{a.name}" for a in node.names)
+            subs = {f"{module}.{a.name}" for a in node.names}
+            found.update(subs & known)
+            if subs - known:
+                found.add(module)
     return found
 
 
 def graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    known = set(files)
     return {
-        name: {m for m in imports_of(path) if m in files and m != name}
+        name: {m for m in imports_of(path, known) if m in files and m != name}
         for name, path in files.items()
     }
 
