@@ -18,7 +18,7 @@ from stability.measure.calibration import Gemm
 from stability.measure.interleave import RoundRunner, efficiency
 from stability.measure.steps import train_flops
 from stability.measure.timer import Timer
-from stability.sweep.run import SweepGrid, run_cell
+from stability.sweep.cells import SweepGrid, run_cell
 
 QUICK_CELLS = 4
 FULL_CELLS = 42

@@ -25,8 +25,10 @@ from stability.cli import main  # noqa: E402
 from stability.errors import StabilityError  # noqa: E402
 from stability.measure.threads import threads  # noqa: E402
 from stability.results.store import Store  # noqa: E402
-from stability.sweep.dask_executor import import_distributed  # noqa: E402
-from stability.sweep.run import Cell, SweepGrid, run_sweep  # noqa: E402
+from stability.sweep.cells import Cell, SweepGrid  # noqa: E402
+from stability.sweep.dask_executor import DaskExecutor, import_distributed  # noqa: E402
+from stability.sweep.executors import InProcessExecutor  # noqa: E402
+from stability.sweep.run import run_sweep  # noqa: E402
 
 # Tiny cells (depth 4, width 16, batch 8): the tests measure plumbing, not numerics.
 DEPTH = 4
@@ -65,14 +67,14 @@ def _raw_row_counts(store: Store) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """The tiny grid run locally in this process (jobs=1): the rows Dask must reproduce.
+    """The tiny grid run locally in this process (InProcessExecutor): the rows Dask must reproduce.
 
     One torch thread, as in every worker (the local pool's and Dask's): with torch's default
     thread count (2 here) one run in four differed from the workers' rows in the 8th digit
     of a float32 variance while the cluster's processes competed for the cores.
     """
     with threads(1), Store.open(tmp_path_factory.mktemp("ref") / "ref.db") as store:
-        summary = run_sweep(TINY, store, jobs=1)
+        summary = run_sweep(TINY, store, executor=InProcessExecutor())
         assert summary.done == len(TINY.cells())
         return _sorted(store.sweep_rows())
 
@@ -130,9 +132,9 @@ def test_resume_after_client_crash_finishes_the_rest(
 
     with Store.open(tmp_path / "resume.db") as store:
         with pytest.raises(KeyboardInterrupt):
-            run_sweep(TINY, store, on_cell=crash_after_three, scheduler=client)
+            run_sweep(TINY, store, on_cell=crash_after_three, executor=DaskExecutor(client))
         assert store.done_keys() == {c.key for c in seen}
-        summary = run_sweep(TINY, store, resume=True, scheduler=client)
+        summary = run_sweep(TINY, store, resume=True, executor=DaskExecutor(client))
         assert (summary.skipped, summary.done, summary.failed) == (committed, 13, 0)
         pd.testing.assert_frame_equal(_sorted(store.sweep_rows()), reference, check_exact=True)
         assert set(_raw_row_counts(store).values()) == {DEPTH}  # nothing written twice
@@ -153,7 +155,7 @@ class KillCells(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         import stability.sweep.dask_executor as module
 
-        original = self.original = module._timed
+        original = self.original = module.timed_cell
         once, always, folder = self.once, self.always, self.folder
 
         def doomed(cell: Cell) -> tuple[list[dict[str, Any]], float]:
@@ -167,12 +169,12 @@ class KillCells(WorkerPlugin):
                 os._exit(1)
             return original(cell)
 
-        module._timed = doomed  # type: ignore[assignment]
+        module.timed_cell = doomed  # type: ignore[assignment]
 
     def teardown(self, worker: Any) -> None:
         import stability.sweep.dask_executor as module
 
-        module._timed = self.original
+        module.timed_cell = self.original
 
 
 def test_worker_killed_mid_sweep_loses_no_completed_cell(
@@ -192,7 +194,7 @@ def test_worker_killed_mid_sweep_loses_no_completed_cell(
 
     try:
         with Store.open(tmp_path / "kill.db") as store:
-            summary = run_sweep(TINY, store, on_cell=count, scheduler=client)
+            summary = run_sweep(TINY, store, on_cell=count, executor=DaskExecutor(client))
             rows = _sorted(store.sweep_rows())
             errors = dict(
                 store.conn.execute("SELECT cell_key, error FROM cells WHERE status = 'failed'")
@@ -224,17 +226,19 @@ def test_witness_missing_extra_names_the_extra() -> None:
     assert import_distributed() is distributed
 
 
-def test_local_cluster_needs_a_worker(tmp_path: Path) -> None:
+def test_local_cluster_needs_a_worker() -> None:
     """`--scheduler local --jobs 0` is refused before any cluster starts."""
     assert main(["sweep", *TINY_FLAGS, "--scheduler", "local", "--jobs", "0"]) == 2
-    with Store.open(tmp_path / "w.db") as store, pytest.raises(StabilityError, match="got 0"):
-        run_sweep(TINY, store, jobs=0, scheduler="local")
+    with pytest.raises(StabilityError, match="got 0"):
+        DaskExecutor("local", workers=0)
+    assert DaskExecutor("local", workers=1).workers == 1  # witness: making one starts nothing
 
 
-def test_bad_scheduler_value_is_a_one_line_error(tmp_path: Path) -> None:
-    """A scheduler that is neither an address, 'local' nor a Client is refused."""
-    with Store.open(tmp_path / "bad.db") as store, pytest.raises(StabilityError, match="got 42"):
-        run_sweep(TINY, store, scheduler=42)  # type: ignore[arg-type]
+def test_bad_scheduler_value_is_a_one_line_error() -> None:
+    """A scheduler that is neither an address, 'local' nor a Client is refused when the
+    executor is made, before any run is recorded."""
+    with pytest.raises(StabilityError, match="got 42"):
+        DaskExecutor(42)  # type: ignore[arg-type]
 
 
 def test_sweep_without_scheduler_never_imports_dask(tmp_path: Path) -> None:

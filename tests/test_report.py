@@ -1,4 +1,4 @@
-"""The HTML report: rendered from a tiny store with --no-run, self-contained, escaped.
+"""The HTML report's page: rendered from a tiny store with --no-run, self-contained, escaped.
 
 The tiny store holds a 2x2 activation/init sweep at depth 4 in three dtypes, a fake
 benchmark run and a fake junit XML; strings with ``<script>`` ride along in a benchmark
@@ -7,12 +7,7 @@ name, a run command and a property's failure message, and must come out escaped.
 
 import base64
 import contextlib
-import dataclasses
 import io
-import json
-import textwrap
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,11 +16,7 @@ import pytest
 
 from stability.cli import main
 from stability.core.config import MLPConfig
-from stability.measure import baseline as bl
-from stability.measure.gate import Row
-from stability.report import doctor_cases, render, sections
-from stability.report.inputs import Step, gather
-from stability.report.runner import Display, Runner
+from stability.report import doctor_cases
 from stability.results.store import Store
 from stability.sweep.run import SweepGrid, run_sweep
 from stability.train.trainer import TrainConfig
@@ -268,46 +259,6 @@ def test_doctor_section_shows_map_and_three_diagnoses(tiny: TinyReport) -> None:
     assert "stable" not in layers and "overflow" in layers  # only the runs that diverged
 
 
-def _write_baseline(root: Path) -> dict[str, object]:
-    """A baseline of this machine's stability figures (0.2 s; the throughput part is fake)."""
-    doc: dict[str, object] = {
-        "format": bl.FORMAT, "version": bl.VERSION,
-        "created": {"by": EVIL, "at": "2026-01-01T00:00:00+00:00", "why": "test", "commit": None},
-        "environment": bl.fingerprint(), "defaults": bl.defaults(),
-        "stability": bl.stability_figures(), "throughput": {"efficiency": [0.5, 0.6, 0.7]},
-    }  # fmt: skip
-    (root / "baselines").mkdir()
-    (root / bl.DEFAULT_PATH).write_text(json.dumps(doc))
-    return doc
-
-
-def test_gate_section_judges_against_a_baseline(tmp_path: Path) -> None:
-    doc = _write_baseline(tmp_path)
-    data = gather(tmp_path / "absent.db", tmp_path, None)
-    passed = sections.gate(data)
-    assert passed.verdict == "PASS (exit 0): 0 of 36 checks not ok, stability figures only"
-    assert not passed.failed and passed.status == "partial"  # throughput was not measured
-    built = render(data, tmp_path / "out" / "index.html", sections=[sections.gate])
-    page = built.path.read_text()
-    assert EVIL not in page and "&lt;script&gt;" in page  # who wrote the baseline, escaped
-    # The same section flags a moved figure and a throughput regression from the runner.
-    stab = doc["stability"]
-    assert isinstance(stab, dict)
-    stab["relu/kaiming_normal/float64/d10w64/b64/s0"]["grad_var"][3] *= 1.001
-    (tmp_path / bl.DEFAULT_PATH).write_text(json.dumps(doc))
-    slow = Row("throughput", "train-step efficiency", "0.6", "0.3", "x0.5 (p=1e-05)", "-",
-               "REGRESSION")  # fmt: skip
-    data.gate_throughput = {"row": dataclasses.asdict(slow), "rounds": 20, "finished": "now"}
-    failed = sections.gate(data)
-    assert failed.verdict.startswith("REGRESSION (exit 1): 2 of 37 checks not ok")
-    assert failed.failed and failed.status == "complete"
-    table = failed.tables[0].frame
-    assert table["item"].tolist()[:2] == [  # not ok first
-        "train-step efficiency",
-        "relu/kaiming_normal/float64/d10w64/b64/s0 grad_var L4",
-    ]
-
-
 def test_rerender_reuses_figures(tiny: TinyReport) -> None:
     cache = tiny.db.parent / "report-cache" / "figures"
     before = sorted(p.name for p in cache.iterdir())
@@ -348,63 +299,3 @@ def test_bad_arguments(
         code = main(["report", "--no-run", "--db", str(tmp_path / "x.db"), *args])
     assert code == 2
     assert message in capsys.readouterr().err
-
-
-# -- the runner: resume and reuse ------------------------------------------------------------
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    """A minimal project (not a git checkout) with one fast property file."""
-    (tmp_path / "properties").mkdir()
-    (tmp_path / "properties" / "test_tiny.py").write_text(
-        textwrap.dedent(
-            """
-            CHAPTER = "Tiny"
-            from hypothesis import given, strategies as st
-
-            @given(st.integers())
-            def test_ok(x: int) -> None:
-                assert x == x
-
-            def test_witness_ok() -> None:
-                assert 1 != 2
-            """
-        )
-    )
-    (tmp_path / "properties" / "conftest.py").write_text(
-        "from hypothesis import settings\n"
-        "settings.register_profile('ci', max_examples=5, derandomize=True, deadline=None)\n"
-    )
-    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
-    yield tmp_path
-
-
-def test_property_run_is_reused_until_the_code_changes(project: Path) -> None:
-    runner = Runner(project / "results" / "s.db", project, display=Display(io.StringIO()))
-    first, run = runner.properties()
-    assert first.status == "ran", first
-    assert run is not None and run.junit.exists()
-    second, again = runner.properties()
-    assert second.status == "reused"
-    assert again is not None and again.junit == run.junit
-    time.sleep(0.01)
-    (project / "properties" / "test_tiny.py").write_text(
-        (project / "properties" / "test_tiny.py").read_text() + "\n# changed\n"
-    )
-    changed = Runner(project / "results" / "s.db", project, display=Display(io.StringIO()))
-    third, _ = changed.properties()
-    assert third.status == "ran"
-
-
-def test_sweep_resumes_from_the_store(tmp_path: Path) -> None:
-    grid = SweepGrid(
-        activations=("relu",), inits=("kaiming_normal",), depths=(3,), widths=(8,),
-        dtypes=("float32",), seeds=(0,), batches=(4,),
-    )  # fmt: skip
-    runner = Runner(tmp_path / "s.db", tmp_path, display=Display(io.StringIO()), jobs=1)
-    with Store.open(tmp_path / "s.db") as store:
-        first = runner.sweep(store, "tiny", grid)
-        second = runner.sweep(store, "tiny", grid)
-        sweep_runs = int((store.runs()["kind"] == "sweep").sum())
-    assert isinstance(first, Step) and first.status == "ran"
-    assert second.status == "reused"
-    assert sweep_runs == 1  # nothing to do: no empty run is recorded

@@ -2,13 +2,19 @@
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, floats, names
 from stability.errors import StabilityError
 from stability.results.store import Store, writable_path
+
+if TYPE_CHECKING:
+    from stability.train.doctor import Diagnosis, Extras
+    from stability.train.trainer import TrainConfig
 
 DEFAULT_DOCTOR_CSV = Path("results") / "doctor.csv"
 
@@ -81,10 +87,41 @@ def add_doctor(sub: SubParsers) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from stability.train.doctor import (
+        diagnose,
+        diagnosis_tables,
+        extra_tables,
+        write_doctor_csvs,
+        write_doctor_run,
+    )
 
+    cfg, extras = _parse(args)
+    diag = diagnose(cfg)
+    _print_diagnosis(diag)
+    verdict, layers = diagnosis_tables(diag)
+    tables: dict[str, pd.DataFrame] = {"diagnosis": verdict, "layers": layers}
+    for kind, table in extra_tables(cfg, extras):
+        tables[kind] = table
+        _PRINTERS[kind](table, args)
+    written = write_doctor_csvs(args.out, tables)
+    with Store.open(args.db) as store:
+        run_id = write_doctor_run(store, tables, ["stability", *sys.argv[1:]], args.device)
+    print(f"tables: {', '.join(map(str, written))} (store: {args.db}, run {run_id})")
+    if args.fail_on_divergence and diag.status == "diverged":
+        print(
+            f"fail-on-divergence: the run diverged at step {diag.step}, {diag.where}, "
+            f"{diag.phase}: {diag.kind} ({diag.mechanism}); exit 1, tables written",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return 0
+
+
+def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
+    """Validated configs from the arguments; every bad input raises before any work."""
     from stability.core.config import MLPConfig
-    from stability.train.doctor import compare_cost, diagnose, diagnosis_tables
+    from stability.train.doctor import Extras
+    from stability.train.lr_search import DEFAULT_MAP_LRS
     from stability.train.trainer import TrainConfig
 
     model = MLPConfig(
@@ -107,7 +144,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             f"--loss-scaling needs a reduced dtype; got {args.dtype!r}, expected one of "
             "['bfloat16', 'float16']"
         )
-    out = writable_path(args.out, "output file")
+    writable_path(args.out, "output file")
     Store.open(args.db).close()  # refuse a foreign or corrupt database before any work
     if args.figure is not None:
         writable_path(args.figure, "figure file")
@@ -124,95 +161,75 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         MLPConfig(activation=name)
     for name in args.map_inits if args.lr_map else []:
         MLPConfig(init=name)
+    extras = Extras(
+        cost=args.cost, lr_search=args.lr_search, lr_map=args.lr_map,
+        loss_scaling=args.loss_scaling, trial_steps=args.trial_steps,
+        lrs=tuple(args.lrs or DEFAULT_MAP_LRS), map_inits=tuple(args.map_inits),
+        map_activations=tuple(args.map_activations),
+    )  # fmt: skip
+    return cfg, extras
 
-    diag = diagnose(cfg)
+
+def _float(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _print_diagnosis(diag: "Diagnosis") -> None:
     print(diag.summary())
-    verdict, layers = diagnosis_tables(diag)
-    tables: dict[str, pd.DataFrame] = {"diagnosis": verdict, "layers": layers}
     if diag.status == "diverged":
         cols = ["layer", "where", "act_max_abs", "grad_max_abs", "weight_max_abs"]
         print("last finite statistics per layer:")
-        print(diag.last_finite[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    if args.cost:
-        cost = compare_cost(cfg)
-        tables["cost"] = pd.DataFrame([{**cfg.as_dict(), **cost.as_dict()}])
-        print(
-            f"cost over {cost.steps} steps: plain {cost.plain_s:.3f} s, doctor {cost.doctor_s:.3f}"
-            f" s (of which replay {cost.replay_s:.3f} s), detect_anomaly {cost.anomaly_s:.3f} s;"
-            f" doctor / detect_anomaly = {cost.ratio:.3f}, watching alone {cost.watch_ratio:.3f}"
-            f" (detect_anomaly: {cost.anomaly_message})"
-        )
-    if args.lr_search:
-        from stability.train.lr_search import lr_search_grid
+        print(diag.last_finite[cols].to_string(index=False, float_format=_float))
 
-        search = lr_search_grid([cfg], steps=args.trial_steps, start=args.lr)
-        tables["lr_search"] = search
-        row = search.iloc[0]
-        print(
-            f"largest stable lr ({args.trial_steps} steps per trial): "
-            f"{row['largest_stable_lr']:.4g} (diverges at {row['smallest_divergent_lr']:.4g})"
-        )
-    if args.lr_map:
-        from stability.train.lr_search import DEFAULT_MAP_LRS, lr_map, lr_map_figure
 
-        table = lr_map(
-            replace(cfg, steps=args.trial_steps),
-            lrs=args.lrs or list(DEFAULT_MAP_LRS),
-            inits=args.map_inits,
-            activations=args.map_activations,
-        )
-        tables["lr_map"] = table
-        grid = table.assign(cell=table["stable"].map({True: "ok", False: "DIV"})).pivot_table(
-            index=["activation", "init"], columns="lr", values="cell", aggfunc="first"
-        )
-        grid.columns = [f"{c:.3g}" for c in grid.columns]
-        print("lr map (ok = stable, DIV = divergent):")
-        print(grid.to_string())
-        if args.figure is not None:
-            args.figure.parent.mkdir(parents=True, exist_ok=True)
-            lr_map_figure(table).savefig(args.figure, dpi=120)
-            print(f"figure: {args.figure}")
-    if args.loss_scaling:
-        from stability.train.loss_scaling import compare_loss_scaling
+def _print_cost(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    cost = table.iloc[0]
+    print(
+        f"cost over {cost['steps']} steps: plain {cost['plain_s']:.3f} s, doctor "
+        f"{cost['doctor_s']:.3f} s (of which replay {cost['replay_s']:.3f} s), detect_anomaly "
+        f"{cost['anomaly_s']:.3f} s; doctor / detect_anomaly = {cost['ratio']:.3f}, watching "
+        f"alone {cost['watch_ratio']:.3f} (detect_anomaly: {cost['anomaly_message']})"
+    )
 
-        ls = compare_loss_scaling(cfg)
-        tables["loss_scaling"] = ls
-        flush_cols = ["act_grad_zero_frac", "weight_grad_zero_frac"]
-        wide = pd.concat(
-            [
-                part.set_index("layer")[flush_cols].add_suffix("_scaled" if on else "_unscaled")
-                for on, part in ls.groupby("loss_scaling")
-            ],
-            axis=1,
-        )
-        print(f"fraction of gradient values that are zero in {args.dtype} (mean over steps):")
-        print(wide.to_string(float_format=lambda v: f"{v:.3g}"))
-        for scaling, part in ls.groupby("loss_scaling"):
-            first = part.iloc[0]
-            state = "on " if scaling else "off"
-            print(
-                f"  loss scaling {state}: final loss {first['final_loss']:.4g}"
-                f", skipped steps {first['skipped_steps']}, final scale {first['final_scale']:g}"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    verdict.to_csv(out, index=False)
-    written = [str(out)]
-    for kind, table in tables.items():
-        if kind != "diagnosis":
-            path = out.with_name(f"{out.stem}_{kind}.csv")
-            table.to_csv(path, index=False)
-            written.append(str(path))
-    with Store.open(args.db) as store:
-        run_id = store.start_run("doctor", ["stability", *sys.argv[1:]], args.device)
-        for kind, table in tables.items():
-            records = [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
-            store.write_doctor(run_id, kind, records)
-    print(f"tables: {', '.join(written)} (store: {args.db}, run {run_id})")
-    if args.fail_on_divergence and diag.status == "diverged":
+
+def _print_lr_search(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    row = table.iloc[0]
+    print(
+        f"largest stable lr ({args.trial_steps} steps per trial): "
+        f"{row['largest_stable_lr']:.4g} (diverges at {row['smallest_divergent_lr']:.4g})"
+    )
+
+
+def _print_lr_map(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    from stability.train.lr_map import lr_map_grid
+    from stability.train.lr_search import lr_map_figure
+
+    grid = lr_map_grid(table, sort=True)
+    grid.columns = [_float(float(c)) for c in grid.columns]
+    print("lr map (ok = stable, DIV = divergent):")
+    print(grid.to_string())
+    if args.figure is not None:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        lr_map_figure(table).savefig(args.figure, dpi=120)
+        print(f"figure: {args.figure}")
+
+
+def _print_loss_scaling(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    from stability.train.loss_scaling import scaling_runs, zero_fractions_by_layer
+
+    print(f"fraction of gradient values that are zero in {args.dtype} (mean over steps):")
+    print(zero_fractions_by_layer(table).to_string(float_format=_float))
+    for _, run in scaling_runs(table).iterrows():
+        state = "on " if run["loss_scaling"] else "off"
         print(
-            f"fail-on-divergence: the run diverged at step {diag.step}, {diag.where}, "
-            f"{diag.phase}: {diag.kind} ({diag.mechanism}); exit 1, tables written",
-            file=sys.stderr,
+            f"  loss scaling {state}: final loss {run['final_loss']:.4g}"
+            f", skipped steps {run['skipped_steps']}, final scale {run['final_scale']:g}"
         )
-        return EXIT_FAILED
-    return 0
+
+
+_PRINTERS: dict[str, Callable[[pd.DataFrame, argparse.Namespace], None]] = {
+    "cost": _print_cost,
+    "lr_search": _print_lr_search,
+    "lr_map": _print_lr_map,
+    "loss_scaling": _print_loss_scaling,
+}

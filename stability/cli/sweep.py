@@ -18,7 +18,10 @@ from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.store import Store, writable_path
 from stability.results.tables import VERDICTS, summary_table, with_verdicts
-from stability.sweep.run import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Progress, SweepGrid, run_sweep
+from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, SweepGrid
+from stability.sweep.dask_executor import DaskExecutor
+from stability.sweep.executors import Executor, local_executor
+from stability.sweep.run import Progress, run_sweep
 
 DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
 
@@ -82,10 +85,7 @@ def add_sweep(sub: SubParsers) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
-    if args.scheduler is not None:  # fail before any work if the dask extra is missing
-        from stability.sweep.dask_executor import import_distributed
-
-        import_distributed()
+    executor = _executor(args.jobs, args.scheduler)  # a missing dask extra fails here
     grid = SweepGrid(
         activations=args.activation,
         inits=args.init,
@@ -111,10 +111,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 grid,
                 store,
                 ["stability", *sys.argv[1:]],
-                args.jobs,
+                executor,
                 args.resume,
                 progress,
-                scheduler=args.scheduler,
             )
         except KeyboardInterrupt:
             print(
@@ -135,6 +134,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"failed: {failure}", file=sys.stderr)
     flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
     return EXIT_FAILED if summary.failed or flagged else 0
+
+
+def _executor(jobs: int, scheduler: str | None) -> Executor:
+    """``--scheduler`` runs the cells on Dask (``--jobs`` local workers for 'local');
+    without it ``--jobs`` 1 runs them in this process, more in a local process pool."""
+    if scheduler is not None:
+        return DaskExecutor(scheduler, workers=jobs)
+    return local_executor(jobs)
 
 
 def _fail_on_verdicts(given: list[str] | None) -> list[str]:

@@ -14,15 +14,11 @@ changed default shows up as a changed cell.
 import datetime as dt
 import getpass
 import json
-import os
-import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from stability.core.config import MLPConfig
 from stability.errors import StabilityError
@@ -33,8 +29,8 @@ from stability.measure.stats import min_samples
 from stability.measure.steps import compute_dtype, make_train_step
 from stability.measure.threads import threads
 from stability.measure.timer import Timer
-from stability.results.store import git_commit
-from stability.sweep.run import Cell, run_cell
+from stability.results.environment import environment
+from stability.sweep.cells import Cell, run_cell
 
 FORMAT = "stability-baseline"
 VERSION = 1
@@ -124,27 +120,12 @@ def efficiency_samples(rounds: int = SPEED_ROUNDS) -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def fingerprint() -> dict[str, Any]:
     """What must match for a comparison to mean anything (not the host name: CI hosts vary)."""
-    return {
-        "python": ".".join(platform.python_version_tuple()[:2]),
-        "torch": torch.__version__,
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": THREADS,
-    }
+    env = environment(("python", "torch", "system", "machine", "cpu_model", "cpu_count"))
+    # Committed baselines hold exactly these keys and values: python as major.minor, and
+    # the threads the figures are computed with, not this process's.
+    return {**env, "python": ".".join(env["python"].split(".")[:2]), "threads": THREADS}
 
 
 def _who() -> str:
@@ -175,7 +156,7 @@ def measure(reason: str, rounds: int = SPEED_ROUNDS) -> dict[str, Any]:
             "by": _who(),
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "why": reason,
-            "commit": git_commit(),
+            "commit": environment(("git_commit",))["git_commit"],
         },
         "environment": fingerprint(),
         "defaults": defaults(),

@@ -1,7 +1,9 @@
 """The HTML report: ``build`` runs what is missing and renders ``reports/index.html``.
 
-``sections`` holds one function per section, ``figures`` draws, ``runner`` computes and
-caches, ``inputs`` gathers what exists, ``junit`` reads the property results.
+``plan`` says which grids and steps, ``runner`` runs them (``progress`` shows it, ``cache``
+fingerprints and reuses, ``gate_run`` judges the gate), ``inputs`` gathers what exists,
+``sections`` renders one module per section (computing nothing), ``figures`` draws,
+``junit`` reads the property results.
 """
 
 from stability.report.build import BuildResult, build, render

@@ -16,15 +16,14 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from stability.report.cache import code_state, latest_properties
+from stability.report.gate_run import cached_gate
 from stability.report.inputs import ReportData, Step, gather
-from stability.report.runner import (
-    Display,
-    Runner,
-    cached_gate_throughput,
-    code_state,
-    latest_properties,
-)
-from stability.report.sections import FIGURE_CACHE, SECTIONS, Section
+from stability.report.progress import Display
+from stability.report.runner import Runner
+from stability.report.sections import SECTIONS
+from stability.report.sections.figure_cache import FIGURE_CACHE
+from stability.report.sections.page import Section
 from stability.results.store import writable_path
 
 TITLE = "Numerical stability of deep networks"
@@ -160,14 +159,14 @@ def build(
     start = time.perf_counter()
     if no_run:
         steps: list[Step] = []
-        code = code_state(root, [db.parent, out.parent])[0]
-        props = latest_properties(db, root, code)
-        gate_row = cached_gate_throughput(db, root, code)
+        code = code_state(root, [db.parent, out.parent])
+        props = latest_properties(db, root, code[0])
+        gate = cached_gate(db, root, code)
     else:
         result = Runner(db, root, quick, jobs, display, exclude=[out.parent]).run()
-        steps, props, gate_row = result.steps, result.properties, result.gate_throughput
+        steps, props, gate = result.steps, result.properties, result.gate
     display.say("drawing figures and writing the page")
-    data = gather(db, root, props, steps, quick, gate_row)
+    data = gather(db, root, props, steps, quick, gate)
     built = render(data, out, command)
     built.seconds = time.perf_counter() - start
     for error in built.errors:

@@ -1,23 +1,25 @@
 """What the report is drawn from: store contents, property results, runner steps.
 
-Everything here is read-only: the runner (``runner.py``) produces inputs, this module
-gathers whatever exists into one ``ReportData`` so every section can say plainly what is
-missing instead of failing.
+The runner (``runner.py``) produces results, this module gathers whatever exists into one
+``ReportData`` so every section can say plainly what is missing instead of failing. The
+sections compute nothing: the gate's verdict comes from the runner (or its cache), the
+notes' curves from ``stability.notes.curves``, the machine's facts from here.
 """
 
 import datetime as dt
-import json
-import os
-import platform
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 
-from stability.results.store import Store, git_commit
+from stability.measure import baseline as bl
+from stability.measure.gate import Row
+from stability.notes import curves
+from stability.results.environment import environment
+from stability.results.store import Store
 
 CACHE_DIR = "report-cache"  # beside the store: cached subprocess results and figures
 StepStatus = Literal["ran", "reused", "failed", "skipped", "not run"]
@@ -45,6 +47,39 @@ class PropertyRun:
     finished: str | None = None
 
 
+@dataclass(frozen=True)
+class BaselineFile:
+    """The committed baseline the gate judges against, or why there is none to use."""
+
+    path: Path
+    doc: dict[str, Any] | None  # None: missing or unusable, see ``error``
+    error: str | None = None
+    missing: bool = False
+    facts: dict[str, str] = field(default_factory=dict)  # who, when, why, what it holds
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict as the runner judged it (or found it cached): rows, not a recipe."""
+
+    rows: list[Row]  # defaults and figures, then the throughput row when there is one
+    code: int  # the exit code all ``rows`` add up to
+    figures_code: int  # the figures' own: CANNOT_JUDGE when the baseline could not be read
+    notes: list[str]  # why, for a reader (e.g. a baseline from another machine)
+    throughput: dict[str, Any] | None  # the runner's throughput entry: row, rounds, when
+
+
+@dataclass(frozen=True)
+class NotesCurves:
+    """The course notes' curves, from ``stability.notes.curves``."""
+
+    losses: dict[str, pd.DataFrame]
+    taylor: dict[str, pd.DataFrame]
+    sigmoid: pd.DataFrame
+    matrix_products: pd.DataFrame
+    dropout: pd.DataFrame
+
+
 @dataclass
 class ReportData:
     """Everything the sections read; any part may be empty."""
@@ -62,7 +97,10 @@ class ReportData:
     quick: bool = False
     cache_dir: Path | None = None  # where drawn figures are cached; None: draw every time
     doctor: dict[str, pd.DataFrame] = field(default_factory=dict)  # kind -> doctor_rows
-    gate_throughput: dict[str, Any] | None = None  # the runner's cached throughput gate row
+    environment: dict[str, str] = field(default_factory=dict)  # ``environment_facts()``
+    baseline: BaselineFile | None = None
+    gate: GateResult | None = None  # None: not judged for this code and baseline
+    notes: NotesCurves | None = None
 
 
 DOCTOR_KINDS = ("diagnosis", "layers", "lr_map")
@@ -74,9 +112,10 @@ def gather(
     properties: PropertyRun | None,
     steps: list[Step] | None = None,
     quick: bool = False,
-    gate_throughput: dict[str, Any] | None = None,
+    gate: GateResult | None = None,
 ) -> ReportData:
-    """Read the store (creating nothing if it is absent) into a ``ReportData``."""
+    """Read the store (creating nothing if it is absent), the baseline and the machine's
+    facts into a ``ReportData``; the notes' curves are computed here (about 0.1 s)."""
     empty = pd.DataFrame()
     sweep, history, runs, bench = empty, empty, empty, empty
     doctor: dict[str, pd.DataFrame] = {}
@@ -85,7 +124,7 @@ def gather(
             sweep = store.sweep_rows()
             runs = store.runs()
             bench = normalise_bench(store.bench_results())
-            history = _all_sweep_rows(store)
+            history = store.sweep_history()
             doctor = {kind: store.doctor_rows(kind) for kind in DOCTOR_KINDS}
     return ReportData(
         db=db,
@@ -97,18 +136,60 @@ def gather(
         properties=properties,
         steps=list(steps or []),
         generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        commit=git_commit(root),
+        commit=environment(("git_commit",), cwd=root)["git_commit"],
         quick=quick,
         cache_dir=db.parent / CACHE_DIR,
         doctor=doctor,
-        gate_throughput=gate_throughput,
+        environment=environment_facts(),
+        baseline=load_baseline(root / bl.DEFAULT_PATH),
+        gate=gate,
+        notes=notes_curves(),
     )
 
 
-def _all_sweep_rows(store: Store) -> pd.DataFrame:
-    # Store.sweep_rows keeps only the newest run per cell; history wants every run's rows.
-    cur = store.conn.execute("SELECT run_id, data FROM sweep_rows ORDER BY run_id")
-    return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
+def load_baseline(path: Path) -> BaselineFile:
+    """The baseline at ``path``, or the reason the gate cannot judge against it."""
+    try:
+        doc = bl.load(path)
+    except bl.CannotJudge as exc:
+        return BaselineFile(path, None, str(exc), missing=not path.exists())
+    return BaselineFile(path, doc, facts=_baseline_facts(path, doc))
+
+
+def _baseline_facts(path: Path, base: dict[str, Any]) -> dict[str, str]:
+    created = base.get("created") or {}
+    stab: dict[str, dict[str, Any]] = base["stability"]
+    eff = [float(v) for v in base["throughput"].get("efficiency") or []]
+    dtypes = sorted({str(c.get("dtype")) for c in stab.values()})
+    facts = {
+        "file": str(path),
+        "written by": created.get("by"),
+        "written at (UTC)": created.get("at"),
+        "why": created.get("why"),
+        "at commit": created.get("commit"),
+        "stability grid": f"{len(stab)} cells ({', '.join(dtypes)}), per-layer "
+        f"{', '.join(bl.FIGURES)}",
+        "train-step efficiency": (
+            f"median {float(np.median(eff)):.3g} over {len(eff)} rounds "
+            f"(range {min(eff):.3g} to {max(eff):.3g})"
+            if eff
+            else "no samples"
+        ),
+    }
+    return {k: str(v) for k, v in facts.items()}
+
+
+@functools.cache
+def notes_curves() -> NotesCurves:
+    """Every curve the notes section draws: pure and seeded, so computed once per process
+    (about 1 s, mostly the dropout moments); sections treat them as read-only."""
+    return NotesCurves(
+        losses=curves.loss_curves(),
+        taylor=curves.taylor_curves(),
+        sigmoid=curves.sigmoid_gradient(),
+        matrix_products=curves.matrix_products(),
+        dropout=curves.dropout_moments(),
+    )
 
 
 def _first(frame: pd.DataFrame, *names: str) -> pd.Series | None:
@@ -191,28 +272,16 @@ def _int(v: Any) -> str:
         return str(v)
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def environment_facts() -> dict[str, str]:
     """Where this report was rendered: torch, devices, threads, host."""
-    gpu = "none (CUDA not available)"
-    if torch.cuda.is_available():
-        gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    facts = ("torch", "python", "cpu_model", "cpu_count", "torch_threads", "cuda_devices")
+    env = environment((*facts, "platform"))  # not git_commit: gather() reads it for its root
     return {
-        "torch version": torch.__version__,
-        "python": platform.python_version(),
-        "CPU": cpu_name(),
-        "CPU cores (os.cpu_count)": str(os.cpu_count()),
-        "torch threads": str(torch.get_num_threads()),
-        "GPU": gpu,
-        "platform": platform.platform(),
+        "torch version": env["torch"],
+        "python": env["python"],
+        "CPU": env["cpu_model"],
+        "CPU cores (os.cpu_count)": str(env["cpu_count"]),
+        "torch threads": str(env["torch_threads"]),
+        "GPU": ", ".join(env["cuda_devices"]) or "none (CUDA not available)",
+        "platform": env["platform"],
     }

@@ -1,286 +1,55 @@
 """Run what the report needs and the store lacks; reuse everything else.
 
-- Sweeps (the default grid, plus a small bfloat16/float16 grid for the precision section)
-  resume from the store: a cell already there is never recomputed.
+- Sweeps (``plan``: the default grid, plus a small bfloat16/float16 grid for the precision
+  section) resume from the store: a cell already there is never recomputed.
 - The property suite (``ci`` profile) and the quick benchmarks run as subprocesses and are
-  reused when the *fingerprint* matches a cached run: git commit, a hash of the dirty
-  state (tracked diff plus untracked files), torch/python versions and the run's options.
-  The cache is ``<db folder>/report-cache/index.json`` beside the files it names.
+  reused when the fingerprint (``cache``) matches a cached run.
 - The doctor's default cases and lr map (``doctor_cases``, ~5 s) go to the store once per
-  fingerprint; the gate's throughput check (~1 s of timing against ``baselines/``) is cached
-  in the index under the fingerprint plus the baseline's bytes. The gate's stability figures
-  are deterministic and cost 0.2 s: the Gate section compares them when it is drawn.
+  fingerprint.
+- The gate (``gate_run``): the stability figures judged against ``baselines/`` and the
+  throughput timed there, each cached under the fingerprint plus the baseline's bytes.
 
-A progress display goes to stderr: a live line on a terminal, a line per step elsewhere.
+Progress goes to a ``progress.Display``: a live line on a terminal, a line per step elsewhere.
 """
 
 import contextlib
-import dataclasses
-import hashlib
-import importlib.metadata
-import json
-import os
-import platform
-import re
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 
-from stability.measure import baseline as bl
-from stability.measure import gate
-from stability.report import doctor_cases
-from stability.report.inputs import CACHE_DIR, PropertyRun, Step, StepStatus
+from stability.report import doctor_cases, plan
+from stability.report.cache import Cache, code_state, fingerprint, property_run
+from stability.report.gate_run import figures_step, gate_result, throughput_step
+from stability.report.inputs import GateResult, PropertyRun, Step, StepStatus
+from stability.report.progress import Display, SweepProgress, stream, tail
 from stability.results.store import Store
-from stability.sweep.run import Cell, Progress, SweepGrid, default_jobs, run_sweep
+from stability.sweep.executors import local_executor
+from stability.sweep.run import SweepGrid, default_jobs, run_sweep
 
-# The precision section compares float16 with bfloat16 on a few telling configurations:
-# the library default (stable), the notes' N(0,1) weights (overflow), Xavier with tanh and
-# with sigmoid (the sigmoid gradient vanishes into subnormals), nn.Linear's own default
-# (signals shrink towards flush-to-zero). float16 cells are shared with the default sweep.
-PRECISION_CONFIGS: tuple[tuple[str, str], ...] = (
-    ("relu", "kaiming_normal"),
-    ("relu", "standard_normal"),
-    ("tanh", "xavier_normal"),
-    ("sigmoid", "xavier_normal"),
-    ("identity", "torch_default"),
-)
-PRECISION_DTYPES = ("float16", "bfloat16")
-LOG_TAIL_LINES = 25
-LOG_EVERY_S = 30.0  # progress lines in a non-terminal log
 PYTEST_COMPLETED = (0, 1, 5)  # all passed, some failed, none collected: a result to keep
-
-
-@dataclass(frozen=True)
-class PairGrid(SweepGrid):
-    """A sweep grid restricted to chosen (activation, init) pairs: one run, few cells."""
-
-    pairs: tuple[tuple[str, str], ...] = ()
-
-    def cells(self) -> list[Cell]:
-        wanted = set(self.pairs)
-        return [c for c in super().cells() if (c.config.activation, c.config.init) in wanted]
-
-
-def default_grid(quick: bool) -> SweepGrid:
-    """The sweep the report draws: the CLI's default grid; ``quick`` keeps seed 0 only."""
-    return SweepGrid(seeds=(0,)) if quick else SweepGrid()
-
-
-def precision_grid(quick: bool) -> PairGrid:
-    acts = tuple(dict.fromkeys(a for a, _ in PRECISION_CONFIGS))
-    inits = tuple(dict.fromkeys(i for _, i in PRECISION_CONFIGS))
-    return PairGrid(
-        activations=acts,
-        inits=inits,
-        dtypes=PRECISION_DTYPES,
-        seeds=(0,) if quick else (0, 1, 2),
-        pairs=PRECISION_CONFIGS,
-    )
-
-
-# -- progress display --------------------------------------------------------------------------
-class Display:
-    """Where progress goes: a rewritten line on a terminal, plain lines in CI logs."""
-
-    def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None) -> None:
-        self.stream = stream
-        self.live = stream.isatty() if live is None else live
-        self._last = time.monotonic()
-
-    def say(self, text: str) -> None:
-        self._clear()
-        self.stream.write(f"report: {text}\n")
-        self.stream.flush()
-
-    def update(self, text: str) -> None:
-        """Transient status: rewritten up to 10 times a second on a terminal; in a log, a
-        line every ``LOG_EVERY_S`` seconds so a long step still shows signs of life."""
-        now = time.monotonic()
-        if not self.live:
-            if now - self._last >= LOG_EVERY_S:
-                self._last = now
-                self.say(text)
-            return
-        if now - self._last < 0.1:
-            return
-        self._last = now
-        self.stream.write(f"\r\x1b[2K  {text[:110]}")
-        self.stream.flush()
-
-    def _clear(self) -> None:
-        if self.live:
-            self.stream.write("\r\x1b[2K")
-
-
-class _SweepProgress(Progress):
-    """The sweep's bar on a terminal; a line every 10 % in logs."""
-
-    def __init__(self, total: int, display: Display, label: str) -> None:
-        super().__init__(total, stream=display.stream, enabled=display.live)
-        self.display = display
-        self.label = label
-        self._next_report = 0.1
-
-    def advance(self, label: str = "") -> None:
-        super().advance(label)
-        if not self.enabled and self.total and self.count / self.total >= self._next_report:
-            elapsed = time.perf_counter() - self.start
-            self.display.say(f"{self.label}: {self.count}/{self.total} cells, {elapsed:.0f} s")
-            while self._next_report <= self.count / self.total:
-                self._next_report += 0.1
-
-
-# -- fingerprint and cache -----------------------------------------------------------------------
-def _git(root: Path, *args: str) -> bytes | None:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, check=True, timeout=60
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _hash_file(h: "hashlib._Hash", path: Path) -> None:
-    h.update(str(path).encode())
-    try:
-        size = path.stat().st_size
-        if size > 5_000_000:  # large scratch files: size and mtime stand in for content
-            h.update(f"{size}:{path.stat().st_mtime_ns}".encode())
-        else:
-            h.update(path.read_bytes())
-    except OSError:
-        h.update(b"<unreadable>")
-
-
-def code_state(root: Path, exclude: Sequence[Path] = ()) -> tuple[str, str]:
-    """(hash, label) of the code: commit plus the dirty state, or the sources outside git."""
-    h = hashlib.sha256()
-    head = _git(root, "rev-parse", "HEAD")
-    if head is not None:
-        commit = head.decode().strip()
-        diff = _git(root, "diff", "HEAD", "--binary") or b""
-        h.update(commit.encode())
-        h.update(diff)
-        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z") or b""
-        excluded = [e.resolve() for e in exclude]
-        names = sorted(n for n in untracked.decode(errors="replace").split("\0") if n)
-        dirty = bool(diff)
-        for name in names:
-            path = (root / name).resolve()
-            if any(path == e or e in path.parents for e in excluded):
-                continue
-            dirty = True
-            _hash_file(h, path)
-        label = commit[:12] + (f"+dirty:{h.hexdigest()[:8]}" if dirty else "")
-        return h.hexdigest(), label
-    for folder in ("stability", "properties", "benchmarks"):
-        for path in sorted((root / folder).rglob("*.py")):
-            _hash_file(h, path)
-    _hash_file(h, root / "pyproject.toml")
-    return h.hexdigest(), f"no git; sources {h.hexdigest()[:8]}"
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
-def fingerprint(code: str, kind: str, options: dict[str, Any]) -> str:
-    """Code hash + environment + run options: equal fingerprints give equal results."""
-    env = {
-        "code": code,
-        "kind": kind,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "hypothesis": _version("hypothesis"),
-        "pytest": _version("pytest"),
-        "pytest-benchmark": _version("pytest-benchmark"),
-        **options,
-    }
-    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()
-
-
-class Cache:
-    """The index of cached subprocess runs: kind -> list of entries, newest last."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.index = folder / "index.json"
-
-    def load(self) -> dict[str, list[dict[str, Any]]]:
-        try:
-            data = json.loads(self.index.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def find(self, kind: str, fp: str | None = None) -> dict[str, Any] | None:
-        """The newest entry of ``kind`` (with fingerprint ``fp`` if given)."""
-        for entry in reversed(self.load().get(kind, [])):
-            if isinstance(entry, dict) and (fp is None or entry.get("fingerprint") == fp):
-                return dict(entry)
-        return None
-
-    def add(self, kind: str, entry: dict[str, Any]) -> None:
-        data = self.load()
-        data.setdefault(kind, []).append(entry)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.index.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.index)
-
-
-# -- subprocesses --------------------------------------------------------------------------------
-_PERCENT = re.compile(r"\[\s*(\d+)%\]")
-
-
-def _stream(cmd: Sequence[str], cwd: Path, log: Path, display: Display, label: str) -> int:
-    """Run ``cmd``, teeing its output to ``log`` and its pytest percentage to the display."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with (
-        log.open("w") as out,
-        subprocess.Popen(
-            list(cmd), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        ) as proc,
-    ):
-        assert proc.stdout is not None
-        percent = "0"
-        for line in proc.stdout:
-            out.write(line)
-            match = _PERCENT.search(line)
-            if match:
-                percent = match.group(1)
-            display.update(f"{label}: {percent}% ({time.perf_counter() - start:.0f} s)")
-        return proc.wait()
-
-
-def _tail(log: Path, display: Display) -> None:
-    with contextlib.suppress(OSError):
-        for line in log.read_text().splitlines()[-LOG_TAIL_LINES:]:
-            display.stream.write(f"    | {line}\n")
 
 
 def _has_tests(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("test_*.py"))
 
 
-# -- the runner ----------------------------------------------------------------------------------
+def _run_exists(db: Path, run_id: int) -> bool:
+    with Store.open(db) as store:
+        return store.has_run(run_id)
+
+
 @dataclass
 class RunResult:
+    """What the runner did, and the results the report takes from it beside the store."""
+
     steps: list[Step]
     properties: PropertyRun | None
-    gate_throughput: dict[str, Any] | None = None
+    gate: GateResult | None = None
 
 
 class Runner:
@@ -300,7 +69,7 @@ class Runner:
         self.quick = quick
         self.jobs = jobs or default_jobs()
         self.display = display or Display()
-        self.cache = Cache(db.parent / CACHE_DIR)
+        self.cache = Cache.beside(db)
         self._exclude = exclude
         self._code: tuple[str, str] | None = None
 
@@ -313,15 +82,22 @@ class Runner:
     def run(self) -> RunResult:
         steps = []
         with Store.open(self.db) as store:
-            steps.append(self.sweep(store, "default sweep", default_grid(self.quick)))
-            steps.append(self.sweep(store, "precision grid", precision_grid(self.quick)))
+            for name, grid in plan.sweeps(self.quick):
+                steps.append(self.sweep(store, name, grid))
         prop_step, prop_run = self.properties()
         steps.append(prop_step)
         steps.append(self.benchmarks())
         steps.append(self.doctor())
-        gate_step, gate_row = self.gate_throughput()
-        steps.append(gate_step)
-        return RunResult(steps, prop_run, gate_row)
+        gate_steps, verdict = self.gate()
+        steps += gate_steps
+        return RunResult(steps, prop_run, verdict)
+
+    # -- the gate ----------------------------------------------------------------------------
+    def gate(self) -> tuple[list[Step], GateResult | None]:
+        """The gate against ``baselines/``: figures judged, throughput timed, each cached."""
+        figures_done, figures = figures_step(self.root, self.cache, self.code, self.display)
+        timed, throughput = throughput_step(self.root, self.cache, self.code, self.display)
+        return [figures_done, timed], gate_result(figures, throughput)
 
     # -- sweeps ------------------------------------------------------------------------------
     def sweep(self, store: Store, name: str, grid: SweepGrid) -> Step:
@@ -333,9 +109,10 @@ class Runner:
             self.display.say(f"{name}: {step.detail}")
             return step
         self.display.say(f"{name}: {len(todo)} of {len(cells)} cells to run, {self.jobs} jobs")
-        progress = _SweepProgress(len(todo), self.display, name)
+        progress = SweepProgress(len(todo), self.display, name)
         command = ["stability", "report", f"({name})"]
-        summary = run_sweep(grid, store, command, self.jobs, resume=True, progress=progress)
+        executor = local_executor(self.jobs)
+        summary = run_sweep(grid, store, command, executor, resume=True, progress=progress)
         status: StepStatus = "failed" if summary.failed else "ran"
         detail = (
             f"{summary.done} cells run, {summary.skipped} reused, {summary.failed} failed "
@@ -361,7 +138,7 @@ class Runner:
         fp = fingerprint(code_hash, "properties", self.property_options())
         cached = self.cache.find("properties", fp)
         if cached is not None and Path(cached["junit"]).exists():
-            run = _property_run(cached, current=True, how="reused: same code and environment")
+            run = property_run(cached, current=True, how="reused: same code and environment")
             detail = f"reused the run of {cached['finished']} ({label})"
             self.display.say(f"{name}: {detail}")
             return Step(name, "reused", detail), run
@@ -379,16 +156,16 @@ class Runner:
             f"{name}: running pytest properties (ci profile){' quick' if self.quick else ''}"
         )
         start = time.perf_counter()
-        code = _stream(cmd, self.root, log, self.display, name)
+        code = stream(cmd, self.root, log, self.display, name)
         seconds = time.perf_counter() - start
         if not junit.exists():
             self.display.say(f"{name}: pytest exited {code} without a junit XML; log: {log}")
-            _tail(log, self.display)
+            tail(log, self.display)
             return Step(name, "failed", f"pytest exited {code}, no junit XML", seconds), None
         if code not in PYTEST_COMPLETED:  # interrupted or broken: report it, never reuse it
             self.display.say(f"{name}: pytest exited {code}; log: {log}")
-            _tail(log, self.display)
-            run = _property_run(
+            tail(log, self.display)
+            run = property_run(
                 {"junit": str(junit), "log": str(log), "exit_code": code}, None, "incomplete run"
             )
             return Step(name, "failed", f"pytest exited {code}", seconds), run
@@ -407,8 +184,8 @@ class Runner:
         detail = f"pytest exit {code} in {seconds:.0f} s ({label})"
         self.display.say(f"{name}: {detail}")
         if code != 0:
-            _tail(log, self.display)
-        return Step(name, status, detail, seconds), _property_run(entry, True, "ran now")
+            tail(log, self.display)
+        return Step(name, status, detail, seconds), property_run(entry, True, "ran now")
 
     # -- benchmarks --------------------------------------------------------------------------
     def bench_command(self, out: Path) -> list[str]:
@@ -441,11 +218,11 @@ class Runner:
         out.unlink(missing_ok=True)
         self.display.say(f"{name}: running pytest benchmarks")
         start = time.perf_counter()
-        code = _stream(self.bench_command(out), self.root, log, self.display, name)
+        code = stream(self.bench_command(out), self.root, log, self.display, name)
         seconds = time.perf_counter() - start
         if code != 0 or not out.exists():
             self.display.say(f"{name}: pytest exited {code}; log: {log}")
-            _tail(log, self.display)
+            tail(log, self.display)
             if not out.exists() or code not in PYTEST_COMPLETED:
                 return Step(name, "failed", f"pytest exited {code}, no usable JSON", seconds)
         try:
@@ -500,121 +277,3 @@ class Runner:
         detail = f"doctor run {run_id} in {seconds:.0f} s ({label})"
         self.display.say(f"{name}: {detail}")
         return Step(name, "ran", detail, seconds)
-
-    # -- the gate's throughput check ---------------------------------------------------------
-    def gate_throughput(self) -> tuple[Step, dict[str, Any] | None]:
-        """The gate's train-step efficiency against the baseline (about 1 s of timing), once
-        per code version and baseline; the stability figures are compared when drawing."""
-        name = "gate throughput"
-        path = self.root / bl.DEFAULT_PATH
-        try:
-            base = bl.load(path)
-        except bl.CannotJudge as exc:
-            self.display.say(f"{name}: skipped, {exc}")
-            return Step(name, "skipped", str(exc)), None
-        differences = gate.environment_differences(base["environment"], bl.fingerprint())
-        if differences:
-            row = gate.throughput_not_judged(base, differences)
-            detail = "the baseline is from another machine: throughput not judged here"
-            self.display.say(f"{name}: {detail}")
-            return Step(name, "skipped", detail), {"row": dataclasses.asdict(row)}
-        code_hash, label = self.code
-        fp = gate_fingerprint(code_hash, path)
-        cached = self.cache.find("gate-throughput", fp)
-        if cached is not None:
-            detail = f"reused the measurement of {cached['finished']} ({label})"
-            self.display.say(f"{name}: {detail}")
-            return Step(name, "reused", detail), cached
-        self.display.say(f"{name}: timing the training step against the baseline")
-        start = time.perf_counter()
-        now = bl.efficiency_samples()
-        row = gate.judge_slowdown(
-            "train-step efficiency",
-            base["throughput"]["efficiency"],
-            now["efficiency"],
-            gate.EFFICIENCY_TOLERANCE,
-            higher_is_slower=False,
-        )
-        seconds = time.perf_counter() - start
-        entry = {
-            "fingerprint": fp,
-            "code": label,
-            "row": dataclasses.asdict(row),
-            "rounds": len(now["efficiency"]),
-            "nonfinite_losses": now["nonfinite_losses"],
-            "seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        self.cache.add("gate-throughput", entry)
-        detail = f"{row.verdict}: efficiency {row.change} in {seconds:.0f} s ({label})"
-        self.display.say(f"{name}: {detail}")
-        return Step(name, "ran", detail, seconds), entry
-
-
-def gate_fingerprint(code: str, baseline: Path) -> str:
-    """Code + environment + the baseline's bytes: a rebaseline invalidates the measurement."""
-    try:
-        digest = hashlib.sha256(baseline.read_bytes()).hexdigest()
-    except OSError:
-        digest = "absent"
-    return fingerprint(code, "gate-throughput", {"baseline": digest})
-
-
-def cached_gate_throughput(db: Path, root: Path, code: str) -> dict[str, Any] | None:
-    """For ``--no-run``: the throughput measurement made for this code and baseline, if any."""
-    fp = gate_fingerprint(code, root / bl.DEFAULT_PATH)
-    return Cache(db.parent / CACHE_DIR).find("gate-throughput", fp)
-
-
-def _run_exists(db: Path, run_id: int) -> bool:
-    with Store.open(db) as store:
-        row = store.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return row is not None
-
-
-def _property_run(entry: dict[str, Any], current: bool | None, how: str) -> PropertyRun:
-    log = entry.get("log")
-    return PropertyRun(
-        junit=Path(entry["junit"]),
-        log=Path(log) if log else None,
-        source=f"{how}; pytest properties --hypothesis-profile=ci at {entry.get('finished')} "
-        f"on code {entry.get('code')}",
-        current=current,
-        exit_code=entry.get("exit_code"),
-        finished=entry.get("finished"),
-    )
-
-
-def latest_properties(db: Path, root: Path, code: str | None) -> PropertyRun | None:
-    """For ``--no-run``: the newest cached property run, or a junit XML the nox sessions wrote."""
-    cache = Cache(db.parent / CACHE_DIR)
-    entry = cache.find("properties")
-    if entry is not None and Path(entry["junit"]).exists():
-        current = None
-        if code is not None:
-            fp = fingerprint(
-                code, "properties", {"profile": "ci", "quick": bool(entry.get("quick"))}
-            )
-            current = fp == entry.get("fingerprint")
-        how = "from the cache (same code)" if current else "from the cache, older code"
-        return _property_run(entry, current, how)
-    for candidate in (root / "results" / "properties-junit.xml", root / "results" / "junit.xml"):
-        if candidate.exists():
-            return PropertyRun(
-                junit=candidate,
-                log=None,
-                source=f"{candidate} (written by a nox session; its code version is unknown)",
-                current=None,
-            )
-    return None
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[list[float]]:
-    """``with timed() as t: ...`` then ``t[0]`` is the elapsed seconds."""
-    box = [0.0]
-    start = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box[0] = time.perf_counter() - start

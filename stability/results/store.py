@@ -8,17 +8,15 @@ it finished and ``--resume`` can skip it. A file that is not a stability databas
 import datetime as dt
 import json
 import os
-import platform
 import sqlite3
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from stability.errors import StabilityError
+from stability.results.environment import environment
 
 DEFAULT_DB = Path("results") / "stability.db"
 APPLICATION_ID = 0x53544142  # "STAB": marks the file as ours
@@ -62,24 +60,6 @@ CREATE TABLE IF NOT EXISTS doctor_rows (
     data TEXT NOT NULL
 );
 """
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    """The checked-out commit (with ``-dirty`` if the tree has changes), or None outside git."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return rev + ("-dirty" if dirty else "")
 
 
 def _check_file(path: Path) -> None:
@@ -146,6 +126,7 @@ class Store:
     # -- runs ----------------------------------------------------------------------------
     def start_run(self, kind: str, command: Sequence[str], device: str = "cpu") -> int:
         """Record who/what/where for a run and return its id."""
+        env = environment(("git_commit", "torch", "host"))
         with self.conn:
             cur = self.conn.execute(
                 "INSERT INTO runs (kind, started_at, git_commit, torch_version, device, host,"
@@ -153,10 +134,10 @@ class Store:
                 (
                     kind,
                     dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    git_commit(),
-                    torch.__version__,
+                    env["git_commit"],
+                    env["torch"],
                     device,
-                    platform.node(),
+                    env["host"],
                     " ".join(command),
                 ),
             )
@@ -165,6 +146,12 @@ class Store:
 
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.conn)
+
+    def has_run(self, run_id: int) -> bool:
+        """Whether run ``run_id`` is recorded: a cache entry naming a run of another
+        (or a deleted) database must not be reused."""
+        row = self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row is not None
 
     # -- sweep cells ---------------------------------------------------------------------
     def write_cell(
@@ -209,6 +196,11 @@ class Store:
             if wanted is None or row.get("cell_key") in wanted:
                 records.append(row)
         return pd.DataFrame.from_records(records)
+
+    def sweep_history(self) -> pd.DataFrame:
+        """Every run's sweep rows with their ``run_id``, oldest run first: unlike
+        ``sweep_rows`` a repeated cell appears once per run, so runs can be compared."""
+        return self._json_frame("SELECT run_id, data FROM sweep_rows ORDER BY run_id")
 
     # -- benchmarks ----------------------------------------------------------------------
     def write_bench(self, run_id: int, results: Iterable[Mapping[str, Any]]) -> int:

@@ -1,28 +1,32 @@
 """Run sweep cells on a Dask cluster: workers compute rows, only the client writes the store.
 
-Dask (``dask.distributed``) is an optional extra, imported only when a scheduler is asked
-for. Each cell is one Dask task; its rows travel back to the client, which commits the cell
-in its own transaction before awaiting the next, exactly as the local process pool does. So
-a worker that dies loses at most the cells it was running: the scheduler reruns them
-elsewhere (at most ``distributed.scheduler.allowed-failures`` deaths per cell, then the cell
-is recorded as failed with ``KilledWorker``), and a cell that raises is retried ``retries``
-times, then recorded as failed with its error. If the client itself dies, every committed
-cell stays in the store and ``--resume`` finishes the rest.
+``DaskExecutor`` implements ``stability.sweep.executors.Executor``: the caller of
+``run_sweep`` passes one to run the cells on Dask. Dask (``dask.distributed``) is an optional
+extra, imported only when such an executor is made. Each cell is one Dask task; its rows
+travel back to the client, which commits the cell in its own transaction before awaiting the
+next, exactly as with the local process pool. So a worker that dies loses at most the cells
+it was running: the scheduler reruns them elsewhere (at most
+``distributed.scheduler.allowed-failures`` deaths per cell, then the cell is recorded as
+failed with ``KilledWorker``), and a cell that raises is retried ``retries`` times, then
+recorded as failed with its error. If the client itself dies, every committed cell stays in
+the store and ``--resume`` finishes the rest.
 """
 
 import hashlib
 import importlib
-import importlib.metadata
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from stability.errors import StabilityError
-from stability.sweep.run import Cell, Outcome, _timed, _worker_init
+from stability.results.environment import environment
+from stability.sweep.cells import Cell
+from stability.sweep.executors import Outcome, Rows, init_worker, timed_cell
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -51,24 +55,34 @@ def task_prefix(cell: Cell) -> str:
     return f"stability-cell-{digest}"
 
 
-def run_cell_on_worker(cell: Cell) -> tuple[list[dict[str, Any]], float]:
+def run_cell_on_worker(cell: Cell) -> tuple[Rows, float]:
     """The task: one torch thread per Dask thread, like the local pool, then probe the cell."""
-    _worker_init()
-    return _timed(cell)
+    init_worker()
+    return timed_cell(cell)
 
 
 def worker_versions() -> dict[str, str]:
     """What a worker has installed; rows are only comparable when these match the client's."""
-    try:  # the installed distribution: what `pip install` put on this machine
-        version = importlib.metadata.version("stability")
-    except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH
-        version = "unknown (not installed)"
-    return {"stability": version, "torch": torch.__version__}
+    return dict(environment(("stability", "torch")))
 
 
 def worker_has_cuda() -> bool:
     """Whether a worker can run ``device='cuda'`` cells (the client itself may have no GPU)."""
     return torch.cuda.is_available()
+
+
+def check_scheduler(scheduler: "str | Client", workers: int) -> None:
+    """Refuse, before any work, a scheduler that is not an address, ``'local'`` or a Client,
+    and a local cluster without workers."""
+    if isinstance(scheduler, import_distributed().Client):
+        return
+    if not isinstance(scheduler, str) or not scheduler.strip():
+        raise StabilityError(
+            f"scheduler must be an address like 'tcp://host:8786', {LOCAL!r}, or a "
+            f"distributed.Client; got {scheduler!r}"
+        )
+    if scheduler == LOCAL and workers < 1:
+        raise StabilityError(f"a local Dask cluster needs >= 1 worker, got {workers}")
 
 
 @contextmanager
@@ -79,17 +93,11 @@ def connect(scheduler: "str | Client", workers: int = 2) -> Iterator[Any]:
     on exit; a Client passed in is used as is and left open (its owner closes it).
     """
     distributed = import_distributed()
+    check_scheduler(scheduler, workers)
     if isinstance(scheduler, distributed.Client):
         yield scheduler
         return
-    if not isinstance(scheduler, str) or not scheduler.strip():
-        raise StabilityError(
-            f"scheduler must be an address like 'tcp://host:8786', {LOCAL!r}, or a "
-            f"distributed.Client; got {scheduler!r}"
-        )
     if scheduler == LOCAL:
-        if workers < 1:
-            raise StabilityError(f"a local Dask cluster needs >= 1 worker, got {workers}")
         # Each worker holds only the cell it runs, so a dying worker takes no queued cells.
         saturation = {"distributed.scheduler.worker-saturation": 1.0}
         with importlib.import_module("dask").config.set(saturation):
@@ -201,3 +209,22 @@ def execute_on_dask(
         finally:
             for fut in pending.values():
                 fut.cancel()
+
+
+@dataclass(frozen=True)
+class DaskExecutor:
+    """Cells on a Dask cluster: ``scheduler`` is an address, ``'local'`` (a LocalCluster of
+    ``workers`` one-thread processes) or a ``distributed.Client`` (used as is, left open).
+
+    Made before any work: a missing extra or a bad scheduler fails here, not mid-run.
+    """
+
+    scheduler: "str | Client"
+    workers: int = 2
+    retries: int = DEFAULT_RETRIES
+
+    def __post_init__(self) -> None:
+        check_scheduler(self.scheduler, self.workers)
+
+    def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
+        return execute_on_dask(cells, self.scheduler, self.workers, self.retries)

@@ -1,2 +1,2 @@
-"""Training: the trainer, the loss scaler, the divergence doctor, the lr search and the
-loss-scaling experiment."""
+"""Training: the trainer, the loss scaler, the divergence doctor, the lr search and its map,
+and the loss-scaling experiment."""

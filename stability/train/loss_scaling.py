@@ -1,16 +1,9 @@
-"""Dynamic loss scaling (the ``torch.amp.GradScaler`` rule) and what it saves in float16.
+"""What loss scaling saves in float16: the same training with and without it, per layer.
 
-Small gradients flush to zero in float16 (below about 2^-25 = 3e-8). Scaling the loss by
-``S`` scales every gradient by ``S`` on the way down, so they stay representable; the
-weights' gradients are divided by ``S`` again (in float32) before the update. GradScaler's
-rule: start at ``S = 2^16``; on a step whose gradients hold inf or NaN, skip the update and
-halve ``S``; after ``growth_interval`` (2000) clean steps in a row, double ``S``.
-
-``LossScaler`` implements that rule for the emulated path on CPU (the model computes in
-float32 and rounds to float16 at layer boundaries, so GradScaler's fp16 machinery has nothing
-to act on). On CUDA the trainer uses ``torch.amp.GradScaler`` itself, with autocast.
-``compare_loss_scaling`` runs the same training with and without scaling and reports, per
-layer, the fraction of gradient values flushed to zero.
+The mechanism (``LossScaler``, GradScaler's rule) lives in ``stability.train.scaler``; this
+module is the experiment. ``compare_loss_scaling`` runs one config twice and reports, per
+layer, the fraction of gradient values flushed to zero; ``zero_fractions_by_layer`` and
+``scaling_runs`` shape that table for reading side by side.
 """
 
 import math
@@ -20,95 +13,13 @@ import pandas as pd
 import torch
 
 from stability.errors import StabilityError
-from stability.train.trainer import TrainConfig, Trainer
+from stability.train.scaler import LossScaler
+from stability.train.trainer import TrainConfig, Trainer, flush_fraction
 
-INIT_SCALE = 2.0**16
-GROWTH_FACTOR = 2.0
-BACKOFF_FACTOR = 0.5
-GROWTH_INTERVAL = 2000
+# LossScaler moved to stability.train.scaler; the old import path keeps working.
+__all__ = ["LossScaler", "compare_loss_scaling", "scaling_runs", "zero_fractions_by_layer"]
 
-
-class LossScaler:
-    """GradScaler's dynamic loss scale, for gradients held in float32 (emulated precision).
-
-    Use as ``scale(loss).backward(); step(optimizer); update()``; ``step`` unscales the
-    gradients in place and skips the update if any is inf or NaN.
-    """
-
-    def __init__(
-        self,
-        init_scale: float = INIT_SCALE,
-        growth_factor: float = GROWTH_FACTOR,
-        backoff_factor: float = BACKOFF_FACTOR,
-        growth_interval: int = GROWTH_INTERVAL,
-        dtype: torch.dtype = torch.float16,
-    ) -> None:
-        if not (init_scale > 0 and growth_factor > 1 and 0 < backoff_factor < 1):
-            raise StabilityError(
-                "loss scaler needs init_scale > 0, growth_factor > 1, 0 < backoff_factor < 1; "
-                f"got {init_scale}, {growth_factor}, {backoff_factor}"
-            )
-        if growth_interval < 1:
-            raise StabilityError(f"growth_interval must be >= 1, got {growth_interval}")
-        self._scale = float(init_scale)
-        self.growth_factor = growth_factor
-        self.backoff_factor = backoff_factor
-        self.growth_interval = growth_interval
-        self.dtype = dtype
-        self._growth_tracker = 0
-        self._found_inf: bool | None = None  # None: this step's gradients not unscaled yet
-
-    def get_scale(self) -> float:
-        return self._scale
-
-    def scale(self, outputs: torch.Tensor) -> torch.Tensor:
-        """The loss times the current scale (backward through it gives scaled gradients)."""
-        return outputs * self._scale
-
-    def unscale_(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Divide the gradients by the scale in place; True if any gradient is inf or NaN."""
-        inv = 1.0 / self._scale
-        bad = torch.zeros((), dtype=torch.bool)
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    bad = bad | ~torch.isfinite(p.grad).all().cpu()
-                    p.grad.mul_(inv)
-        self._found_inf = bool(bad)
-        return self._found_inf
-
-    def step(self, optimizer: torch.optim.Optimizer) -> float | None:
-        """Unscale (if not done yet) and update, unless a gradient was inf/NaN: then skip."""
-        if self._found_inf is None:
-            self.unscale_(optimizer)
-        if self._found_inf:
-            return None
-        optimizer.step()
-        return None
-
-    def update(self) -> None:
-        """Back off after a bad step, grow after ``growth_interval`` clean steps in a row."""
-        if self._found_inf is None:
-            raise StabilityError("update() called before step() in this iteration")
-        if self._found_inf:
-            self._scale *= self.backoff_factor
-            self._growth_tracker = 0
-        else:
-            self._growth_tracker += 1
-            if self._growth_tracker == self.growth_interval:
-                self._scale *= self.growth_factor
-                self._growth_tracker = 0
-        self._found_inf = None
-
-
-def _grad_fractions(g: torch.Tensor, trainer: Trainer) -> torch.Tensor:
-    """(flushed, zero) fractions of an activation gradient as the dtype stores it."""
-    if trainer.mode == "emulated":
-        stored = g.to(trainer.dtype.dtype)
-        return torch.stack(
-            [((g != 0) & (stored == 0)).float().mean(), (stored == 0).float().mean()]
-        )
-    return torch.stack([torch.full((), math.nan, device=g.device), (g == 0).float().mean()])
+ZERO_FRACTIONS = ["act_grad_zero_frac", "weight_grad_zero_frac"]
 
 
 def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataFrame:
@@ -143,7 +54,7 @@ def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataF
             current: dict[int, torch.Tensor] = current,
         ) -> None:
             def on_grad(g: torch.Tensor) -> None:
-                current[i] = _grad_fractions(g.detach(), trainer)
+                current[i] = flush_fraction(g.detach(), trainer.dtype.dtype, trainer.mode)
 
             if out.requires_grad:
                 out.register_hook(on_grad)  # type: ignore[no-untyped-call]
@@ -166,7 +77,7 @@ def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataF
         finally:
             for h in handles:
                 h.remove()
-        scale = trainer.scaler.get_scale() if trainer.scaler is not None else 1.0
+        scale = trainer.scaler.get_scale()
         for j in range(len(blocks) + 1):
             act = (act_sum[j] / n_steps).tolist() if j < len(blocks) else [math.nan, math.nan]
             weight = (weight_sum[j] / n_steps).tolist()
@@ -188,3 +99,21 @@ def compare_loss_scaling(cfg: TrainConfig, steps: int | None = None) -> pd.DataF
                 }
             )
     return pd.DataFrame(rows)
+
+
+def zero_fractions_by_layer(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer: the zero fractions unscaled and scaled, side by side."""
+    return pd.concat(
+        [
+            part.set_index("layer")[ZERO_FRACTIONS].add_suffix("_scaled" if on else "_unscaled")
+            for on, part in table.groupby("loss_scaling")
+        ],
+        axis=1,
+    )
+
+
+def scaling_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (loss scaling off, then on): final loss, skipped steps, final scale."""
+    cols = ["loss_scaling", "final_loss", "skipped_steps", "final_scale"]
+    runs = table.drop_duplicates("loss_scaling")[cols].sort_values("loss_scaling")
+    return runs.reset_index(drop=True)

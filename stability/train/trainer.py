@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from stability.core.inits import get_init, init_linear_
 from stability.core.model import MLP, build_mlp
 from stability.core.registry import lookup
 from stability.errors import StabilityError
+from stability.train.scaler import LossScaler, Scaler
 
 DATASETS = ("teacher", "regression", "classification")
 TEACHER_DEPTH = 2
@@ -51,7 +52,7 @@ class TrainConfig:
     """What to train and how: the network config plus the optimisation settings.
 
     ``loss_scaling`` applies to reduced precision only: the emulated GradScaler rule on CPU
-    (``stability.train.loss_scaling.LossScaler``), ``torch.amp.GradScaler`` with autocast on CUDA.
+    (``stability.train.scaler.LossScaler``), ``torch.amp.GradScaler`` with autocast on CUDA.
     """
 
     model: MLPConfig
@@ -174,18 +175,6 @@ def build_train_model(config: MLPConfig, out_features: int) -> TrainModel:
     return TrainModel(body, head)
 
 
-class Scaler(Protocol):
-    """What the trainer needs of a loss scaler (``LossScaler`` or ``torch.amp.GradScaler``)."""
-
-    def scale(self, outputs: torch.Tensor) -> torch.Tensor: ...
-
-    def step(self, optimizer: torch.optim.Optimizer) -> float | None: ...
-
-    def update(self) -> None: ...
-
-    def get_scale(self) -> float: ...
-
-
 class Trainer:
     """One training run, steppable: ``compute(step)`` then ``apply()``, or ``step(i)``.
 
@@ -218,23 +207,21 @@ class Trainer:
         self.order = torch.randperm(cfg.samples, generator=order_gen).to(mc.device)
         factory = lookup("optimizer", cfg.optimizer, OPTIMIZERS)
         self.optimizer = factory(self.model.parameters(), cfg.lr)
-        self.scaler: Scaler | None = None
-        if cfg.loss_scaling and self.dtype.reduced:
-            self.scaler = self._make_scaler()
+        self.scaler = self._make_scaler()
         self.skipped_steps = 0
         # Per weight: (flushed, zero) fractions of its gradient as stored in the dtype
-        # (``_flush_fraction``); filled by backward() when tracking.
+        # (``flush_fraction``); filled by backward() when tracking.
         self.track_grad_flush = False
         self.grad_flush: dict[str, torch.Tensor] = {}
 
     def _make_scaler(self) -> Scaler:
+        """GradScaler under autocast, the emulated rule otherwise; a no-op when not scaling."""
         interval = self.cfg.scale_growth_interval
-        if self.autocast:
+        enabled = self.cfg.loss_scaling and self.dtype.reduced
+        if enabled and self.autocast:
             scaler: Scaler = torch.amp.GradScaler("cuda", growth_interval=interval)
             return scaler
-        from stability.train.loss_scaling import LossScaler
-
-        return LossScaler(growth_interval=interval, dtype=self.dtype.dtype)
+        return LossScaler(growth_interval=interval, dtype=self.dtype.dtype, enabled=enabled)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of ``step``: a fixed window of the shuffled data set, cycling."""
@@ -262,14 +249,13 @@ class Trainer:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of a (possibly scaled) loss; half-precision gradients when emulating."""
-        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
-        scaled.backward()  # type: ignore[no-untyped-call]
+        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 if p.grad is None:
                     continue
                 if self.track_grad_flush and name.endswith("weight"):
-                    self.grad_flush[name] = _flush_fraction(p.grad, self.dtype.dtype, self.mode)
+                    self.grad_flush[name] = flush_fraction(p.grad, self.dtype.dtype, self.mode)
                 if self.mode == "emulated":
                     p.grad.copy_(round_to(p.grad, self.dtype.dtype))
 
@@ -305,16 +291,13 @@ class Trainer:
 
     def apply(self) -> bool:
         """Update the weights from the current gradients; False if the scaler skipped it."""
-        applied = True
-        if self.scaler is not None:
-            before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            applied = self.scaler.get_scale() >= before
-            if not applied:
-                self.skipped_steps += 1
-        else:
-            self.optimizer.step()
+        before = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # A skipped step is one the scaler backed off from (a disabled scaler never does).
+        applied = self.scaler.get_scale() >= before
+        if not applied:
+            self.skipped_steps += 1
         return applied
 
     def step(self, step: int) -> torch.Tensor:
@@ -324,7 +307,7 @@ class Trainer:
         return loss
 
 
-def _flush_fraction(g: torch.Tensor, dtype: torch.dtype, mode: str) -> torch.Tensor:
+def flush_fraction(g: torch.Tensor, dtype: torch.dtype, mode: str) -> torch.Tensor:
     """(flushed, zero) fractions of ``g`` as stored in ``dtype``.
 
     Flushed: nonzero values that round to zero (emulated only; NaN natively, where the

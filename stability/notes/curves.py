@@ -1,16 +1,19 @@
-"""The course notes' figures, recomputed with torch: each function returns tidy data.
+"""The course notes' curves, recomputed with torch: pure functions returning DataFrames.
 
-Gradients come from autograd (not from the closed forms), so the plots show what torch
-computes. Random draws use their own seeded generators: the figures are reproducible and
-leave the global RNG alone.
+The report draws them but computes nothing itself, so the numbers live here, beside the
+notes' reference code. Gradients come from autograd (not from the closed forms), so the
+plots show what torch computes. Random draws use their own seeded generators: the curves
+are reproducible and leave the global RNG alone.
 """
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 import torch
 
 from stability.core.activations import activation_fn, get_activation
+from stability.notes import losses
 
 LOSS_RANGE = 2.0  # y' - y from -2 to 2, the notes' plotting window
 TAYLOR_RANGE = 3.0
@@ -24,15 +27,7 @@ DROPOUT_VAR = 1.0
 TAYLOR_ACTIVATIONS = ("tanh", "sigmoid", "scaled_logistic")
 
 
-def _losses() -> dict[str, torch.nn.Module | object]:
-    try:
-        from stability.notes import losses
-    except ImportError:  # the reference losses ship with the library; inline fallback only
-        return {
-            "L2": lambda r: r**2 / 2,
-            "L1": lambda r: r.abs(),
-            "Huber": lambda r: torch.where(r.abs() > 1, r.abs() - 0.5, r**2 / 2),
-        }
+def _losses() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     zero = torch.zeros(())
     return {
         "L2": lambda r: losses.l2_loss(r, zero),
@@ -46,7 +41,7 @@ def loss_curves(points: int = 401) -> dict[str, pd.DataFrame]:
     out = {}
     for name, fn in _losses().items():
         r = torch.linspace(-LOSS_RANGE, LOSS_RANGE, points, dtype=torch.float64, requires_grad=True)
-        loss = fn(r)  # type: ignore[operator]
+        loss = fn(r)
         (grad,) = torch.autograd.grad(loss.sum(), r)
         out[name] = pd.DataFrame(
             {

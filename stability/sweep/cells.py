@@ -1,0 +1,95 @@
+"""Sweep cells: the unit of work, the grid that expands into them, and what one computes.
+
+A cell is one (config, batch): one network, one seed, one probe pass, ``depth`` rows. Cells
+are independent, so any executor may run them in any order, anywhere, and ``--resume``
+skips them by their key.
+"""
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stability.core.config import MLPConfig, check_batch
+from stability.core.model import build_mlp, input_batch
+from stability.core.probe import probe
+from stability.core.theory import predict
+
+DEFAULT_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "scaled_logistic", "selu")
+DEFAULT_INITS = (
+    "normal",
+    "standard_normal",
+    "torch_default",
+    "xavier_normal",
+    "kaiming_normal",
+    "lecun_normal",
+    "orthogonal",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of sweep work: a network config and a probe batch size."""
+
+    config: MLPConfig
+    batch: int
+
+    @property
+    def key(self) -> str:
+        """Stable identity for resume: every field that changes the result."""
+        return json.dumps({**self.config.as_dict(), "batch": self.batch}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The cartesian product the sweep runs; defaults tell the notes' story."""
+
+    activations: Sequence[str] = DEFAULT_ACTIVATIONS
+    inits: Sequence[str] = DEFAULT_INITS
+    depths: Sequence[int] = (50,)
+    widths: Sequence[int] = (256,)
+    dtypes: Sequence[str] = ("float32", "float16")
+    seeds: Sequence[int] = (0, 1, 2)
+    batches: Sequence[int] = (256,)
+    device: str = "cpu"
+    bias: bool = True
+
+    def cells(self) -> list[Cell]:
+        """Every cell, validated up front so a bad name fails before any work."""
+        for b in self.batches:
+            check_batch(b)
+        product = itertools.product(
+            self.activations,
+            self.inits,
+            self.dtypes,
+            self.depths,
+            self.widths,
+            self.seeds,
+            self.batches,
+        )
+        return [
+            Cell(MLPConfig(d, w, a, i, dt, self.bias, s, self.device), b)
+            for a, i, dt, d, w, s, b in product
+        ]
+
+
+def run_cell(cell: Cell) -> list[dict[str, Any]]:
+    """Probe one cell: one tidy row per layer, measured beside the mean-field prediction."""
+    config = cell.config
+    model = build_mlp(config)
+    stats = probe(model, input_batch(config, cell.batch))
+    theory = predict(config, cell.batch)
+    mode = config.precision.mode
+    base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
+    return [
+        {
+            **base,
+            **s.as_dict(),
+            "theory_preact_var": t.preact_var,
+            "theory_act_var": t.act_var,
+            "theory_grad_var": t.grad_var,
+            "theory_weight_grad_var": t.weight_grad_var,
+        }
+        for s, t in zip(stats, theory, strict=True)
+    ]

@@ -1,0 +1,94 @@
+"""Executors: where a sweep's cells are computed. The caller of ``run_sweep`` picks one.
+
+An executor takes the cells to run and yields ``(cell, outcome)`` as each finishes, in
+any order; the outcome is ``(rows, seconds)`` or the exception the cell raised. It never
+touches the store: the run loop commits each cell before asking for the next, so an
+executor that is interrupted (closed mid-iteration) loses only the cells in flight.
+
+Workers run ``init_worker`` once, then ``timed_cell`` per cell. Both are public so that
+every executor (this module's, the Dask one, a test's) runs a cell the same way.
+"""
+
+import concurrent.futures
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from stability.errors import StabilityError
+from stability.sweep.cells import Cell, run_cell
+
+Rows = list[dict[str, Any]]
+Outcome = tuple[Rows, float] | BaseException
+
+
+class Executor(Protocol):
+    """Computes cells and yields each with its outcome as it finishes."""
+
+    def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
+        """Yield ``(cell, (rows, seconds) | error)`` once per cell; a cell's error is yielded,
+        not raised, so one bad cell does not stop the sweep."""
+        ...
+
+
+def init_worker() -> None:
+    """Once per worker process: one torch thread, since N processes x 1 thread beats
+    oversubscribing the cores."""
+    torch.set_num_threads(1)
+
+
+def timed_cell(cell: Cell) -> tuple[Rows, float]:
+    """What a worker runs per cell: its rows and the wall time they took."""
+    start = time.perf_counter()
+    rows = run_cell(cell)
+    return rows, time.perf_counter() - start
+
+
+class InProcessExecutor:
+    """Cells one after another in this process, with torch's own thread count (``--jobs 1``)."""
+
+    def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
+        for cell in cells:
+            try:
+                yield cell, timed_cell(cell)
+            except Exception as exc:  # recorded per cell, the sweep goes on
+                yield cell, exc
+
+
+@dataclass(frozen=True)
+class PoolExecutor:
+    """Cells on ``jobs`` local worker processes of one thread each (``--jobs N``, N > 1)."""
+
+    jobs: int
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise StabilityError(f"jobs must be >= 1, got {self.jobs}")
+
+    def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.jobs, initializer=init_worker
+        ) as pool:
+            futures = {pool.submit(timed_cell, c): c for c in cells}
+            try:
+                for fut in concurrent.futures.as_completed(futures):
+                    error = fut.exception()
+                    yield futures[fut], (error if error is not None else fut.result())
+            finally:  # closed early (interrupted): queued cells never start
+                for fut in futures:
+                    fut.cancel()
+
+
+def local_executor(jobs: int) -> InProcessExecutor | PoolExecutor:
+    """``--jobs``'s meaning on this machine: 1 runs in this process, more in a process pool."""
+    if jobs < 1:
+        raise StabilityError(f"jobs must be >= 1, got {jobs}")
+    return InProcessExecutor() if jobs == 1 else PoolExecutor(jobs)
+
+
+def default_jobs() -> int:
+    """One process per core, at most 4: cells are small and memory is shared."""
+    return max(1, min(4, os.cpu_count() or 1))
