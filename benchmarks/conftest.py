@@ -1,10 +1,11 @@
-"""pytest-benchmark suites: the grid, ``--quick``, and the fixture that times a step.
+"""pytest-benchmark suites: the grid, ``--quick``, and the fixtures that time a step.
 
-Every benchmark times its step with ``stability.measure.bench`` (warm-up, garbage collector off,
+Every benchmark times its step with ``stability.measure`` (warm-up, garbage collector off,
 thread count set, one device sync per timed block) through pytest-benchmark's ``pedantic``
-so the JSON holds the raw rounds, and puts the same-run GEMM calibration and efficiency
-in ``extra_info``. A round is one block of ``iterations`` calls: pytest-benchmark's own
-stats are per block, ``extra_info`` is per call.
+so the JSON holds the raw rounds; the same-run GEMM is timed in ``pedantic``'s untimed
+``setup`` between the rounds (interleaved, one GEMM block per round), and the efficiency per
+round and every raw round of both go into ``extra_info``. A round is one block of
+``iterations`` calls: pytest-benchmark's own stats are per block, ``extra_info`` is per call.
 
 ``--quick`` (CI and the report, < 3 minutes on 2 cores): the small shape, CPU float32.
 """
@@ -19,7 +20,11 @@ import pytest
 import torch
 
 from stability.core.config import MLPConfig
-from stability.measure.bench import DEFAULT_ROUNDS, Block, Step, Throughput, measure
+from stability.measure.bench import Throughput, measure
+from stability.measure.interleave import RoundRunner
+from stability.measure.steps import Step
+from stability.measure.threads import threads as intra_op_threads
+from stability.measure.timer import DEFAULT_ROUNDS, DEFAULT_WARMUP, Block, Hook
 
 FULL_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
 QUICK_BATCHES = (1, 4, 16, 64, 256, 1024)
@@ -99,36 +104,45 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def threads(request: pytest.FixtureRequest) -> Iterator[int]:
     """Set the CPU thread count for this benchmark; restored afterwards."""
-    before = torch.get_num_threads()
-    wanted = int(request.config.getoption("bench_threads"))
-    if wanted:
-        torch.set_num_threads(wanted)
-    yield torch.get_num_threads()
-    torch.set_num_threads(before)
+    with intra_op_threads(int(request.config.getoption("bench_threads"))) as used:
+        yield used
+
+
+@pytest.fixture
+def pedantic(benchmark: Any) -> RoundRunner:
+    """Our rounds timed by pytest-benchmark, so its JSON holds them; per-call seconds back.
+
+    The hook (interleaving's other block) runs as ``pedantic``'s untimed ``setup``.
+    """
+
+    def runner(block: Block, rounds: int, before: Hook) -> list[float]:
+        def setup() -> None:
+            before()  # pedantic takes a non-None return for the target's arguments
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            benchmark.pedantic(block, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+        finally:
+            if enabled:
+                gc.enable()
+        return [t / block.iterations for t in benchmark.stats.stats.data]
+
+    return runner
 
 
 Measure = Callable[[Step], Throughput]
 
 
 @pytest.fixture
-def run_step(benchmark: Any, threads: int) -> Measure:
+def run_step(benchmark: Any, threads: int, pedantic: RoundRunner) -> Measure:
     """Time a step through pytest-benchmark and attach the full record to ``extra_info``."""
 
-    def timer(block: Block, rounds: int) -> list[float]:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            benchmark.pedantic(block, rounds=rounds, iterations=1, warmup_rounds=0)
-        finally:
-            if enabled:
-                gc.enable()
-        return [t / block.iterations for t in benchmark.stats.stats.data]
-
     def run(step: Step) -> Throughput:
-        rounds, warmup = DEFAULT_ROUNDS, 3
+        rounds, warmup = DEFAULT_ROUNDS, DEFAULT_WARMUP
         if _one_call_seconds(step) > SLOW_CALL_S:
             rounds, warmup = 5, 1
-        result = measure(step, rounds=rounds, warmup=warmup, threads=threads, timer=timer)
+        result = measure(step, rounds=rounds, warmup=warmup, threads=threads, runner=pedantic)
         benchmark.extra_info.update(result.as_dict())
         step.close()
         return result

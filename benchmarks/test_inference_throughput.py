@@ -2,7 +2,7 @@
 
 from conftest import Case, Measure
 
-from stability.measure.bench import make_forward_step
+from stability.measure.steps import make_forward_step
 
 
 def test_forward(case: Case, run_step: Measure) -> None:

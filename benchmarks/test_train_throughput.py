@@ -2,7 +2,7 @@
 
 from conftest import Case, Measure
 
-from stability.measure.bench import make_train_step
+from stability.measure.steps import make_train_step
 
 
 def test_train_step(case: Case, run_step: Measure) -> None:

@@ -11,6 +11,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from stability.measure.threads import threads
+
 # dev: quick feedback while editing; few examples, random seed each run.
 settings.register_profile("dev", max_examples=10, deadline=None)
 # ci: the default in .ci/run and nox; derandomized so a CI run is reproducible bit for bit,
@@ -48,10 +50,8 @@ def _deterministic_torch() -> None:
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One torch thread for a module of small float64 work, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with threads(1):
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,11 +19,12 @@ agreement is a speed goal, measured by the benchmarks, not asserted by a timed t
 import statistics
 import time
 
-import torch
 from torch.utils.benchmark import Timer
 
 from stability.core.config import MLPConfig
-from stability.measure.bench import Block, make_train_step, time_rounds
+from stability.measure.steps import make_train_step
+from stability.measure.threads import threads
+from stability.measure.timer import Block, time_rounds
 
 AGREEMENT = 0.25  # well inside the witness's 3x, well outside load noise (0.93-1.04 seen)
 ROUNDS = 25
@@ -39,9 +40,7 @@ def pooled_ratio(per_block: bool = False) -> float:
     Our blocks hold as many calls as Timer chose for its own, and each round times as many
     blocks as Timer did right after it: the two see the same mix of load.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads(1):
         step = make_train_step(CONFIG, BATCH)
         timer = Timer("step()", globals={"step": step}, num_threads=1, timer=time.thread_time)
         for _ in range(3):
@@ -58,8 +57,6 @@ def pooled_ratio(per_block: bool = False) -> float:
             blocks = Block(step, n, "cpu")
             ours.extend(time_rounds(blocks, len(measured), clock=time.thread_time))
         return statistics.median(t * scale for t in ours) / statistics.median(theirs)
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_timer_agrees_with_blocked_autorange() -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import torch
 
 distributed = pytest.importorskip("distributed")
 import cloudpickle  # noqa: E402  (installed with distributed, needed only past the skip)
@@ -24,6 +23,7 @@ from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
 
 from stability.cli import main  # noqa: E402
 from stability.errors import StabilityError  # noqa: E402
+from stability.measure.threads import threads  # noqa: E402
 from stability.results.store import Store  # noqa: E402
 from stability.sweep.cells import Cell, SweepGrid  # noqa: E402
 from stability.sweep.dask_executor import DaskExecutor, import_distributed  # noqa: E402
@@ -73,15 +73,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     thread count (2 here) one run in four differed from the workers' rows in the 8th digit
     of a float32 variance while the cluster's processes competed for the cores.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with Store.open(tmp_path_factory.mktemp("ref") / "ref.db") as store:
-            summary = run_sweep(TINY, store, executor=InProcessExecutor())
-            assert summary.done == len(TINY.cells())
-            return _sorted(store.sweep_rows())
-    finally:
-        torch.set_num_threads(threads)
+    with threads(1), Store.open(tmp_path_factory.mktemp("ref") / "ref.db") as store:
+        summary = run_sweep(TINY, store, executor=InProcessExecutor())
+        assert summary.done == len(TINY.cells())
+        return _sorted(store.sweep_rows())
 
 
 @pytest.fixture(scope="module")

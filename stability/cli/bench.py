@@ -20,7 +20,7 @@ def add_bench_ingest(sub: SubParsers) -> None:
 
 
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
-    from stability.measure.bench import ingest
+    from stability.measure.ingest import ingest
 
     with Store.open(args.db) as store:
         run_id = ingest(args.json, store, ["stability", *sys.argv[1:]])

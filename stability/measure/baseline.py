@@ -20,21 +20,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from stability.core.config import MLPConfig
 from stability.errors import StabilityError
 from stability.measure import baseline_schema as schema
-from stability.measure.bench import (
-    Block,
-    Gemm,
-    block_iterations,
-    compute_dtype,
-    make_train_step,
-    set_threads,
-    time_rounds,
-)
+from stability.measure.calibration import Gemm
+from stability.measure.interleave import efficiency
 from stability.measure.stats import min_samples
+from stability.measure.steps import compute_dtype, make_train_step
+from stability.measure.threads import threads
+from stability.measure.timer import Timer
 from stability.results.environment import environment
 from stability.sweep.cells import Cell, run_cell
 
@@ -93,10 +87,8 @@ def cell_name(cell: Cell) -> str:
 
 def stability_figures(cells: Sequence[Cell] | None = None) -> dict[str, dict[str, Any]]:
     """Per cell: its config and the per-layer figures (one thread: bit-reproducible)."""
-    before = torch.get_num_threads()
-    set_threads(THREADS)
-    try:
-        out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    with threads(THREADS):
         for cell in grid() if cells is None else cells:
             rows = run_cell(cell)
             out[cell_name(cell)] = {
@@ -104,48 +96,28 @@ def stability_figures(cells: Sequence[Cell] | None = None) -> dict[str, dict[str
                 "config": {**cell.config.as_dict(), "batch": cell.batch},
                 **{f: [float(r[f]) for r in rows] for f in FIGURES},
             }
-        return out
-    finally:
-        torch.set_num_threads(before)
+    return out
 
 
 def efficiency_samples(rounds: int = SPEED_ROUNDS) -> dict[str, Any]:
-    """Per round, the training step's GFLOP/s over the GEMM's, timed back to back.
+    """Per round, the training step's GFLOP/s over the GEMM's, timed in alternating blocks.
 
-    Pairing each step block with a GEMM block (order alternating) cancels the neighbours'
-    load, which moves on a scale of seconds: a GEMM timed only before and after the whole
-    run let one A/A efficiency read 0.52x of another's on this machine.
+    Pairing each step block with a GEMM block (``stability.measure.interleave``) cancels the
+    neighbours' load, which moves on a scale of seconds: a GEMM timed only before and after
+    the whole run let one A/A efficiency read 0.52x of another's on this machine.
     """
-    before = torch.get_num_threads()
-    threads = set_threads(THREADS)
-    try:
+    with threads(THREADS) as used:
         step = make_train_step(SPEED_CONFIG, SPEED_BATCH)
         gemm = Gemm(SPEED_BATCH, SPEED_CONFIG.width, compute_dtype(step), "cpu")
-        for _ in range(3):
-            step()
-            gemm()
-        step_block = Block(step, block_iterations(step, "cpu"), "cpu")
-        gemm_block = Block(gemm, block_iterations(gemm, "cpu"), "cpu")
-        seconds, eff, calib = [], [], []
-        for i in range(rounds):
-            if i % 2:
-                (t_gemm,) = time_rounds(gemm_block, 1)
-            (t_step,) = time_rounds(step_block, 1)
-            if not i % 2:
-                (t_gemm,) = time_rounds(gemm_block, 1)
-            seconds.append(t_step)
-            calib.append(gemm.flops / t_gemm / 1e9)
-            eff.append(step.flops / t_step / 1e9 / calib[-1])
-        return {
-            "config": {**SPEED_CONFIG.as_dict(), "batch": SPEED_BATCH},
-            "threads": threads,
-            "calib_gflops": calib,
-            "seconds": seconds,
-            "efficiency": eff,
-            "nonfinite_losses": step.nonfinite(),
-        }
-    finally:
-        torch.set_num_threads(before)
+        eff = efficiency(Timer(step, "cpu"), step.flops, Timer(gemm, "cpu"), gemm.flops, rounds)
+    return {
+        "config": {**SPEED_CONFIG.as_dict(), "batch": SPEED_BATCH},
+        "threads": used,
+        "calib_gflops": eff.calib_gflops_rounds(),
+        "seconds": list(eff.step.samples),
+        "efficiency": eff.rounds(),
+        "nonfinite_losses": step.nonfinite(),
+    }
 
 
 def fingerprint() -> dict[str, Any]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import torch
 
 from stability.core.config import MLPConfig
+from stability.measure.threads import threads
 from stability.results.store import Store
 from stability.train.doctor import diagnose, diagnosis_tables
 from stability.train.lr_search import DEFAULT_MAP_LRS, lr_map
@@ -63,9 +63,7 @@ def compute(
     activations: Sequence[str] = MAP_ACTIVATIONS,
 ) -> dict[str, pd.DataFrame]:
     """Diagnose every case and draw the lr map, on one thread (the same on any machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads(1):
         verdicts, layers = [], []
         for case in cases:
             diag = diagnose(case.config)
@@ -74,8 +72,6 @@ def compute(
             verdicts.append(verdict.assign(case=case.name, shows=case.shows, advice=advice))
             layers.append(per_layer.assign(case=case.name))
         table = lr_map(map_base, lrs=lrs, inits=inits, activations=activations)
-    finally:
-        torch.set_num_threads(before)
     return {
         "diagnosis": pd.concat(verdicts, ignore_index=True),
         "layers": pd.concat(layers, ignore_index=True),
