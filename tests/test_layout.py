@@ -17,6 +17,7 @@ MAX_LINES = 400
 # Floor of each top-level part of the package: lower floors never import higher ones.
 FLOORS = {
     "errors": 0,
+    "interrupts": 0,
     "core": 1,
     "results": 1,
     "notes": 2,

@@ -2,12 +2,14 @@
 
 One module per subcommand, each with ``add_<name>(subparsers)`` that registers its parser
 and handler; this module only assembles them and turns ``StabilityError`` into exit 2.
+
+Importing this module is cheap on purpose: torch and pandas load inside ``main``, so a
+Ctrl-C during those seconds of imports is one line and exit 130, not a traceback.
 """
 
 import sys
 from collections.abc import Callable, Sequence
 
-from stability.cli import bench, doctor, gate, report, sweep
 from stability.cli.args import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -16,16 +18,22 @@ from stability.cli.args import (
     SubParsers,
     silence_stdout,
 )
+from stability.cli.streams import guarded_stdout
 from stability.errors import StabilityError
 
-COMMANDS: list[Callable[[SubParsers], None]] = [
-    sweep.add_sweep,
-    report.add_report,
-    doctor.add_doctor,
-    bench.add_bench_ingest,
-    gate.add_baseline,
-    gate.add_gate,
-]
+
+def commands() -> list[Callable[[SubParsers], None]]:
+    """Every subcommand's ``add_<name>``, in ``--help`` order (imported here: see above)."""
+    from stability.cli import bench, doctor, gate, report, sweep
+
+    return [
+        sweep.add_sweep,
+        report.add_report,
+        doctor.add_doctor,
+        bench.add_bench_ingest,
+        gate.add_baseline,
+        gate.add_gate,
+    ]
 
 
 def build_parser() -> Parser:
@@ -34,17 +42,18 @@ def build_parser() -> Parser:
         description="Probe, test, benchmark and gate the numerical stability of deep networks.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for add in COMMANDS:
+    for add in commands():
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: returns the exit code (0 ok, 1 failures/regressions, 2 bad input)."""
+    """Entry point: returns the exit code (0 ok, 1 failures/regressions, 2 bad input,
+    130 interrupted). A reader of stdout that goes away changes nothing but the output."""
     try:
-        args = build_parser().parse_args(argv)
-        code: int = args.handler(args)
-        sys.stdout.flush()
+        with guarded_stdout():
+            args = build_parser().parse_args(argv)
+            code: int = args.handler(args)
         return code
     except StabilityError as exc:
         print(f"stability: error: {exc}", file=sys.stderr)
@@ -53,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stability: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (``| head``): say nothing more, and do not claim a failure.
+        # A pipe the guard does not cover (a direct write to the file descriptor): say
+        # nothing more, and exit as a shell reports a writer stopped by SIGPIPE.
         silence_stdout()
         return EXIT_BROKEN_PIPE

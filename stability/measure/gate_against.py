@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+from stability.interrupts import deferred_interrupt
 from stability.measure import baseline as bl
 from stability.measure.gate import (
     REGRESSED,
@@ -97,19 +98,24 @@ def resolve(rev: str) -> str:
 
 @contextmanager
 def worktree(rev: str) -> Iterator[Path]:
-    """A detached ``git worktree`` of ``rev`` in a temporary directory, removed afterwards."""
+    """A detached ``git worktree`` of ``rev`` in a temporary directory, removed afterwards.
+
+    Removed however the block ends, Ctrl-C included, and also when the interrupt cut
+    ``git worktree add`` short: a half-made worktree is still registered with git. The
+    removal itself is shielded from a second Ctrl-C (``deferred_interrupt``).
+    """
     tmp = Path(tempfile.mkdtemp(prefix="stability-gate-"))
     tree = tmp / "tree"
-    proc = _git("worktree", "add", "--detach", str(tree), rev)
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise bl.CannotJudge(f"cannot check out {rev!r}: {proc.stderr.strip()}")
     try:
+        proc = _git("worktree", "add", "--detach", str(tree), rev)
+        if proc.returncode != 0:
+            raise bl.CannotJudge(f"cannot check out {rev!r}: {proc.stderr.strip()}")
         yield tree
     finally:
-        _git("worktree", "remove", "--force", str(tree))
-        shutil.rmtree(tmp, ignore_errors=True)
-        _git("worktree", "prune")
+        with deferred_interrupt():
+            _git("worktree", "remove", "--force", str(tree))
+            shutil.rmtree(tmp, ignore_errors=True)
+            _git("worktree", "prune")
 
 
 @contextmanager
