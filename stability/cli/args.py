@@ -1,4 +1,9 @@
-"""Shared argument parsing for the subcommands: comma lists, and errors as StabilityError."""
+"""Shared argument parsing for the subcommands: comma lists, and errors as StabilityError.
+
+Every comma list follows one rule: a value given twice is refused (``--seeds 0,0``), since
+it is more often a typo for another value than a wish for the same work twice; an empty list
+is refused where the command needs values (``nonempty``).
+"""
 
 import argparse
 import contextlib
@@ -10,7 +15,6 @@ from pathlib import Path
 from typing import TypeAlias, TypeVar
 
 from stability.errors import StabilityError
-from stability.results.store import DEFAULT_DB
 
 T = TypeVar("T")
 
@@ -23,23 +27,44 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a killed writer
 def silence_stdout() -> None:
     """After a broken pipe: send the rest of stdout nowhere, so exit does not raise again."""
     # Not a real file (captured in tests): nothing to silence.
-    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _once(items: list[tuple[str, T]]) -> list[T]:
+    """The values, refusing one that is given twice (also as ``2,02`` or ``0.1,1e-1``)."""
+    seen: dict[T, str] = {}
+    for text, value in items:
+        if value in seen:
+            same = "" if seen[value] == text else f" (as {seen[value]!r} and {text!r})"
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is listed twice{same}; give each value once"
+            )
+        seen[value] = text
+    return [value for _, value in items]
 
 
 def names(text: str) -> list[str]:
-    """A comma list of names, blanks dropped."""
-    return [t.strip() for t in text.split(",") if t.strip()]
+    """A comma list of names, blanks dropped, each at most once."""
+    return _once([(t, t) for t in _split(text)])
 
 
 def _comma_list(text: str, convert: Callable[[str], T], what: str) -> list[T]:
     out = []
-    for t in names(text):
+    for t in _split(text):
         try:
-            out.append(convert(t))
+            out.append((t, convert(t)))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{t!r} is not {what}") from None
-    return out
+    return _once(out)
 
 
 def ints(text: str) -> list[int]:
@@ -52,8 +77,32 @@ def floats(text: str) -> list[float]:
     return _comma_list(text, float, "a number")
 
 
+def nonempty(flag: str, values: list[T], what: str = "value") -> list[T]:
+    """``values`` of ``flag``, refusing an empty list (``--lrs ""``, ``--activation ,,``)."""
+    if not values:
+        raise StabilityError(f"{flag} needs at least one {what}; got an empty list")
+    return values
+
+
+def figure_path(path: Path, flag: str = "--figure") -> Path:
+    """``path``, if matplotlib can save a figure in the format its extension names: checked
+    before the work whose figure it is, not by ``savefig`` after it."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        got = f"format {suffix!r}" if suffix else "no extension"
+        raise StabilityError(
+            f"{flag} {str(path)!r} has {got}; expected a file ending in one of {formats}"
+        )
+    return path
+
+
 def add_db_argument(p: argparse.ArgumentParser) -> None:
     """``--db``: the SQLite results store every subcommand that reads or writes results takes."""
+    from stability.results.store import DEFAULT_DB  # pandas: loaded once a command is chosen
+
     p.add_argument(
         "--db", type=Path, default=DEFAULT_DB, help="SQLite results store (default: %(default)s)"
     )

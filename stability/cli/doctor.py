@@ -3,13 +3,23 @@
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, floats, names
+from stability.cli.args import (
+    EXIT_FAILED,
+    SubParsers,
+    add_db_argument,
+    figure_path,
+    floats,
+    names,
+    nonempty,
+)
 from stability.errors import StabilityError
+from stability.interrupts import deferred_interrupt
 from stability.results.store import Store, writable_path
 
 if TYPE_CHECKING:
@@ -74,7 +84,17 @@ def add_doctor(sub: SubParsers) -> None:
         help="exit 1 if the run diverged (a NaN/Inf appeared), after writing every table; "
         "lr-search/lr-map trials do not count (default: exit 0 either way)",
     )
-    p.add_argument("--figure", type=Path, default=None, help="PNG of the lr map")
+    p.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        help="the lr map as a figure, in the format its extension names (.png, .svg, .pdf...)",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="run beyond the limits on --depth, --steps and --trial-steps (see docs/exit-codes.md)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -103,9 +123,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     for kind, table in extra_tables(cfg, extras):
         tables[kind] = table
         _PRINTERS[kind](table, args)
-    written = write_doctor_csvs(args.out, tables)
-    with Store.open(args.db) as store:
-        run_id = write_doctor_run(store, tables, ["stability", *sys.argv[1:]], args.device)
+    with deferred_interrupt():  # Ctrl-C: every table written (CSVs and store), or none
+        written = write_doctor_csvs(args.out, tables)
+        with Store.open(args.db) as store:
+            run_id = write_doctor_run(store, tables, ["stability", *sys.argv[1:]], args.device)
     print(f"tables: {', '.join(map(str, written))} (store: {args.db}, run {run_id})")
     if args.fail_on_divergence and diag.status == "diverged":
         print(
@@ -119,6 +140,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
     """Validated configs from the arguments; every bad input raises before any work."""
+    from stability.cli.limits import check_doctor
     from stability.core.config import MLPConfig
     from stability.train.doctor import Extras
     from stability.train.lr_search import DEFAULT_MAP_LRS
@@ -139,6 +161,18 @@ def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
     )  # fmt: skip
     if args.trial_steps < 1:
         raise StabilityError(f"trial-steps must be >= 1, got {args.trial_steps}")
+    lrs = None if args.lrs is None else nonempty("--lrs", args.lrs, "learning rate")
+    for lr in lrs or []:
+        if not lr > 0 or lr == float("inf"):
+            raise StabilityError(f"--lrs values must be finite and > 0, got {lr}")
+        replace(cfg, lr=lr)  # one the weights' dtype cannot hold is refused here
+    nonempty("--map-inits", args.map_inits, "init")
+    nonempty("--map-activations", args.map_activations, "activation")
+    if args.figure is not None:
+        if not args.lr_map:
+            raise StabilityError("--figure draws the lr map: it needs --lr-map")
+        figure_path(args.figure)
+    check_doctor(cfg, args.trial_steps, args.yes)
     if args.loss_scaling and args.dtype not in ("float16", "bfloat16"):
         raise StabilityError(
             f"--loss-scaling needs a reduced dtype; got {args.dtype!r}, expected one of "
@@ -148,10 +182,6 @@ def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
     Store.open(args.db).close()  # refuse a foreign or corrupt database before any work
     if args.figure is not None:
         writable_path(args.figure, "figure file")
-    if args.lrs is not None:
-        for lr in args.lrs:
-            if not lr > 0 or lr == float("inf"):
-                raise StabilityError(f"--lrs values must be finite and > 0, got {lr}")
     if args.device.startswith("cuda"):
         import torch
 
@@ -164,7 +194,7 @@ def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
     extras = Extras(
         cost=args.cost, lr_search=args.lr_search, lr_map=args.lr_map,
         loss_scaling=args.loss_scaling, trial_steps=args.trial_steps,
-        lrs=tuple(args.lrs or DEFAULT_MAP_LRS), map_inits=tuple(args.map_inits),
+        lrs=tuple(lrs or DEFAULT_MAP_LRS), map_inits=tuple(args.map_inits),
         map_activations=tuple(args.map_activations),
     )  # fmt: skip
     return cfg, extras

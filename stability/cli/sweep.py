@@ -13,7 +13,9 @@ from stability.cli.args import (
     add_db_argument,
     ints,
     names,
+    nonempty,
 )
+from stability.cli.limits import check_sweep
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.store import Store, writable_path
@@ -69,6 +71,11 @@ def add_sweep(sub: SubParsers) -> None:
     )
     add_db_argument(p)
     p.add_argument("--resume", action="store_true", help="skip cells already in the store")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="run beyond the limit on --depth (see docs/exit-codes.md)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
     p.add_argument(
         "--fail-on",
@@ -85,18 +92,19 @@ def add_sweep(sub: SubParsers) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
-    executor = _executor(args.jobs, args.scheduler)  # a missing dask extra fails here
     grid = SweepGrid(
-        activations=args.activation,
-        inits=args.init,
-        depths=args.depth,
-        widths=args.width,
-        dtypes=args.dtype,
-        seeds=args.seeds,
-        batches=args.batch,
+        activations=nonempty("--activation", args.activation, "activation"),
+        inits=nonempty("--init", args.init, "init"),
+        depths=nonempty("--depth", args.depth, "depth"),
+        widths=nonempty("--width", args.width, "width"),
+        dtypes=nonempty("--dtype", args.dtype, "dtype"),
+        seeds=nonempty("--seeds", args.seeds, "seed"),
+        batches=nonempty("--batch", args.batch, "batch size"),
         device=args.device,
     )
     cells = grid.cells()  # validates every name and size before any work
+    jobs = check_sweep(cells, args.jobs, args.scheduler, args.yes)  # memory, bounds, --jobs
+    executor = _executor(jobs, args.scheduler)  # a missing dask extra fails here
     fail_on = _fail_on_verdicts(args.fail_on)
     out = writable_path(args.out, "output file")
     if args.device.startswith("cuda") and args.scheduler is None:  # else the workers need CUDA

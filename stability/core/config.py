@@ -5,6 +5,7 @@ and drawable with ``st.sampled_from``. Validation happens once, here, with messa
 name the bad value and the valid choices.
 """
 
+import re
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
@@ -16,6 +17,10 @@ from stability.core.registry import lookup
 from stability.errors import StabilityError
 
 DEVICES = ("cpu", "cuda")
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")  # 'cpu:1' names no second CPU to torch here
+# Seeds are stored as SQLite's signed 64-bit INTEGER; torch generators take any value below
+# 2**64, so the offsets added for inputs and data (about 10**6) still fit.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,13 @@ class MLPConfig:
         _check_int("depth", self.depth, minimum=1)
         _check_int("width", self.width, minimum=1)
         _check_int("seed", self.seed, minimum=0)
-        base = self.device.split(":")[0]
-        if base not in DEVICES:
-            raise StabilityError(f"unknown device {self.device!r}; expected one of {list(DEVICES)}")
+        if self.seed > MAX_SEED:
+            raise StabilityError(f"seed must be <= {MAX_SEED} (2**63 - 1), got {self.seed}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise StabilityError(
+                f"unknown device {self.device!r}; expected one of {list(DEVICES)}, "
+                "or 'cuda:N' for the N-th GPU"
+            )
 
     @cached_property
     def precision(self) -> Precision:

@@ -24,7 +24,7 @@ import torch
 
 from stability.core.config import MLPConfig
 from stability.errors import StabilityError
-from stability.train.trainer import TrainConfig, train
+from stability.train.trainer import TrainConfig, max_lr, train
 
 TAIL_FRACTION = 0.1  # the end of a trial: its last tenth of steps
 DEFAULT_RTOL = 1e-3  # bisect until the bracket's ratio is below 1 + rtol
@@ -166,6 +166,8 @@ def mlp_diverges(cfg: TrainConfig, steps: int | None = None) -> Callable[[float]
     """The trial for an MLP config: train ``steps`` steps at ``lr`` and apply ``diverged``."""
 
     def run(lr: float) -> bool:
+        if lr > max_lr(cfg.model):  # a step size the weights' dtype cannot hold overflows
+            return True
         return diverged(train(replace(cfg, lr=lr), steps).losses)
 
     return run

@@ -47,6 +47,17 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
 }
 
 
+def update_dtype(model: MLPConfig) -> torch.dtype:
+    """The dtype the optimiser updates weights in: float32 masters unless float64."""
+    return torch.float64 if model.dtype == "float64" else torch.float32
+
+
+def max_lr(model: MLPConfig) -> float:
+    """The largest learning rate the optimiser can multiply a gradient by without overflow
+    (torch refuses a step size that does not fit in the weights' dtype)."""
+    return float(torch.finfo(update_dtype(model)).max)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """What to train and how: the network config plus the optimisation settings.
@@ -73,6 +84,12 @@ class TrainConfig:
             raise StabilityError(f"learning rate must be a number, got {self.lr!r}")
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise StabilityError(f"learning rate must be finite and > 0, got {self.lr}")
+        if self.lr > max_lr(self.model):
+            raise StabilityError(
+                f"learning rate {self.lr:g} does not fit in "
+                f"{str(update_dtype(self.model)).removeprefix('torch.')}, the "
+                f"dtype the weights are updated in (largest {max_lr(self.model):.4g})"
+            )
         for name, value, minimum in [
             ("steps", self.steps, 1),
             ("batch", self.batch, 1),
