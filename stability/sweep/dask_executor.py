@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -167,9 +167,20 @@ def execute_on_dask(
 ) -> Iterator[tuple[Cell, Outcome]]:
     """Yield ``(cell, (rows, seconds) | error)`` as cells finish on the cluster.
 
-    The caller commits each cell before asking for the next; a future is released right
-    after, so finished rows do not pile up in the workers' memory.
+    Connecting, checking the workers and submitting happen before this returns, so a
+    cluster that cannot run the cells fails here, before the caller records a run. The
+    caller commits each cell before asking for the next; a future is released right after,
+    so finished rows do not pile up in the workers' memory.
     """
+    stream = _stream(cells, scheduler, workers, retries)
+    next(stream)  # up to the first yield: connected, checked, submitted (or raised)
+    return cast(Iterator[tuple[Cell, Outcome]], stream)
+
+
+def _stream(
+    cells: Sequence[Cell], scheduler: "str | Client", workers: int, retries: int
+) -> Iterator[tuple[Cell, Outcome] | None]:
+    """``execute_on_dask``'s generator: yields None once when ready, then the outcomes."""
     distributed = import_distributed()
     # A fresh token per sweep: a resumed sweep must never meet the cancelled keys of the
     # run it replaces, which the scheduler may still be forgetting.
@@ -178,6 +189,7 @@ def execute_on_dask(
     for cell in cells:  # a grid may list a cell twice: run it once, report it as often
         by_key.setdefault(f"{task_prefix(cell)}-{token}", []).append(cell)
     if not by_key:
+        yield None
         return
     with connect(scheduler, workers) as client:
         check_workers(client, needs_cuda=any(c.config.device.startswith("cuda") for c in cells))
@@ -192,6 +204,7 @@ def execute_on_dask(
         pending = {f.key: f for f in futures}
         cancelled = distributed.client.FutureCancelledError
         try:
+            yield None
             for fut in distributed.as_completed(futures):
                 outcome: Outcome
                 try:  # blocks while a result lost with its worker is recomputed

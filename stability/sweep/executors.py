@@ -6,11 +6,19 @@ touches the store: the run loop commits each cell before asking for the next, so
 executor that is interrupted (closed mid-iteration) loses only the cells in flight.
 
 Workers run ``init_worker`` once, then ``timed_cell`` per cell. Both are public so that
-every executor (this module's, the Dask one, a test's) runs a cell the same way.
+every executor (this module's, the Dask one, a test's) runs a cell the same way. The local
+pool's workers also die with the process that started them (``die_with_parent``): a parent
+killed with ``kill -9`` runs no cleanup, and its idle workers would wait on its pipe forever.
 """
 
 import concurrent.futures
+import ctypes
+import ctypes.util
+import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +46,48 @@ def init_worker() -> None:
     """Once per worker process: one torch thread, since N processes x 1 thread beats
     oversubscribing the cores."""
     torch.set_num_threads(1)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_PERIOD_S = 0.5
+
+
+def die_with_parent(parent: int | None) -> None:
+    """In a worker: end this process when the process that forked it dies.
+
+    On Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon
+    thread polls ``os.getppid()``. ``parent`` is the pid the worker should find as its
+    parent (None when a fork server stands between them): if the parent already died before
+    this ran, the worker was re-parented and leaves at once.
+    """
+    ppid = os.getppid()
+    if parent is not None and ppid != parent:
+        os._exit(1)
+    if sys.platform.startswith("linux") and _parent_death_signal(signal.SIGKILL):
+        if os.getppid() != ppid:  # died between the two calls: no signal will come
+            os._exit(1)
+        return
+    threading.Thread(target=_watch_parent, args=(ppid,), daemon=True, name="parent-watch").start()
+
+
+def _parent_death_signal(sig: int) -> bool:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(ppid: int) -> None:
+    while os.getppid() == ppid:
+        time.sleep(WATCHDOG_PERIOD_S)
+    os._exit(1)
+
+
+def init_pool_worker(parent: int | None) -> None:
+    """Once per local pool worker: ``init_worker``, and die with the parent."""
+    die_with_parent(parent)
+    init_worker()
 
 
 def timed_cell(cell: Cell) -> tuple[Rows, float]:
@@ -69,8 +119,16 @@ class PoolExecutor:
             raise StabilityError(f"jobs must be >= 1, got {self.jobs}")
 
     def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
+        if not cells:
+            return
+        context = multiprocessing.get_context()
+        # Under a fork server the workers' parent is that server, not this process.
+        parent = os.getpid() if context.get_start_method() in ("fork", "spawn") else None
         with concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.jobs, initializer=init_worker
+            max_workers=min(self.jobs, len(cells)),  # no idle workers: see stability.cli.limits
+            mp_context=context,
+            initializer=init_pool_worker,
+            initargs=(parent,),
         ) as pool:
             futures = {pool.submit(timed_cell, c): c for c in cells}
             try:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from stability.errors import StabilityError
 from stability.results.store import Store
 from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Cell, SweepGrid, run_cell
 from stability.sweep.executors import Executor, InProcessExecutor, Outcome, default_jobs
@@ -97,13 +98,22 @@ def run_sweep(
     """
     executor = InProcessExecutor() if executor is None else executor
     cells = grid.cells()
+    if not cells:
+        raise StabilityError("the grid has no cells: every list needs at least one value")
     done = store.done_keys() if resume else set()
     todo = [c for c in cells if c.key not in done]
-    run_id = store.start_run("sweep", command, grid.device)
+    start = time.perf_counter()
+    # Asked first: an executor that cannot run (a Dask scheduler out of reach) fails here,
+    # before a run is recorded for work that never started.
+    outcomes = executor.run(todo)
+    try:
+        run_id = store.start_run("sweep", command, grid.device)
+    except BaseException:
+        if isinstance(outcomes, Generator):
+            outcomes.close()
+        raise
     summary = SweepSummary(run_id=run_id, total=len(cells), skipped=len(cells) - len(todo))
     progress = progress or Progress(len(todo))
-    start = time.perf_counter()
-    outcomes = executor.run(todo)
     try:
         for cell, outcome in outcomes:
             _record(store, summary, cell, outcome)
