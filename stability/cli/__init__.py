@@ -7,7 +7,7 @@ and handler; this module only assembles them and turns ``StabilityError`` into e
 import sys
 from collections.abc import Callable, Sequence
 
-from stability.cli import bench, doctor, gate, report, sweep
+from stability.cli import bench, diff, doctor, gate, report, sweep
 from stability.cli.args import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -25,6 +25,7 @@ COMMANDS: list[Callable[[SubParsers], None]] = [
     bench.add_bench_ingest,
     gate.add_baseline,
     gate.add_gate,
+    diff.add_diff,
 ]
 
 

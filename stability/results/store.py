@@ -197,6 +197,23 @@ class Store:
                 records.append(row)
         return pd.DataFrame.from_records(records)
 
+    def run_cells(self) -> pd.DataFrame:
+        """Every run's cells (``run_id, cell_key, status``): which grid each run covered, so
+        history compares only runs of the same grid."""
+        return pd.read_sql_query(
+            "SELECT run_id, cell_key, status FROM cells ORDER BY run_id, cell_key", self.conn
+        )
+
+    def run_sweep_rows(self, run_id: int) -> pd.DataFrame:
+        """The sweep rows one run wrote (``stability diff``), with their ``run_id``."""
+        return self._json_frame("SELECT run_id, data FROM sweep_rows WHERE run_id = ?", (run_id,))
+
+    def run_bench_results(self, run_id: int) -> pd.DataFrame:
+        """The benchmark results one run stored (``stability diff``), with their ``run_id``."""
+        return self._json_frame(
+            "SELECT run_id, data FROM bench_results WHERE run_id = ?", (run_id,)
+        )
+
     def sweep_history(self) -> pd.DataFrame:
         """Every run's sweep rows with their ``run_id``, oldest run first: unlike
         ``sweep_rows`` a repeated cell appears once per run, so runs can be compared."""
