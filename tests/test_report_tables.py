@@ -101,7 +101,9 @@ def test_reasons_say_what_failed_and_where() -> None:
     assert vanish["reason"] == f"signal variance falls by 10^9.2 over {DEPTH} layers"
     broken = judged[judged["activation"] == "gelu"].iloc[0]
     assert broken["verdict"] == "non-finite"
-    assert broken["reason"] == "non-finite: 24 inf/NaN values in 2 seeds, first at layer 7"
+    assert broken["reason"] == (
+        "non-finite: 24 inf/NaN values (outputs and gradients) in 4 of 10 layers, over 2 seeds"
+    )
     stable = judged[judged["init"] == "kaiming_normal"].iloc[0]
     assert stable["reason"] == f"within ±{BAND:g} decades: forward +0.12, backward -0.30"
 
@@ -153,24 +155,44 @@ def test_recommendation_without_a_stable_init_names_the_closest() -> None:
     assert rec["closest"].startswith("xavier_normal: gradient variance falls by 10^6.0")
 
 
-def test_offenders_rank_non_finite_first_and_name_every_failing_dtype() -> None:
+def test_offenders_take_turns_per_failure_and_name_every_failing_dtype() -> None:
     rows = _rows(
         _config("relu", "standard_normal", 25.0, 3.0, sigma_w2=64.0),
         _config("relu", "standard_normal", 3.0, 3.0, sigma_w2=64.0, dtype="float16",
                 nonfinite_at=4),
+        _config("gelu", "standard_normal", 3.0, 3.0, nonfinite_at=8),
+        _config("selu", "standard_normal", 30.0, 3.0, sigma_w2=64.0),
         _config("tanh", "normal", -9.0, -1.0, sigma_w2=0.0064),
         _config("tanh", "xavier_normal", -3.0, -1.0, sigma_w2=1.0),
         _config("relu", "kaiming_normal", 0.0, 0.0),
     )  # fmt: skip
-    worst = offenders(judged_table(rows), n=2)
-    assert worst[["activation", "init"]].values.tolist() == [
-        ["relu", "standard_normal"],
-        ["tanh", "normal"],
+    worst = offenders(judged_table(rows), n=4)
+    assert worst[["activation", "verdict"]].values.tolist() == [
+        ["relu", "non-finite"],  # 42 inf/NaN values beat gelu's 18
+        ["selu", "explodes"],
+        ["tanh", "vanishes"],  # -9 before -3
+        ["gelu", "non-finite"],  # second turn
     ]
     first = worst.iloc[0]
-    assert first["verdict"] == "non-finite" and first["dtype"] == "float16"
-    assert first["fails_in"] == "float16, float32"
+    assert first["dtype"] == "float16" and first["fails_in"] == "float16, float32"
     assert offenders(judged_table(_rows(_config("relu", "kaiming_normal", 0.0, 0.0)))).empty
+
+
+def test_non_finite_variance_without_non_finite_values_says_so() -> None:
+    rows = _rows(_config("relu", "standard_normal", 1.0, 1.0, sigma_w2=64.0))
+    rows.loc[rows["layer"] == DEPTH, "preact_var"] = float("inf")
+    rows.loc[rows["layer"] == 1, "preact_var"] = float("inf")
+    row = judged_table(rows).iloc[0]
+    assert row["verdict"] == "non-finite"
+    assert row["reason"] == (
+        "non-finite: the signal variance is inf or NaN at the first or last layer, though no "
+        "value in the tensors is"
+    )
+
+
+def test_borderline_per_direction_marks_the_heat_map_cell() -> None:
+    row = judged_table(_rows(_config("tanh", "kaiming_normal", -0.5, 1.9, sigma_w2=2.0))).iloc[0]
+    assert row["borderline"] and row["bwd_borderline"] and not row["fwd_borderline"]
 
 
 def test_empty_rows_give_empty_tables() -> None:

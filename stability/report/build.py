@@ -23,7 +23,8 @@ from stability.report.progress import Display
 from stability.report.runner import Runner
 from stability.report.sections import SECTIONS
 from stability.report.sections.figure_cache import FIGURE_CACHE
-from stability.report.sections.page import Section
+from stability.report.sections.page import Section, State
+from stability.report.sections.summary import summarise
 from stability.results.store import writable_path
 
 TITLE = "Numerical stability of deep networks"
@@ -41,6 +42,7 @@ class BuildResult:
     steps: list[Step] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    state: State = "nothing run"  # the page's overall health: healthy, warnings, failures
 
     @property
     def failed(self) -> bool:
@@ -68,6 +70,8 @@ def _safe_section(fn: Callable[[ReportData], Section], data: ReportData) -> tupl
             "This section could not be drawn.",
             status="not available",
             notes=[f"Error while drawing: {detail}", traceback.format_exc(limit=3)],
+            health="fail",
+            reason=f"could not be drawn: {detail}",
         )
         return section, f"section {name!r}: {detail}"
 
@@ -100,18 +104,20 @@ def render(
     drawn, errors = [], []
     for fn in sections:
         section, error = _safe_section(fn, data)
+        if section.health == "not run" and not section.reason:
+            section.reason = section.notes[0] if section.notes else "nothing to show yet"
         drawn.append(section)
         if error:
             errors.append(error)
+    summary = summarise(data, drawn)
     out.parent.mkdir(parents=True, exist_ok=True)
     csv_names: dict[str, str] = {}
     csv_files = []
-    for section in drawn:
-        for table in section.tables:
-            path = out.parent / f"{table.slug}.csv"
-            table.frame.to_csv(path, index=False)
-            csv_names[table.slug] = path.name
-            csv_files.append(path)
+    for table in [*summary.tables, *(t for s in drawn for t in s.tables)]:
+        path = out.parent / f"{table.slug}.csv"
+        table.frame.to_csv(path, index=False)
+        csv_names[table.slug] = path.name
+        csv_files.append(path)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(_resource("template.html"))
     line = headline(drawn)
@@ -122,6 +128,7 @@ def render(
         commit=data.commit or "unknown",
         db=str(data.db),
         headline=line,
+        summary=summary,
         sections=drawn,
         csv=csv_names,
         command=command,
@@ -140,6 +147,7 @@ def render(
         steps=data.steps,
         errors=errors,
         seconds=time.perf_counter() - start,
+        state=summary.state,
     )
 
 

@@ -109,10 +109,9 @@ def judged_table(rows: pd.DataFrame, band: float = BAND, near: float = BORDERLIN
         return table
     layer1 = rows[rows["layer"] == 1].groupby(CONFIG_KEYS)["theory_preact_var"].first()
     table = table.merge(layer1.rename("sigma_w2").reset_index(), on=CONFIG_KEYS, how="left")
-    broken = rows[rows["nonfinite"] > 0].groupby(CONFIG_KEYS)["layer"].min()
-    table = table.merge(
-        broken.rename("first_nonfinite_layer").reset_index(), on=CONFIG_KEYS, how="left"
-    )
+    broken = rows[rows["nonfinite"] > 0].groupby(CONFIG_KEYS)["layer"].nunique()
+    table = table.merge(broken.rename("nonfinite_layers").reset_index(), on=CONFIG_KEYS, how="left")
+    table["nonfinite_layers"] = table["nonfinite_layers"].fillna(0).astype(int)
     fwd = table["fwd_log10_growth"].to_numpy(dtype=float)
     bwd = table["bwd_log10_growth"].to_numpy(dtype=float)
     forward_worse = np.abs(fwd) >= np.abs(bwd)
@@ -126,6 +125,10 @@ def judged_table(rows: pd.DataFrame, band: float = BAND, near: float = BORDERLIN
     table["worst_direction"] = np.where(forward_worse, "forward", "backward")
     table["margin"] = margin
     table["borderline"] = np.isfinite(margin) & (np.abs(margin) <= near * band)
+    for direction, values in (("fwd", fwd), ("bwd", bwd)):  # which cell of a heat map
+        with np.errstate(invalid="ignore"):
+            edge = np.abs(band - np.abs(values))
+        table[f"{direction}_borderline"] = np.isfinite(edge) & (edge <= near * band)
     table["reason"] = [_reason(r, band) for r in table.itertuples(index=False)]
     return table
 
@@ -142,10 +145,17 @@ def _reason(r: Any, band: float) -> str:
     """One line a reader can act on: what went wrong where, or how far inside the band."""
     what = "signal" if r.worst_direction == "forward" else "gradient"
     if r.verdict == "non-finite":
-        where = r.first_nonfinite_layer
-        at = f", first at layer {int(where)}" if pd.notna(where) else ""
+        if r.nonfinite == 0:
+            which = "signal" if np.isnan(r.fwd_log10_growth) else "gradient"
+            return (
+                f"non-finite: the {which} variance is inf or NaN at the first or last layer, "
+                "though no value in the tensors is"
+            )
         seeds = f"{r.seeds} seeds" if r.seeds != 1 else "1 seed"
-        return f"non-finite: {int(r.nonfinite)} inf/NaN values in {seeds}{at}"
+        return (
+            f"non-finite: {int(r.nonfinite)} inf/NaN values (outputs and gradients) in "
+            f"{r.nonfinite_layers} of {r.depth} layers, over {seeds}"
+        )
     if r.verdict == "explodes":
         text = f"{what} variance grows {_decades(r.worst_log10_growth)} over {r.depth} layers"
     elif r.verdict == "vanishes":
@@ -207,18 +217,24 @@ def recommendations(judged: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def offenders(judged: pd.DataFrame, n: int = 5) -> pd.DataFrame:
-    """The ``n`` worst configs, non-finite first, then by |growth|; one row per activation,
-    init and shape, naming every dtype where it fails so the list is not one init n times."""
+def offenders(judged: pd.DataFrame, n: int = 6) -> pd.DataFrame:
+    """The ``n`` worst configs, taken in turn from each failure (non-finite, explodes,
+    vanishes), worst first within each: by inf/NaN count, else by |growth|. One row per
+    activation, init and shape, naming every dtype where it fails, so the list is neither
+    one init n times nor one kind of failure only."""
     bad = judged[judged["verdict"] != "stable"] if not judged.empty else judged
     if bad.empty:
         return pd.DataFrame()
-    ranked = bad.assign(
-        rank=(bad["verdict"] != "non-finite").astype(int), size=-bad["worst_log10_growth"].abs()
-    ).sort_values(["rank", "size"])
+    severity = np.where(
+        bad["verdict"] == "non-finite", bad["nonfinite"], bad["worst_log10_growth"].abs()
+    )
+    kind = bad["verdict"].map({v: i for i, v in enumerate(("non-finite", "explodes", "vanishes"))})
+    ranked = bad.assign(kind=kind, size=-severity).sort_values(["kind", "size"])
     shape = ["activation", "init", "depth", "width", "batch"]
     dtypes = ranked.groupby(shape, sort=False)["dtype"].agg(lambda d: ", ".join(dict.fromkeys(d)))
-    worst = ranked.drop_duplicates(shape).head(n)
+    firsts = ranked.drop_duplicates(shape)
+    turn = firsts.groupby("kind").cumcount()
+    worst = firsts.assign(turn=turn).sort_values(["turn", "kind"], kind="stable").head(n)
     keep = [*shape, "dtype", "verdict", "worst_log10_growth", "reason"]
     table = worst[keep].merge(dtypes.rename("fails_in").reset_index(), on=shape, how="left")
     return table.reset_index(drop=True)

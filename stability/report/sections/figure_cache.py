@@ -50,6 +50,7 @@ def cached_figure(
     alt: str,
     caption: str,
     fmt: str = "svg",
+    fold: str = "",
 ) -> Figure:
     """Draw (or take from the cache, keyed by the code and the inputs) and encode a figure."""
     h = hashlib.sha256(f"{name}|{fmt}|{code_version()}".encode())
@@ -60,10 +61,10 @@ def cached_figure(
         path = data.cache_dir / FIGURE_CACHE / f"{name}-{h.hexdigest()[:24]}.txt"
         if path.exists():
             path.touch()  # marks it used by this build; unused ones are pruned
-            return Figure(path.read_text(encoding="ascii"), alt, caption)
+            return Figure(path.read_text(encoding="ascii"), alt, caption, fold)
     uri = figures.encode(draw(), fmt)
     if path is not None:
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(uri, encoding="ascii")
-    return Figure(uri, alt, caption)
+    return Figure(uri, alt, caption, fold)
