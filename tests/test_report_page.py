@@ -168,7 +168,8 @@ def test_broken_section_is_a_failure_with_its_reason(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def custom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A user's own grid: 2 depths x 2 dtypes, run twice, plus a one-seed grid run once."""
+    """A user's own grid: 2 depths x 2 dtypes, run twice; a one-cell grid of another shape;
+    a third shape at two depths."""
     root = tmp_path_factory.mktemp("custom")
     db = root / "results" / "stability.db"
     grid = SweepGrid(
@@ -178,9 +179,22 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with Store.open(db) as store:
         run_sweep(grid, store, ["first"])
         run_sweep(grid, store, ["second"])
-        run_sweep(SweepGrid(activations=("relu",), inits=("kaiming_normal",), depths=(3,),
-                            widths=(16,), dtypes=("float32",), seeds=(0,), batches=(4,)),
-                  store, ["other"])  # fmt: skip
+        run_sweep(
+            SweepGrid(
+                activations=("relu",),
+                inits=("kaiming_normal",),
+                depths=(3,),
+                widths=(16,),
+                dtypes=("float32",),
+                seeds=(0,),
+                batches=(4,),
+            ),
+            store,
+            ["other"],
+        )
+        run_sweep(SweepGrid(activations=("relu",), inits=("kaiming_normal",), depths=(2, 3),
+                            widths=(32,), dtypes=("float32",), seeds=(0,), batches=(4,)),
+                  store, ["third"])  # fmt: skip
     out = root / "reports" / "index.html"
     with contextlib.chdir(root), contextlib.redirect_stdout(io.StringIO()):
         main(["report", "--no-run", "--db", str(db), "--out", str(out)])
@@ -189,8 +203,12 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_several_depths_draw_growth_against_depth(custom: tuple[Path, str]) -> None:
     _, page = custom
-    assert 'alt="log10 growth against depth' in page
+    assert page.count('alt="log10 growth against depth') == 2
     assert "Growth against depth for width 8, batch 4, depths 2, 5" in page
+    assert (
+        '<details class="fold"><summary>Growth against depth, width 32, batch 4, depths 2, 3'
+        in page
+    )
 
 
 def test_configs_left_out_of_figures_are_named(custom: tuple[Path, str]) -> None:
@@ -198,15 +216,22 @@ def test_configs_left_out_of_figures_are_named(custom: tuple[Path, str]) -> None
     # The width-16 grid has another shape: said, and in the table.
     assert "1 in float32 at depth 3, width 16, batch 4" in page
     growth = pd.read_csv(out.parent / "growth.csv")
-    assert len(growth) == 2 * 2 * 2 * 2 + 1
-    assert "Other network shapes in the store (depth 2, width 8, batch 4; depth 3, width 16" in page
+    assert len(growth) == 2 * 2 * 2 * 2 + 1 + 2
+    other = re.search(r"Other network shapes in the store \(([^)]*)\)", page)
+    assert other is not None
+    assert set(other.group(1).split("; ")) == {
+        "depth 2, width 8, batch 4", "depth 3, width 16, batch 4",
+        "depth 2, width 32, batch 4", "depth 3, width 32, batch 4",
+    }  # fmt: skip
 
 
 def test_history_compares_runs_of_the_same_grid_only(custom: tuple[Path, str]) -> None:
     out, page = custom
     shares = pd.read_csv(out.parent / "stability-history.csv")
-    assert shares.groupby("grid")["run_id"].apply(list).sort_values().tolist() == [[1, 2], [3]]
-    assert "3 sweep runs over 2 distinct grids" in page
+    assert shares.groupby("grid")["run_id"].apply(list).sort_values().tolist() == [
+        [1, 2], [3], [4],
+    ]  # fmt: skip
+    assert "4 sweep runs over 3 distinct grids" in page
     assert re.search(r"Run once, nothing to compare yet: grid \w+: 1 cells, float32, depth 3", page)
     runs = pd.read_csv(out.parent / "runs.csv")
     assert runs["grid"].notna().all()

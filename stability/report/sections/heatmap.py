@@ -14,8 +14,8 @@ from stability.report.sections.page import Section, Table
 from stability.report.sections.rows import (
     NO_SWEEP,
     axes,
+    depth_families,
     dtypes,
-    family_rows,
     judged,
     left_out,
     shape_label,
@@ -51,6 +51,8 @@ DEPTH_CAPTION = (
     "depth explodes or vanishes from there on. The axis saturates at ±{sat:g}."
 )
 ELSEWHERE = "They are in the verdict table below and growth.csv."
+DEPTH_FOLD = "Growth against depth, {shape}"
+MAX_FAMILIES = 4  # growth-against-depth figures drawn; more shapes are in the table
 VERDICTS = "Verdicts (|log10 growth| > {band:g} counts as exploding or vanishing): {verdict}."
 TABLE = (
     "Every stored config: growth, verdict, distance to the band edge (margin, decades; "
@@ -112,41 +114,10 @@ def heatmap(data: ReportData) -> Section:
                 fold="" if n == 0 else FOLD.format(dtype=dtype, verdict=_counts(table)),
             )
         )
-    family = family_rows(data.sweep)
     drawn = main
-    if family["depth"].nunique() > 1:
-        deep = every.merge(family.drop_duplicates(["activation", "init", "dtype", "depth"])[
-            ["activation", "init", "dtype", "depth", "width", "batch"]])  # fmt: skip
-        fam_dtypes = dtypes(family)
-        section.figures.append(
-            cached_figure(
-                data,
-                "growth-depth",
-                [
-                    deep[
-                        [
-                            "activation",
-                            "init",
-                            "dtype",
-                            "depth",
-                            "fwd_log10_growth",
-                            "bwd_log10_growth",
-                        ]
-                    ],
-                    acts,
-                    inits,
-                    fam_dtypes,
-                ],
-                lambda: figures_growth.growth_vs_depth(deep, acts, inits, fam_dtypes),
-                DEPTH_ALT,
-                DEPTH_CAPTION.format(
-                    shape_family=f"width {first['width']}, batch {first['batch']}, depths "
-                    + ", ".join(str(d) for d in sorted(family["depth"].unique())),
-                    sat=figures.SATURATE,
-                ),
-            )
-        )
-        drawn = family
+    for n, family in enumerate(depth_families(data.sweep)[:MAX_FAMILIES]):
+        _growth_vs_depth(data, section, every, family, acts, inits, fold=n > 0)
+        drawn = pd.concat([drawn, family])
     skipped = left_out(data, drawn, ELSEWHERE)
     if skipped:
         section.notes.append(skipped)
@@ -174,3 +145,33 @@ def heatmap(data: ReportData) -> Section:
     )
     section.tables.append(Table("growth", TABLE, order[columns].round(3)))
     return section
+
+
+def _growth_vs_depth(
+    data: ReportData,
+    section: Section,
+    every: pd.DataFrame,
+    family: pd.DataFrame,
+    acts: list[str],
+    inits: list[str],
+    fold: bool,
+) -> None:
+    """One growth-against-depth figure for a shape run at several depths."""
+    keys = ["activation", "init", "dtype", "depth", "width", "batch"]
+    deep = every.merge(family.drop_duplicates(keys)[keys], on=keys)
+    kinds = dtypes(family)
+    first = family.iloc[0]
+    depths = ", ".join(str(d) for d in sorted(family["depth"].unique()))
+    shape = f"width {first['width']}, batch {first['batch']}, depths {depths}"
+    columns = [*keys[:4], "fwd_log10_growth", "bwd_log10_growth"]
+    section.figures.append(
+        cached_figure(
+            data,
+            f"growth-depth-{first['width']}-{first['batch']}",
+            [deep[columns], acts, inits, kinds],
+            lambda: figures_growth.growth_vs_depth(deep, acts, inits, kinds),
+            DEPTH_ALT,
+            DEPTH_CAPTION.format(shape_family=shape, sat=figures.SATURATE),
+            fold=DEPTH_FOLD.format(shape=shape) if fold else "",
+        )
+    )

@@ -57,6 +57,21 @@ def family_rows(sweep: pd.DataFrame) -> pd.DataFrame:
     return _select(sweep, FAMILY_KEYS, key)
 
 
+def depth_families(sweep: pd.DataFrame) -> list[pd.DataFrame]:
+    """Every shape run at several depths (same width, batch, bias, device), the main shape's
+    first, then the most configs first: what the growth-against-depth figures draw."""
+    if sweep.empty or not set(FAMILY_KEYS) <= set(sweep.columns):
+        return []
+    main = family_rows(sweep)
+    main_key = tuple(main[k].iloc[0] for k in FAMILY_KEYS)
+    families = [
+        (key != main_key, -len(g), g)
+        for key, g in sweep.groupby(list(FAMILY_KEYS), sort=False)
+        if g["depth"].nunique() > 1
+    ]
+    return [g for _, _, g in sorted(families, key=lambda f: (f[0], f[1]))]
+
+
 def shape_label(rows: pd.DataFrame) -> str:
     """The shape of ``rows`` in words, for a section's notes."""
     r = rows.iloc[0]
