@@ -45,12 +45,14 @@ def band_colormap(band: float = BAND, saturate: float = SATURATE) -> LinearSegme
     return LinearSegmentedColormap.from_list("band", nodes)
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: float, digits: int = 1) -> str:
+    """Signed, one decimal; two near the band edge, where -1.98 and -2.02 differ in verdict."""
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    return f"{v:+.1f}".replace("-0.0", "0.0").replace("+0.0", "0.0")
+    zero = f"{0:.{digits}f}"
+    return f"{v:+.{digits}f}".replace(f"-{zero}", zero).replace(f"+{zero}", zero)
 
 
 @styled
@@ -87,7 +89,8 @@ def growth_heatmap(
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color=NOT_RUN_COLOR))
                     ax.text(j, i, "not run", ha="center", va="center", fontsize=6, color="#777")
                     continue
-                text = f"{_fmt(values[i, j])}\n({_fmt(predicted[i, j])})"
+                digits = 2 if edge[i, j] else 1
+                text = f"{_fmt(values[i, j], digits)}\n({_fmt(predicted[i, j])})"
                 dark = not np.isfinite(values[i, j]) or abs(shown[i, j]) > 0.6 * SATURATE
                 ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
                         color="white" if dark else "black")  # fmt: skip
