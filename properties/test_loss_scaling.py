@@ -4,7 +4,8 @@ The notes: float16's range is about 6e-5 to 6e4, so small gradients underflow. M
 precision training multiplies the loss by a scale before the backward pass and divides the
 gradients by it afterwards; the scale backs off when a step overflows and grows again after
 a run of clean steps. Checked here: the emulated loss scaler (``stability.train.loss_scaling``)
-follows ``torch.amp.GradScaler``'s rule step for step.
+follows ``torch.amp.GradScaler``'s rule step for step, and a gradient float16 flushes to zero
+survives the backward pass once the loss is scaled by GradScaler's initial 2^16.
 """
 
 import math
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from stability.core.emulation import round_to, round_with_grad
 from stability.train.loss_scaling import LossScaler
 
 CHAPTER = "Numerical stability: loss scaling"
@@ -60,3 +62,51 @@ def test_witness_loss_scaler_follows_grad_scaler() -> None:
     bad = [False, True, False]  # interval 2: GradScaler grows only after 2 clean steps
     ours = scale_sequence(NoResetScaler(growth_interval=2), bad)
     assert ours != scale_sequence(torch.amp.GradScaler("cpu", growth_interval=2), bad)
+
+
+# -- recovering gradients that float16 flushes ----------------------------------------------
+
+LOSS_SCALE = 2.0**16  # torch.amp.GradScaler's init_scale
+# Gradients g in [2^-30, 2^-25): float16 flushes them (<= 2^-25) and S * g lies in
+# [2^-14, 2^-9): normal float16, so one rounding costs at most half an ulp, 2^-11 relative.
+TINY_GRADS = st.floats(min_value=2.0**-30, max_value=2.0**-25, exclude_max=True, width=32)
+FP16_HALF_ULP = 2.0**-11
+
+
+def test_loss_scale_is_gradscalers() -> None:
+    """The scale used here is GradScaler's initial one."""
+    assert torch.amp.GradScaler("cpu").get_scale() == LOSS_SCALE
+
+
+def test_witness_loss_scale_is_gradscalers() -> None:
+    """The check is not vacuous: 2^15 (a plausible misremembering) is not the init scale."""
+    assert torch.amp.GradScaler("cpu").get_scale() != 2.0**15
+
+
+def emulated_fp16_grad(g: float, scale: float) -> float:
+    """d loss / d w for loss = scale * g * y, y = fp16-stored (w * 1), then unscaled in float32.
+
+    The gradient reaching y is ``scale * g``; the emulation rounds it to float16 on its way
+    back (as storing an activation gradient in float16 would).
+    """
+    w = torch.ones((), requires_grad=True)
+    y = round_with_grad(w * 1.0, torch.float16)
+    loss = torch.tensor(g, dtype=torch.float32) * y * scale
+    loss.backward()  # type: ignore[no-untyped-call]
+    assert w.grad is not None
+    return float(w.grad / scale)
+
+
+@given(TINY_GRADS)
+def test_loss_scaling_recovers_gradient(g: float) -> None:
+    """Scaling the loss by 2^16 recovers a gradient that float16 flushes to zero."""
+    assert round_to(torch.tensor(g), torch.float16).item() == 0.0
+    recovered = emulated_fp16_grad(g, LOSS_SCALE)
+    assert recovered != 0.0
+    assert abs(recovered - g) <= FP16_HALF_ULP * g
+
+
+@given(TINY_GRADS)
+def test_witness_loss_scaling_recovers_gradient(g: float) -> None:
+    """Without loss scaling the same gradient is lost entirely."""
+    assert emulated_fp16_grad(g, 1.0) == 0.0
