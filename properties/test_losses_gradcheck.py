@@ -11,6 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import float_tensors, logit_batches, probability_rows
+from witness import assert_fails_on
 
 from stability.notes.losses import (
     huber_loss,
@@ -54,6 +55,10 @@ def _passes_gradcheck(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tenso
     return bool(torch.autograd.gradcheck(fn, (first, *inputs[1:]), raise_exception=False))
 
 
+def check_gradcheck(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...]) -> None:
+    assert _passes_gradcheck(fn, inputs), "autograd disagrees with central differences"
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 @given(data=st.data())
 def test_gradcheck_losses(name: str, data: st.DataObject) -> None:
@@ -62,7 +67,7 @@ def test_gradcheck_losses(name: str, data: st.DataObject) -> None:
         r = inputs[0]
         near = (r.abs() - 1.0).abs() < KINK_MARGIN
         inputs = (torch.where(near, r * 2, r), inputs[1])
-    assert _passes_gradcheck(LOSSES[name], inputs)
+    check_gradcheck(LOSSES[name], inputs)
 
 
 class _L2WithMseBackward(torch.autograd.Function):
@@ -81,4 +86,5 @@ class _L2WithMseBackward(torch.autograd.Function):
 
 def test_witness_gradcheck_losses() -> None:
     y_hat = torch.tensor([0.5, -1.5, 2.0], dtype=torch.float64)
-    assert not _passes_gradcheck(_L2WithMseBackward.apply, (y_hat,))
+    bad = _L2WithMseBackward.apply
+    assert_fails_on(bad, check_gradcheck, (y_hat,), variant_name="L2 with MSE's backward")

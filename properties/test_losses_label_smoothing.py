@@ -5,12 +5,15 @@ puts e/K on every class (DESIGN.md). The two agree when e = eps K/(K-1); reading
 the other builds different targets and a different loss.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from loss_helpers import F64, close64
 from strategies import class_labels, logit_batches
+from witness import assert_fails_on
 
 from stability.notes.losses import (
     notes_eps_to_torch,
@@ -21,6 +24,8 @@ from stability.notes.losses import (
 )
 
 CHAPTER = "Softmax regression and losses"
+
+Smoother = Callable[..., torch.Tensor]  # (labels, K, eps, dtype=) -> (B, K) soft targets
 
 # --- label smoothing ----------------------------------------------------------------------
 
@@ -45,19 +50,20 @@ def _notes_structure(target: torch.Tensor, labels: torch.Tensor, k: int, eps: fl
     )
 
 
+def check_notes_structure(smooth: Smoother, labels: torch.Tensor, k: int, eps: float) -> None:
+    target = smooth(labels, k, eps, dtype=F64)
+    assert _notes_structure(target, labels, k, eps), f"not the notes' targets at eps {eps}"
+
+
 @given(_smoothing_cases())
 def test_label_smoothing_notes(case: tuple[torch.Tensor, torch.Tensor, int, float]) -> None:
     _, labels, k, frac = case
-    eps = frac * (k - 1) / k
-    target = smooth_labels_notes(labels, k, eps, dtype=F64)
-    assert _notes_structure(target, labels, k, eps)
+    check_notes_structure(smooth_labels_notes, labels, k, eps=frac * (k - 1) / k)
 
 
 def test_witness_label_smoothing_notes() -> None:
     # torch's targets at the same eps put 1 - eps + eps/K on the true class.
-    labels = torch.tensor([0, 2, 1])
-    target = smooth_labels_torch(labels, 4, 0.1, dtype=F64)
-    assert not _notes_structure(target, labels, 4, 0.1)
+    assert_fails_on(smooth_labels_torch, check_notes_structure, torch.tensor([0, 2, 1]), 4, 0.1)
 
 
 def _agrees_with_torch(
@@ -67,12 +73,20 @@ def _agrees_with_torch(
     return close64(ours, F.cross_entropy(logits, labels, label_smoothing=e))
 
 
+def check_agrees_with_torch(
+    smooth: Smoother, logits: torch.Tensor, labels: torch.Tensor, k: int, e: float
+) -> None:
+    """Our cross-entropy on ``smooth``'s targets is torch's with ``label_smoothing=e``."""
+    target = smooth(labels, k, e, dtype=F64)
+    assert _agrees_with_torch(logits, target, labels, e), f"!= torch at label_smoothing={e}"
+
+
 @given(_smoothing_cases())
 def test_label_smoothing_torch(case: tuple[torch.Tensor, torch.Tensor, int, float]) -> None:
     logits, labels, k, e = case
     target = smooth_labels_torch(labels, k, e, dtype=F64)
     assert close64(target.sum(dim=1), torch.ones(len(labels), dtype=torch.float64))
-    assert _agrees_with_torch(logits, target, labels, e)
+    check_agrees_with_torch(smooth_labels_torch, logits, labels, k, e)
 
 
 _WITNESS_LOGITS = torch.tensor([[3.0, -1.0, 0.5, 2.0], [0.0, 4.0, -2.0, 1.0]], dtype=torch.float64)
@@ -81,22 +95,39 @@ _WITNESS_LABELS = torch.tensor([0, 2])
 
 def test_witness_label_smoothing_torch() -> None:
     # Reading torch's e as the notes' eps builds different targets and a different loss.
-    target = smooth_labels_notes(_WITNESS_LABELS, 4, 0.3, dtype=F64)
-    assert not _agrees_with_torch(_WITNESS_LOGITS, target, _WITNESS_LABELS, 0.3)
+    assert_fails_on(
+        smooth_labels_notes, check_agrees_with_torch, _WITNESS_LOGITS, _WITNESS_LABELS, 4, 0.3
+    )
+
+
+def check_conversion(
+    to_torch: Callable[[float, int], float],
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    eps: float,
+) -> None:
+    """The notes' targets at ``eps`` are torch's at ``to_torch(eps, K)``, and so is the loss."""
+    e = to_torch(eps, k)
+    notes = smooth_labels_notes(labels, k, eps, dtype=F64)
+    assert close64(notes, smooth_labels_torch(labels, k, e, dtype=F64)), f"targets, e = {e}"
+    assert _agrees_with_torch(logits, notes, labels, e), f"loss, e = {e}"
+
+
+def unconverted(eps: float, k: int) -> float:
+    """Known-bad: passes the notes' eps straight to torch, without the K/(K-1)."""
+    return eps
 
 
 @given(_smoothing_cases())
 def test_label_smoothing_conversion(case: tuple[torch.Tensor, torch.Tensor, int, float]) -> None:
     logits, labels, k, frac = case
     eps = frac * (k - 1) / k
+    check_conversion(notes_eps_to_torch, logits, labels, k, eps)
     e = notes_eps_to_torch(eps, k)
-    notes = smooth_labels_notes(labels, k, eps, dtype=F64)
-    assert close64(notes, smooth_labels_torch(labels, k, e, dtype=F64))
-    assert _agrees_with_torch(logits, notes, labels, e)
     assert abs(torch_eps_to_notes(e, k) - eps) <= 4 * torch.finfo(torch.float64).eps
 
 
 def test_witness_label_smoothing_conversion() -> None:
-    # Passing the notes' eps straight to torch (no K/(K-1)) gives a different loss.
-    notes = smooth_labels_notes(_WITNESS_LABELS, 4, 0.3, dtype=F64)
-    assert not _agrees_with_torch(_WITNESS_LOGITS, notes, _WITNESS_LABELS, 0.3)
+    # Without the K/(K-1) the targets differ (0.7 vs 0.775 on the true class) and the loss too.
+    assert_fails_on(unconverted, check_conversion, _WITNESS_LOGITS, _WITNESS_LABELS, 4, 0.3)

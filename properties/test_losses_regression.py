@@ -7,12 +7,14 @@ live in ``stability.notes.losses``; here autograd and torch's losses are held ag
 
 from collections.abc import Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from loss_helpers import Loss, autograd, close64
 from strategies import float_tensors
+from witness import assert_fails_on
 
 from stability.notes.losses import (
     huber_grad,
@@ -38,24 +40,39 @@ def _grad_matches(loss: Loss, grad: Loss, y_hat: torch.Tensor, y: torch.Tensor) 
     return close64(autograd(lambda p: loss(p, y), y_hat), grad(y_hat, y))
 
 
+def check_grad(loss: Loss, grad: Loss, y_hat: torch.Tensor, y: torch.Tensor) -> None:
+    """``grad`` is the gradient of ``loss`` w.r.t. y_hat (autograd, float64)."""
+    assert _grad_matches(loss, grad, y_hat, y), "closed-form gradient != autograd"
+
+
+def mse_per_element(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Known-bad as the L2 loss: torch's MSE has no 1/2, so its gradient is 2 (y_hat - y)."""
+    return F.mse_loss(y_hat, y, reduction="none")
+
+
+def sign_by_division(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Known-bad L1 gradient: r / |r| is nan at a zero residual (autograd: subgradient 0)."""
+    return (y_hat - y) / (y_hat - y).abs()
+
+
 @given(_predictions_and_targets())
 def test_l2_grad(case: tuple[torch.Tensor, torch.Tensor]) -> None:
     y_hat, y = case
-    assert _grad_matches(l2_loss, l2_grad, y_hat, y)
+    check_grad(l2_loss, l2_grad, y_hat, y)
     # torch's MSE has no 1/2: twice l2 per element.
-    assert close64(F.mse_loss(y_hat, y, reduction="none"), 2 * l2_loss(y_hat, y))
+    assert close64(mse_per_element(y_hat, y), 2 * l2_loss(y_hat, y))
 
 
 def test_witness_l2_grad() -> None:
     # MSE's gradient is 2 (y_hat - y), not the residual: the 1/2 matters.
     y_hat, y = torch.tensor([1.0, -2.0]).double(), torch.tensor([0.0, 1.0]).double()
-    assert not _grad_matches(lambda p, t: F.mse_loss(p, t, reduction="none"), l2_grad, y_hat, y)
+    assert_fails_on(mse_per_element, check_grad, l2_grad, y_hat, y)
 
 
 @given(_predictions_and_targets())
 def test_l1_grad(case: tuple[torch.Tensor, torch.Tensor]) -> None:
     y_hat, y = case
-    assert _grad_matches(l1_loss, l1_grad, y_hat, y)
+    check_grad(l1_loss, l1_grad, y_hat, y)
     assert close64(F.l1_loss(y_hat, y, reduction="none"), l1_loss(y_hat, y))
     # Far from the target the gradient has constant size 1, whatever the residual.
     g = l1_grad(y_hat, y)
@@ -65,29 +82,42 @@ def test_l1_grad(case: tuple[torch.Tensor, torch.Tensor]) -> None:
 def test_witness_l1_grad() -> None:
     # The hand-written r / |r| is nan at a zero residual, where autograd uses the subgradient 0.
     y_hat, y = torch.tensor([1.0, 2.0]).double(), torch.tensor([0.0, 2.0]).double()
-    assert not _grad_matches(l1_loss, lambda p, t: (p - t) / (p - t).abs(), y_hat, y)
+    assert_fails_on(sign_by_division, lambda grad: check_grad(l1_loss, grad, y_hat, y))
 
 
 deltas = st.floats(min_value=0.1, max_value=10.0)
 
 
+HuberLike = Callable[[torch.Tensor, float], torch.Tensor]  # (residual, delta) -> per element
+
+
+def check_huber_grad(grad: HuberLike, r: torch.Tensor, delta: float) -> None:
+    got = autograd(lambda x: huber_loss(x, delta), r)
+    assert close64(got, grad(r, delta)), f"Huber's autograd != closed form at delta {delta}"
+
+
+def unclipped(r: torch.Tensor, delta: float) -> torch.Tensor:
+    """Known-bad Huber gradient: the L2 gradient scaled by 1/delta, never clipped."""
+    return r / delta
+
+
 @given(float_tensors(shape=(12,)), deltas)
 def test_huber_grad(r: torch.Tensor, delta: float) -> None:
     # The gradient is the residual clipped to [-1, 1] after scaling by 1/delta.
-    assert close64(autograd(lambda x: huber_loss(x, delta), r), huber_grad(r, delta))
+    check_huber_grad(huber_grad, r, delta)
     assert bool((huber_grad(r, delta).abs() <= 1).all())
 
 
 def test_witness_huber_grad() -> None:
-    # The unclipped residual (the L2 gradient scaled by 1/delta) is wrong outside |r| <= delta.
+    # The unclipped residual is wrong outside |r| <= delta.
     r = torch.tensor([-5.0, 0.5, 3.0], dtype=torch.float64)
-    assert not close64(autograd(lambda x: huber_loss(x, 1.0), r), r / 1.0)
+    assert_fails_on(unclipped, check_huber_grad, r, 1.0)
 
 
 HUBER_STEP = 1e-7  # relative distance either side of |r| = delta
 
 
-def _continuous_at_delta(loss: Callable[[torch.Tensor, float], torch.Tensor], d: float) -> bool:
+def _continuous_at_delta(loss: HuberLike, d: float) -> bool:
     """Value and slope just inside and outside |r| = delta agree to O(step)."""
     h = HUBER_STEP * d
     inside = torch.tensor([d - h, -(d - h)], dtype=torch.float64)
@@ -100,9 +130,10 @@ def _continuous_at_delta(loss: Callable[[torch.Tensor, float], torch.Tensor], d:
     return bool(values.all() and slopes.all())
 
 
-@given(deltas)
-def test_huber_continuous_at_delta(delta: float) -> None:
-    assert _continuous_at_delta(huber_loss, delta)
+@pytest.mark.parametrize("loss", [pytest.param(huber_loss, id="huber_loss")])
+@given(delta=deltas)
+def test_huber_continuous_at_delta(loss: HuberLike, delta: float) -> None:
+    assert _continuous_at_delta(loss, delta)
 
 
 def _stitched_without_offset(r: torch.Tensor, delta: float) -> torch.Tensor:
@@ -111,11 +142,22 @@ def _stitched_without_offset(r: torch.Tensor, delta: float) -> torch.Tensor:
 
 
 def test_witness_huber_continuous_at_delta() -> None:
-    assert not _continuous_at_delta(_stitched_without_offset, 2.0)
+    # It jumps by delta/2 at every delta the property draws.
+    assert_fails_on(_stitched_without_offset, test_huber_continuous_at_delta)
 
 
 def _matches_torch(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
     return close64(ours, theirs)
+
+
+def check_is_huber_loss(ours: HuberLike, r: torch.Tensor, delta: float) -> None:
+    """``ours(r, delta)`` equals torch's ``HuberLoss(delta)`` per element."""
+    huber = F.huber_loss(r, torch.zeros_like(r), reduction="none", delta=delta)
+    assert _matches_torch(ours(r, delta), huber), f"!= HuberLoss(delta={delta})"
+
+
+def delta_times_huber(r: torch.Tensor, delta: float) -> torch.Tensor:
+    return delta * huber_loss(r, delta)
 
 
 @given(float_tensors(shape=(12,)), deltas)
@@ -127,12 +169,10 @@ def test_huber_equals_smooth_l1(r: torch.Tensor, delta: float) -> None:
     # For any delta ours is SmoothL1(beta=delta), and HuberLoss(delta) is delta times it.
     smooth = F.smooth_l1_loss(r, zero, reduction="none", beta=delta)
     assert _matches_torch(huber_loss(r, delta), smooth)
-    huber = F.huber_loss(r, zero, reduction="none", delta=delta)
-    assert _matches_torch(delta * huber_loss(r, delta), huber)
+    check_is_huber_loss(delta_times_huber, r, delta)
 
 
 def test_witness_huber_equals_smooth_l1() -> None:
     # Away from delta = 1, HuberLoss(delta) is not our Huber: it is scaled by delta.
     r = torch.tensor([-3.0, 0.5, 4.0], dtype=torch.float64)
-    theirs = F.huber_loss(r, torch.zeros_like(r), reduction="none", delta=2.0)
-    assert not _matches_torch(huber_loss(r, 2.0), theirs)
+    assert_fails_on(huber_loss, check_is_huber_loss, r, 2.0)

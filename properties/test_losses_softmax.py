@@ -9,12 +9,14 @@ softmax - target. The naive versions are the witnesses.
 
 from collections.abc import Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from loss_helpers import Loss, autograd, close64
 from strategies import logit_batches, probability_rows
+from witness import assert_fails_on
 
 from stability.notes.losses import (
     cross_entropy_grad,
@@ -33,6 +35,11 @@ LOGIT_BOUND = 1e4  # the range in which the stable CE must stay finite in float3
 CE_F32_ATOL = 8 * 2 * LOGIT_BOUND * F32_EPS
 CE_F32_RTOL = 1e-5
 
+Softmax = Callable[[torch.Tensor], torch.Tensor]
+# The real implementations, as the parameter the witnesses swap for the naive ones.
+SOFTMAX = [pytest.param(softmax, id="softmax")]
+STABLE_CE = [pytest.param(stable_cross_entropy, id="stable_cross_entropy")]
+
 
 # --- softmax --------------------------------------------------------------------------------
 
@@ -43,14 +50,16 @@ def _sums_to_one(p: torch.Tensor) -> bool:
     return bool(torch.isfinite(p).all() and (p >= 0).all() and ((sums - 1).abs() <= tol).all())
 
 
-@given(logit_batches(bound=LOGIT_BOUND, dtype=torch.float32))
-def test_softmax_sums_to_one(logits: torch.Tensor) -> None:
-    assert _sums_to_one(softmax(logits))
+@pytest.mark.parametrize("softmax_fn", SOFTMAX)
+@given(logits=logit_batches(bound=LOGIT_BOUND, dtype=torch.float32))
+@example(logits=torch.tensor([[100.0, 0.0, -1.0]]))
+def test_softmax_sums_to_one(softmax_fn: Softmax, logits: torch.Tensor) -> None:
+    assert _sums_to_one(softmax_fn(logits))
 
 
 def test_witness_softmax_sums_to_one() -> None:
     # exp(100) overflows float32 (max ~3.4e38 = exp(88.7)): inf / inf = nan.
-    assert not _sums_to_one(naive_softmax(torch.tensor([[100.0, 0.0, -1.0]])))
+    assert_fails_on(naive_softmax, test_softmax_sums_to_one)
 
 
 def _shift_invariant(fn: Callable[[torch.Tensor], torch.Tensor], o: torch.Tensor, c: float) -> bool:
@@ -60,14 +69,16 @@ def _shift_invariant(fn: Callable[[torch.Tensor], torch.Tensor], o: torch.Tensor
     return bool(torch.isfinite(b).all() and ((a - b).abs() <= tol).all())
 
 
-@given(logit_batches(), st.floats(min_value=-1e3, max_value=1e3))
-def test_softmax_shift_invariant(logits: torch.Tensor, c: float) -> None:
-    assert _shift_invariant(softmax, logits, c)
+@pytest.mark.parametrize("softmax_fn", SOFTMAX)
+@given(logits=logit_batches(), c=st.floats(min_value=-1e3, max_value=1e3))
+@example(logits=torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64), c=1e3)
+def test_softmax_shift_invariant(softmax_fn: Softmax, logits: torch.Tensor, c: float) -> None:
+    assert _shift_invariant(softmax_fn, logits, c)
 
 
 def test_witness_softmax_shift_invariant() -> None:
     # Shifting by 1000 sends the naive exp past float64's max (exp(709.8)).
-    assert not _shift_invariant(naive_softmax, torch.tensor([[1.0, 2.0, 3.0]]).double(), 1e3)
+    assert_fails_on(naive_softmax, test_softmax_shift_invariant)
 
 
 # --- stable cross-entropy ------------------------------------------------------------------
@@ -88,17 +99,22 @@ def _f32_logits_and_targets(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor
     return logits, draw(probability_rows(batch, k)).float()
 
 
-@given(_f32_logits_and_targets())
-def test_stable_cross_entropy_finite(case: tuple[torch.Tensor, torch.Tensor]) -> None:
+@pytest.mark.parametrize("loss", STABLE_CE)
+@given(case=_f32_logits_and_targets())
+@example(
+    case=(
+        torch.tensor([[1e2, 0.0, -5.0], [LOGIT_BOUND, -LOGIT_BOUND, 0.0]]),
+        torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]),
+    )
+)
+def test_stable_cross_entropy_finite(loss: Loss, case: tuple[torch.Tensor, torch.Tensor]) -> None:
     logits, target = case
-    assert _ce_finite_and_right(stable_cross_entropy, logits, target)
+    assert _ce_finite_and_right(loss, logits, target)
 
 
 def test_witness_stable_cross_entropy_finite() -> None:
     # The naive CE overflows at logit 100 in float32; at 1e4 all the more.
-    logits = torch.tensor([[1e2, 0.0, -5.0], [LOGIT_BOUND, -LOGIT_BOUND, 0.0]])
-    target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
-    assert not _ce_finite_and_right(naive_cross_entropy, logits, target)
+    assert_fails_on(naive_cross_entropy, test_stable_cross_entropy_finite)
 
 
 def _ce_grad_is_softmax_minus_target(loss: Loss, logits: torch.Tensor, t: torch.Tensor) -> bool:
@@ -112,14 +128,19 @@ def _f64_logits_and_targets(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor
     return logits, draw(probability_rows(batch, k))
 
 
-@given(_f64_logits_and_targets())
-def test_cross_entropy_grad(case: tuple[torch.Tensor, torch.Tensor]) -> None:
+@pytest.mark.parametrize("loss", STABLE_CE)
+@given(case=_f64_logits_and_targets())
+@example(  # beyond the drawn logits' range: where float64's exp overflows (logit > 709.8)
+    case=(
+        torch.tensor([[800.0, 0.0, 1.0]], dtype=torch.float64),
+        torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64),
+    )
+)
+def test_cross_entropy_grad(loss: Loss, case: tuple[torch.Tensor, torch.Tensor]) -> None:
     logits, target = case
-    assert _ce_grad_is_softmax_minus_target(stable_cross_entropy, logits, target)
+    assert _ce_grad_is_softmax_minus_target(loss, logits, target)
 
 
 def test_witness_cross_entropy_grad() -> None:
-    # The naive CE's autograd is nan once exp overflows (float64: logit > 709.8).
-    logits = torch.tensor([[800.0, 0.0, 1.0]], dtype=torch.float64)
-    target = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
-    assert not _ce_grad_is_softmax_minus_target(naive_cross_entropy, logits, target)
+    # The naive CE's autograd is nan at the logit of 800 pinned above.
+    assert_fails_on(naive_cross_entropy, test_cross_entropy_grad)
