@@ -9,11 +9,14 @@ survives the backward pass once the loss is scaled by GradScaler's initial 2^16.
 """
 
 import math
+from collections.abc import Callable
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
+from witness import assert_fails_on
 
 from stability.core.emulation import round_to, round_with_grad
 from stability.train.loss_scaling import LossScaler
@@ -73,14 +76,26 @@ TINY_GRADS = st.floats(min_value=2.0**-30, max_value=2.0**-25, exclude_max=True,
 FP16_HALF_ULP = 2.0**-11
 
 
-def test_loss_scale_is_gradscalers() -> None:
-    """The scale used here is GradScaler's initial one."""
-    assert torch.amp.GradScaler("cpu").get_scale() == LOSS_SCALE
+def check_init_scale(scaler: LossScaler | torch.amp.GradScaler) -> None:
+    assert scaler.get_scale() == LOSS_SCALE, f"starts at {scaler.get_scale()}, not 2^16"
+
+
+SCALERS: list[tuple[str, Callable[[], LossScaler | torch.amp.GradScaler]]] = [
+    ("GradScaler", lambda: torch.amp.GradScaler("cpu")),
+    ("LossScaler", LossScaler),
+]
+
+
+@pytest.mark.parametrize("make", [m for _, m in SCALERS], ids=[i for i, _ in SCALERS])
+def test_loss_scale_is_gradscalers(make: Callable[[], LossScaler | torch.amp.GradScaler]) -> None:
+    """The scale used here is GradScaler's initial one, and the emulated LossScaler's."""
+    check_init_scale(make())
 
 
 def test_witness_loss_scale_is_gradscalers() -> None:
-    """The check is not vacuous: 2^15 (a plausible misremembering) is not the init scale."""
-    assert torch.amp.GradScaler("cpu").get_scale() != 2.0**15
+    """A scaler started at 2^15 (a plausible misremembering) fails the same check."""
+    misremembered = torch.amp.GradScaler("cpu", init_scale=2.0**15)
+    assert_fails_on(misremembered, check_init_scale, variant_name="GradScaler(init_scale=2^15)")
 
 
 def emulated_fp16_grad(g: float, scale: float) -> float:
@@ -97,16 +112,22 @@ def emulated_fp16_grad(g: float, scale: float) -> float:
     return float(w.grad / scale)
 
 
+def check_recovers(scale: float, g: float) -> None:
+    """A loss scaled by ``scale`` brings ``g`` back through float16 to half an ulp."""
+    recovered = emulated_fp16_grad(g, scale)
+    assert recovered != 0.0, f"the gradient {g} was flushed to 0"
+    assert abs(recovered - g) <= FP16_HALF_ULP * g, f"{recovered} for {g}"
+
+
 @given(TINY_GRADS)
 def test_loss_scaling_recovers_gradient(g: float) -> None:
     """Scaling the loss by 2^16 recovers a gradient that float16 flushes to zero."""
     assert round_to(torch.tensor(g), torch.float16).item() == 0.0
-    recovered = emulated_fp16_grad(g, LOSS_SCALE)
-    assert recovered != 0.0
-    assert abs(recovered - g) <= FP16_HALF_ULP * g
+    check_recovers(LOSS_SCALE, g)
 
 
 @given(TINY_GRADS)
 def test_witness_loss_scaling_recovers_gradient(g: float) -> None:
-    """Without loss scaling the same gradient is lost entirely."""
-    assert emulated_fp16_grad(g, 1.0) == 0.0
+    """Without loss scaling (a scale of 1) the same gradient is lost entirely."""
+    error = assert_fails_on(1.0, check_recovers, g)
+    assert "flushed to 0" in str(error)

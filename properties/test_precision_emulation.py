@@ -14,12 +14,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from formats import FP16, FP16_EDGES, THRESHOLDS
+from formats import FP16_EDGES, THRESHOLDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from witness import assert_fails_on
 
 from stability.core.config import MLPConfig
-from stability.core.dtypes import get_dtype
+from stability.core.dtypes import DType, get_dtype
 from stability.core.emulation import precision_event_counts, round_to, round_with_grad
 from stability.core.model import MLP, build_mlp, input_batch
 
@@ -60,6 +61,27 @@ def cast_mismatches(
     return bitwise_mismatches(emulate(x, get_dtype(name).dtype), _reference_cast(x, name))
 
 
+Emulate = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
+
+
+def check_matches_cast(emulate: Emulate, name: str, x: torch.Tensor) -> None:
+    mismatches = cast_mismatches(emulate, name, x)
+    assert mismatches == 0, f"{mismatches} values differ from a real {name} cast"
+
+
+def flush_to_zero(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Known-bad: rounds correctly but flushes subnormals to zero (no gradual underflow)."""
+    r = round_to(x, dtype)
+    return torch.where(r.abs() < torch.finfo(dtype).tiny, torch.zeros_like(r), r)
+
+
+def truncate(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Known-bad: rounds toward zero instead of to nearest (wrong wherever bits are cut)."""
+    r = x.to(dtype)
+    step_back = torch.nextafter(r, torch.zeros_like(r))  # one ulp of ``dtype`` toward 0
+    return torch.where(r.float().abs() > x.abs(), step_back, r).float()
+
+
 # Every float16 value and every midpoint between neighbours (the ties), each +- 1 float32 ulp:
 # the whole float16 grid at once, and everything near it.
 _ALL16 = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
@@ -77,18 +99,13 @@ ALL_FLOAT16_NEIGHBOURHOOD = torch.cat(
 
 def test_round_with_grad_matches_cast_everywhere() -> None:
     """Exhaustively: emulated float16 equals a real float16 cast on its whole grid and ties."""
-    x = ALL_FLOAT16_NEIGHBOURHOOD
-    assert cast_mismatches(round_with_grad, "float16", x) == 0
+    check_matches_cast(round_with_grad, "float16", ALL_FLOAT16_NEIGHBOURHOOD)
 
 
 def test_witness_round_with_grad_matches_cast_everywhere() -> None:
-    """A flush-to-zero emulation (no subnormals) fails the same exhaustive check."""
-
-    def ftz(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        r = round_to(x, dtype)
-        return torch.where(r.abs() < torch.finfo(dtype).tiny, torch.zeros_like(r), r)
-
-    assert cast_mismatches(ftz, "float16", ALL_FLOAT16_NEIGHBOURHOOD) > 1000
+    """A flush-to-zero emulation (no subnormals) fails the same exhaustive check, by far."""
+    error = assert_fails_on(flush_to_zero, check_matches_cast, "float16", ALL_FLOAT16_NEIGHBOURHOOD)
+    assert int(str(error).split()[0]) > 1000  # thousands of subnormals and their neighbours
 
 
 @given(values=values32, name=st.sampled_from(["float16", "bfloat16"]))
@@ -96,7 +113,7 @@ def test_round_with_grad_matches_cast(values: list[float], name: str) -> None:
     """For any float32 values (inf, NaN, subnormal included) emulation equals the cast, and the
     backward pass rounds the gradient the same way."""
     x = torch.tensor(values, dtype=torch.float32)
-    assert cast_mismatches(round_with_grad, name, torch.cat([x, FP16_EDGES])) == 0
+    check_matches_cast(round_with_grad, name, torch.cat([x, FP16_EDGES]))
     leaf = torch.zeros_like(x, requires_grad=True)
     round_with_grad(leaf, get_dtype(name).dtype).backward(x)
     assert leaf.grad is not None
@@ -107,14 +124,8 @@ def test_round_with_grad_matches_cast(values: list[float], name: str) -> None:
 def test_witness_round_with_grad_matches_cast(values: list[float], name: str) -> None:
     """Truncation (round toward zero) instead of round-to-nearest fails the same check on
     values with bits below the format: here the edge values plus the drawn ones."""
-
-    def truncate(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        r = x.to(dtype)
-        step_back = torch.nextafter(r, torch.zeros_like(r))  # one ulp of ``dtype`` toward 0
-        return torch.where(r.float().abs() > x.abs(), step_back, r).float()
-
     x = torch.cat([torch.tensor(values, dtype=torch.float32), FP16_EDGES])
-    assert cast_mismatches(truncate, name, x) > 0
+    assert_fails_on(truncate, check_matches_cast, name, x)
 
 
 def expected_events(x: torch.Tensor, name: str) -> list[int]:
@@ -128,13 +139,32 @@ def expected_events(x: torch.Tensor, name: str) -> list[int]:
     return [int(overflow.sum()), int(subnormal.sum()), int(flush.sum())]
 
 
+Counter = Callable[[torch.Tensor, DType], torch.Tensor]  # -> (overflow, subnormal, flush)
+
+
+def check_event_counts(count: Counter, x: torch.Tensor, name: str) -> None:
+    got, want = count(x, get_dtype(name)).tolist(), expected_events(x, name)
+    assert got == want, f"(overflow, subnormal, flush) counts {got}, thresholds say {want}"
+
+
+def naive_event_counts(x: torch.Tensor, target: DType) -> torch.Tensor:
+    """Known-bad: classifies by the unrounded value (|x| > max overflows, |x| < tiny is
+    subnormal, |x| < smallest subnormal flushes), which miscounts the ties: values just below
+    tiny round up to it, values above half a subnormal round up to one."""
+    mag = x.abs()
+    overflow = torch.isfinite(x) & (mag > target.max)
+    subnormal = (mag >= target.smallest_subnormal) & (mag < target.tiny)
+    flush = (mag > 0) & (mag < target.smallest_subnormal)
+    return torch.stack([overflow.sum(), subnormal.sum(), flush.sum()])
+
+
 @given(values=values32, name=st.sampled_from(["float16", "bfloat16"]))
 def test_precision_event_counts(values: list[float], name: str) -> None:
     """Overflow, subnormal and flush counts equal those the thresholds predict, exactly; on a
     tensor already in the dtype (native), infs and subnormals are counted the same."""
     x = torch.cat([torch.tensor(values, dtype=torch.float32), FP16_EDGES])
     target = get_dtype(name)
-    assert precision_event_counts(x, target).tolist() == expected_events(x, name)
+    check_event_counts(precision_event_counts, x, name)
     native = x[torch.isfinite(x)].to(target.dtype)
     want = expected_events(native.float(), name)
     counts = precision_event_counts(native, target).tolist()
@@ -142,17 +172,10 @@ def test_precision_event_counts(values: list[float], name: str) -> None:
 
 
 def test_witness_precision_event_counts() -> None:
-    """Classifying by the unrounded value (|x| < tiny = subnormal, < smallest = flush) miscounts
-    the ties: values just below tiny round up to it, values above half a subnormal round up."""
-    x = FP16_EDGES
-    mag = x.abs()
-    naive = [
-        int((torch.isfinite(x) & (mag > FP16.max)).sum()),
-        int(((mag >= FP16.smallest_subnormal) & (mag < FP16.tiny)).sum()),
-        int(((mag > 0) & (mag < FP16.smallest_subnormal)).sum()),
-    ]
-    assert naive != expected_events(x, "float16")
-    assert precision_event_counts(x, FP16).tolist() == expected_events(x, "float16")
+    """Classifying by the unrounded value miscounts the ties among the edge values, where the
+    real counter (the property's, on the same values) is exact."""
+    assert_fails_on(naive_event_counts, check_event_counts, FP16_EDGES, "float16")
+    check_event_counts(precision_event_counts, FP16_EDGES, "float16")
 
 
 # -- emulated against native float16 --------------------------------------------------------
@@ -205,22 +228,27 @@ small_fp16_configs = st.builds(
 )
 
 
-@given(small_fp16_configs)
-def test_emulated_float16_matches_native(config: MLPConfig) -> None:
-    """Emulated float16 (float32 compute, rounded per layer) agrees with native float16 on CPU."""
-    got, want, rtol, atol = emulation_disagreement(config, torch.float16, "cpu")
+def check_emulation(rounding: torch.dtype, config: MLPConfig, device: str) -> None:
+    """Rounding to ``rounding`` on CPU reproduces native float16 on ``device``."""
+    got, want, rtol, atol = emulation_disagreement(config, rounding, device)
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
 
 
-def _bf16_disagrees(device: str) -> bool:
-    config = MLPConfig(depth=2, width=16, activation="tanh", init="xavier_normal", dtype="float16")
-    got, want, rtol, atol = emulation_disagreement(config, torch.bfloat16, device)
-    return not torch.allclose(got, want, rtol=rtol, atol=atol)
+# The witnesses' network: bfloat16 rounding of its tanh outputs is off by far more than 2 eps.
+WITNESS_CONFIG = MLPConfig(
+    depth=2, width=16, activation="tanh", init="xavier_normal", dtype="float16"
+)
+
+
+@given(small_fp16_configs)
+def test_emulated_float16_matches_native(config: MLPConfig) -> None:
+    """Emulated float16 (float32 compute, rounded per layer) agrees with native float16 on CPU."""
+    check_emulation(torch.float16, config, "cpu")
 
 
 def test_witness_emulated_float16_matches_native() -> None:
     """Emulation that rounds to bfloat16 (8 significant bits, not 11) fails the same check."""
-    assert _bf16_disagrees("cpu")
+    assert_fails_on(torch.bfloat16, check_emulation, WITNESS_CONFIG, "cpu")
 
 
 @pytest.mark.cuda
@@ -228,11 +256,10 @@ def test_witness_emulated_float16_matches_native() -> None:
 @settings(max_examples=min(10, settings.default.max_examples))
 def test_emulated_float16_matches_cuda(config: MLPConfig) -> None:
     """Emulated float16 on CPU agrees with native float16 on CUDA within the same tolerances."""
-    got, want, rtol, atol = emulation_disagreement(config, torch.float16, "cuda")
-    torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+    check_emulation(torch.float16, config, "cuda")
 
 
 @pytest.mark.cuda
 def test_witness_emulated_float16_matches_cuda() -> None:
     """bfloat16 rounding on CPU fails agreement with native float16 on CUDA."""
-    assert _bf16_disagrees("cuda")
+    assert_fails_on(torch.bfloat16, check_emulation, WITNESS_CONFIG, "cuda")
