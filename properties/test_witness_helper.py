@@ -56,17 +56,16 @@ def strict_abs(x: int) -> int:
     return x
 
 
-@pytest.mark.parametrize("impl", [pytest.param(good_abs, id="abs")])
+# @given checks whose first parameter is the implementation, the shape of the suite's
+# properties (there pytest.mark.parametrize supplies the real one; these are not collected).
 @given(x=st.integers())
-def test_property_nonnegative(impl: Callable[[int], int], x: int) -> None:
-    """A @given property parametrised by the implementation: the shape witnesses call."""
+def property_nonnegative(impl: Callable[[int], int], x: int) -> None:
     assert impl(x) >= 0
 
 
-@pytest.mark.parametrize("impl", [pytest.param(good_abs, id="abs")])
 @given(x=st.integers(min_value=0, max_value=10))
 @example(x=-7)  # outside the strategy: only the explicit example can expose bad_abs
-def test_property_pinned(impl: Callable[[int], int], x: int) -> None:
+def property_pinned(impl: Callable[[int], int], x: int) -> None:
     assert impl(x) >= 0
 
 
@@ -79,14 +78,21 @@ def two_distinct_failures(impl: Callable[[int], int], x: int) -> None:
     assert y >= 0, "below"
 
 
+def check_grouped(impl: Callable[[int], int]) -> None:
+    """Two assertions failing together, grouped as hypothesis reports distinct failures."""
+    if impl(-3) < 0:
+        raise ExceptionGroup("two failures", [AssertionError("a"), AssertionError("b")])
+
+
 # (id, known-bad variant, check, the variant the check accepts)
 CASES: list[tuple[str, Any, Check, Any]] = [
     ("assert", bad_abs, check_nonnegative, good_abs),
     ("assert_close", bad_abs, check_close, good_abs),
     ("pytest-fail", bad_abs, check_with_pytest_fail, good_abs),
     ("pytest-raises-saw-nothing", good_abs, check_raises_on_negative, strict_abs),
-    ("given-falsified", bad_abs, test_property_nonnegative, good_abs),
-    ("given-explicit-example", bad_abs, test_property_pinned, good_abs),
+    ("assertion-group", bad_abs, check_grouped, good_abs),
+    ("given-falsified", bad_abs, property_nonnegative, good_abs),
+    ("given-explicit-example", bad_abs, property_pinned, good_abs),
     ("given-distinct-failures", bad_abs, two_distinct_failures, good_abs),
 ]
 
@@ -139,6 +145,10 @@ def check_filters_everything(impl: Callable[[int], int], x: int) -> None:
     assume(False)
 
 
+def check_group_with_a_crash(impl: Callable[[int], int]) -> None:
+    raise ExceptionGroup("mixed", [AssertionError("a failure"), TypeError("and a crash")])
+
+
 _calls = {"n": 0}
 
 
@@ -152,6 +162,7 @@ def check_flaky(impl: Callable[[int], int], x: int) -> None:
 
 CRASHES: list[tuple[str, Check, type[BaseException]]] = [
     ("type-error", check_crashes, TypeError),
+    ("group-with-a-crash", check_group_with_a_crash, ExceptionGroup),
     ("health-check", check_filters_everything, FailedHealthCheck),
     ("flaky", check_flaky, Flaky),
 ]
