@@ -373,3 +373,5 @@ def test_hostile_file(case: Case, lab: Lab, capsys: pytest.CaptureFixture[str]) 
         assert path.read_bytes() == data, f"{path} changed"
     for path in lab.absent:
         assert not path.exists(), f"{path} was written"
+    leftovers = [*lab.tmp.rglob(".*.tmp"), *lab.tmp.rglob(".stability-probe-*")]
+    assert not leftovers, "temporary files were left behind"

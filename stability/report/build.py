@@ -107,7 +107,7 @@ def render(
     tables = [t for section in drawn for t in section.tables]
     csv_files = [out.parent / f"{t.slug}.csv" for t in tables]
     # All checked before the first is written: a side CSV may not land on the store.
-    check_outputs({f"table CSV {p.name!r}": p for p in csv_files}, store=data.db)
+    check_outputs({f"table CSV ({p.stem})": p for p in csv_files}, store=data.db)
     for table, path in zip(tables, csv_files, strict=True):
         write_csv(table.frame, path, "table CSV")
     csv_names = {t.slug: p.name for t, p in zip(tables, csv_files, strict=True)}

@@ -111,9 +111,9 @@ def explain(exc: BaseException, path: Path) -> str:
         )
     if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk is full" in lowered:
         return (
-            f"cannot write {where} ({text}): the disk is full or a file-size limit was reached; "
-            "the results committed before are kept: free space (or raise the limit) and rerun, "
-            "or pass --db on another disk"
+            f"cannot write {where} ({text}): the disk is full or a file-size limit was reached "
+            "(or the device failed); the results committed before are kept: free space (or "
+            "raise the limit) and rerun, or pass --db on another disk"
         )
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in lowered:
         return f"{where} is corrupt ({text}): {recover_hint(path)}"
