@@ -252,7 +252,10 @@ def test_worker_module_runs_as_the_gate_starts_it(module: str) -> None:
 
 
 def test_bench_module_still_ingests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = {"benchmarks": [{"name": "t", "stats": {"median": 1.0}, "extra_info": {"x": 1}}]}
+    stats = {k: 1.0 for k in ("min", "max", "mean", "median", "q1", "q3")}
+    stats.update(stddev=0.0, iqr=0.0, rounds=3, iterations=1)
+    extra = {"x": 1, "batch_size": 4, "samples_per_s": 4.0, "device": "cpu", "dtype": "float32"}
+    data = {"benchmarks": [{"name": "t", "stats": stats, "extra_info": extra}]}
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(data))
     db = tmp_path / "s.db"
