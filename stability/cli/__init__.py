@@ -29,10 +29,24 @@ COMMANDS: list[Callable[[SubParsers], None]] = [
 ]
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="stability",
         description="Probe, test, benchmark and gate the numerical stability of deep networks.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"stability {_version('stability')} (torch {_version('torch')})",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in COMMANDS:

@@ -55,7 +55,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         raise StabilityError(f"rtol must be >= 0, got {args.rtol}")
     if not args.db.exists():
         raise StabilityError(f"no results store at {str(args.db)!r}; pass --db")
-    with Store.open(args.db) as store:
+    with Store.open(args.db, readonly=True) as store:  # a diff never writes
         runs = store.runs().set_index("id")
         ids = [int(i) for i in runs.index]
         for run_id in (args.run_a, args.run_b):

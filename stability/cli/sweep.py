@@ -16,7 +16,8 @@ from stability.cli.args import (
 )
 from stability.core.registry import lookup
 from stability.errors import StabilityError
-from stability.results.store import Store, writable_path
+from stability.results.files import check_outputs, write_csv
+from stability.results.store import Store
 from stability.results.tables import VERDICTS, summary_table, with_verdicts
 from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, SweepGrid
 from stability.sweep.dask_executor import DaskExecutor
@@ -98,7 +99,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     cells = grid.cells()  # validates every name and size before any work
     fail_on = _fail_on_verdicts(args.fail_on)
-    out = writable_path(args.out, "output file")
+    out = args.out
+    check_outputs({"--out": out}, store=args.db)  # not the store, not a database, writable
+    if not cells:
+        raise StabilityError(f"the grid is empty (a comma list has no names); {out} is untouched")
     if args.device.startswith("cuda") and args.scheduler is None:  # else the workers need CUDA
         import torch
 
@@ -123,8 +127,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             )
             return EXIT_INTERRUPTED
         rows = store.sweep_rows(c.key for c in cells)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(out, index=False)
+    write_csv(rows, out, "--out")
     if not args.quiet and not rows.empty:
         with pd.option_context("display.width", 160, "display.max_rows", 500):
             print(summary_table(rows).to_string(index=False))

@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from stability.errors import StabilityError
 from stability.report.cache import code_state, latest_properties
 from stability.report.gate_run import cached_gate
 from stability.report.inputs import ReportData, Step, gather
@@ -25,7 +26,7 @@ from stability.report.sections import SECTIONS
 from stability.report.sections.figure_cache import FIGURE_CACHE
 from stability.report.sections.page import Section, State
 from stability.report.sections.summary import summarise
-from stability.results.store import writable_path
+from stability.results.files import check_outputs, same_file, write_csv, write_text
 
 TITLE = "Numerical stability of deep networks"
 
@@ -110,14 +111,13 @@ def render(
         if error:
             errors.append(error)
     summary = summarise(data, drawn)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    csv_names: dict[str, str] = {}
-    csv_files = []
-    for table in [*summary.tables, *(t for s in drawn for t in s.tables)]:
-        path = out.parent / f"{table.slug}.csv"
-        table.frame.to_csv(path, index=False)
-        csv_names[table.slug] = path.name
-        csv_files.append(path)
+    tables = [*summary.tables, *(t for section in drawn for t in section.tables)]
+    csv_files = [out.parent / f"{t.slug}.csv" for t in tables]
+    # All checked before the first is written: a side CSV may not land on the store.
+    check_outputs({f"table CSV ({p.stem})": p for p in csv_files}, store=data.db)
+    for table, path in zip(tables, csv_files, strict=True):
+        write_csv(table.frame, path, "table CSV")
+    csv_names = {t.slug: p.name for t, p in zip(tables, csv_files, strict=True)}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(_resource("template.html"))
     line = headline(drawn)
@@ -133,9 +133,7 @@ def render(
         csv=csv_names,
         command=command,
     )
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, page, "report file")
     if not errors and data.cache_dir is not None:
         _prune_figures(data.cache_dir / FIGURE_CACHE, before=wall_start)
     return BuildResult(
@@ -151,6 +149,18 @@ def render(
     )
 
 
+def check_report_paths(out: Path, db: Path) -> None:
+    """Before any work: the page may not be the store or another database, and the store
+    may not sit where the page's table CSVs go (``--db r/runs.csv --out r/index.html``)."""
+    check_outputs({"--out": out}, store=db)
+    if db.suffix.lower() == ".csv" and same_file(db.parent, out.parent):
+        raise StabilityError(
+            f"results database {str(db)!r} is a .csv file in the folder where the report "
+            f"writes its table CSVs ({str(out.parent)!r}); a table could overwrite it: pass "
+            "--out into another folder, or keep the store elsewhere"
+        )
+
+
 def build(
     out: Path,
     db: Path,
@@ -162,7 +172,7 @@ def build(
     command: str = "stability report",
 ) -> BuildResult:
     """Run what is missing (unless ``no_run``), then render ``out`` from the store."""
-    out = writable_path(out, "report file")
+    check_report_paths(out, db)
     display = display or Display()
     start = time.perf_counter()
     if no_run:

@@ -122,7 +122,7 @@ def gather(
     sweep, history, runs, bench, run_cells = empty, empty, empty, empty, empty
     doctor: dict[str, pd.DataFrame] = {}
     if db.exists():
-        with Store.open(db) as store:
+        with Store.open(db, readonly=True) as store:  # drawing never writes the store
             sweep = store.sweep_rows()
             runs = store.runs()
             bench = normalise_bench(store.bench_results())
