@@ -16,11 +16,13 @@ costs at most a few ulps of |f| <= 2, bounded by 16 eps. Dividing by |x|^3 gives
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from witness import assert_fails_on
 
 from stability.core.activations import ACTIVATIONS, Activation, activation_fn, get_activation
 
@@ -52,12 +54,16 @@ def taylor_error_bound(x: float) -> float:
     return x * x + ROUNDING / abs(x) ** 3
 
 
-def taylor_ok(act: Activation, x: float, cubic: float | None = None) -> bool:
-    """Does f(x) = v + s x + c x^3 + O(x^5) hold at x with the registry's (or given) c?"""
-    c = act.cubic_at_0 if cubic is None else cubic
+def taylor_ok(act: Activation, x: float) -> bool:
+    """Does f(x) = v + s x + c x^3 + O(x^5) hold at x with the registry's v, s and c?"""
+    c = act.cubic_at_0
     assert c is not None
     measured = (evaluate(act.name, x) - act.value_at_0 - act.slope_at_0 * x) / x**3
     return abs(measured - c) <= taylor_error_bound(x)
+
+
+def check_taylor(act: Activation, x: float) -> None:
+    assert taylor_ok(act, x), f"{act.name}: not {act.cubic_at_0} x^3 + O(x^5) at x = {x}"
 
 
 def identity_like(act: Activation, x: float) -> bool:
@@ -65,6 +71,10 @@ def identity_like(act: Activation, x: float) -> bool:
     if act.value_at_0 != 0.0 or act.slope_at_0 != 1.0 or act.cubic_at_0 is None:
         return False
     return abs(cubic_ratio(act.name, x) - act.cubic_at_0) <= taylor_error_bound(x)
+
+
+def check_identity_like(act: Activation, x: float) -> None:
+    assert identity_like(act, x), f"{act.name} is not x + c x^3 + O(x^5) at x = {x}"
 
 
 def signed(name: str, x: float, sign: float) -> float:
@@ -77,16 +87,16 @@ def test_identity_like_near_zero(name: str, cubic: float, x: float, sign: float)
     """tanh, relu (x > 0) and 4*sigmoid - 2 are x + c x^3 + O(x^5), c = -1/3, 0, -1/12."""
     act = get_activation(name)
     assert act.cubic_at_0 == cubic
-    assert identity_like(act, signed(name, x, sign))
+    check_identity_like(act, signed(name, x, sign))
 
 
 @given(x=SMALL_X, sign=SIGN)
 def test_witness_identity_like_near_zero(x: float, sign: float) -> None:
     """Plain sigmoid (value 1/2, slope 1/4) fails the same check, even with its value removed."""
     sigmoid = get_activation("sigmoid")
-    assert not identity_like(sigmoid, sign * x)
+    assert_fails_on(sigmoid, check_identity_like, sign * x)
     shifted = dataclasses.replace(sigmoid, value_at_0=0.0, slope_at_0=1.0)
-    assert not identity_like(shifted, sign * x)  # the data still say slope 1/4
+    assert_fails_on(shifted, check_identity_like, sign * x)  # the data still say slope 1/4
     # and the notes' description of it: 1/2 + x/4 - x^3/48 holds
     assert taylor_ok(sigmoid, sign * x)
     assert (sigmoid.value_at_0, sigmoid.slope_at_0) == (0.5, 0.25)
@@ -96,7 +106,7 @@ def test_witness_identity_like_near_zero(x: float, sign: float) -> None:
 @given(x=SMALL_X, sign=SIGN)
 def test_taylor_cubic_at_zero(name: str, x: float, sign: float) -> None:
     """Every registry entry with a cubic coefficient: f = v + s x + c x^3 + O(x^5) in float64."""
-    assert taylor_ok(get_activation(name), signed(name, x, sign))
+    check_taylor(get_activation(name), signed(name, x, sign))
 
 
 WRONG_CUBIC = [
@@ -111,21 +121,42 @@ WRONG_CUBIC = [
 @given(x=SMALL_X)
 def test_witness_taylor_cubic_at_zero(name: str, cubic: float, x: float) -> None:
     """A wrong x^3 coefficient is rejected by the same check (|error| >= 1/48 x^3 >> x^5)."""
-    assert not taylor_ok(get_activation(name), x, cubic=cubic)
+    wrong = dataclasses.replace(get_activation(name), cubic_at_0=cubic)
+    assert_fails_on(wrong, check_taylor, x)
+
+
+def scaled_logistic(x: float) -> float:
+    """The registry's scaled logistic, in float64."""
+    return evaluate("scaled_logistic", x)
+
+
+def check_rescaled_tanh(f: Callable[[float], float], x: float) -> None:
+    assert abs(f(x) - 2.0 * math.tanh(x / 2.0)) <= ROUNDING, f"f({x}) != 2 tanh(x/2)"
 
 
 @given(x=st.floats(min_value=-30.0, max_value=30.0))
 def test_scaled_logistic_is_rescaled_tanh(x: float) -> None:
     """4*sigmoid(x) - 2 == 2*tanh(x/2) up to float64 rounding of values bounded by 2."""
-    assert abs(evaluate("scaled_logistic", x) - 2.0 * math.tanh(x / 2.0)) <= ROUNDING
+    check_rescaled_tanh(scaled_logistic, x)
 
 
+def twice_tanh(x: float) -> float:
+    """Known-bad: scales tanh's output by 2 but forgets to halve its input."""
+    return 2.0 * math.tanh(x)
+
+
+def centred_sigmoid(x: float) -> float:
+    """Known-bad: 2*sigmoid(x) - 1, the logistic centred but scaled by 2 instead of 4."""
+    return 2.0 / (1.0 + math.exp(-x)) - 1.0
+
+
+@pytest.mark.parametrize("wrong", [math.tanh, twice_tanh, centred_sigmoid])
 @given(x=st.floats(min_value=0.5, max_value=30.0), sign=SIGN)
-def test_witness_scaled_logistic_is_rescaled_tanh(x: float, sign: float) -> None:
-    """The unscaled tanh(x) (or 2*tanh(x) without halving the input) is not it."""
-    value = evaluate("scaled_logistic", sign * x)
-    assert abs(value - math.tanh(sign * x)) > ROUNDING
-    assert abs(value - 2.0 * math.tanh(sign * x)) > ROUNDING
+def test_witness_scaled_logistic_is_rescaled_tanh(
+    wrong: Callable[[float], float], x: float, sign: float
+) -> None:
+    """The unscaled tanh(x), 2*tanh(x) without halving the input, or 2*sigmoid(x) - 1 fail."""
+    assert_fails_on(wrong, check_rescaled_tanh, sign * x)
 
 
 def autograd_at_zero(name: str) -> tuple[float, float]:
@@ -142,15 +173,19 @@ def registry_matches_autograd(act: Activation) -> bool:
     return abs(value - act.value_at_0) <= ROUNDING and abs(slope - act.slope_at_0) <= SLOPE_TOL
 
 
+def check_registry(act: Activation) -> None:
+    assert registry_matches_autograd(act), f"{act.name}: registry != autograd at 0"
+
+
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_registry_matches_autograd(name: str) -> None:
     """Every activation's value and (right) slope at 0 in the registry are what torch computes."""
-    assert registry_matches_autograd(get_activation(name))
+    check_registry(get_activation(name))
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_witness_registry_matches_autograd(name: str) -> None:
     """An entry off by 1e-3 in value or in slope is caught."""
     act = get_activation(name)
-    assert not registry_matches_autograd(dataclasses.replace(act, value_at_0=act.value_at_0 + 1e-3))
-    assert not registry_matches_autograd(dataclasses.replace(act, slope_at_0=act.slope_at_0 + 1e-3))
+    assert_fails_on(dataclasses.replace(act, value_at_0=act.value_at_0 + 1e-3), check_registry)
+    assert_fails_on(dataclasses.replace(act, slope_at_0=act.slope_at_0 + 1e-3), check_registry)

@@ -17,7 +17,9 @@ freedom), and we accept ``|m2 - sigma^2| <= 5 sd``. Orthogonal weights are exact
 rows (or columns) are orthonormal, so sum(w^2) = min(fan_in, fan_out) up to float64 rounding.
 """
 
+import functools
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -25,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import seeds
 from torch import nn
+from witness import assert_fails_on
 
 from stability.core.activations import ACTIVATIONS, LEAKY_RELU_SLOPE, get_activation
 from stability.core.config import MLPConfig
@@ -82,47 +85,78 @@ def variance_matches(weight: torch.Tensor, claimed: float, distribution: str) ->
     return abs(m2 - claimed) <= Z * sd
 
 
-def stated_variance(init: str, fan_in: int, fan_out: int) -> float:
+Formula = Callable[[int, int], float]  # (fan_in, fan_out) -> Var(W)
+
+
+def stated_formula(init: str) -> Formula:
     variance = get_init(init).variance
     assert variance is not None
-    return variance(fan_in, fan_out)
+    return variance
+
+
+def stated_variance(init: str, fan_in: int, fan_out: int) -> float:
+    return stated_formula(init)(fan_in, fan_out)
+
+
+def check_variance(
+    weight: torch.Tensor, claimed: float, distribution: str, what: str = "weights"
+) -> None:
+    m2 = float((weight.double() ** 2).mean())
+    assert variance_matches(weight, claimed, distribution), f"{what}: mean(w^2) {m2} != {claimed}"
+
+
+def check_variance_formula(
+    formula: Formula, init: str, fan_in: int, fan_out: int, seed: int
+) -> None:
+    """Weights drawn by ``init`` have the variance ``formula`` states (5 sigma; exact for
+    orthogonal)."""
+    weight = draw_weights(init, fan_in, fan_out, seed)
+    check_variance(weight, formula(fan_in, fan_out), DISTRIBUTION[init], init)
+
+
+def linear_network_variance(fan_in: int, fan_out: int) -> float:
+    """Known-bad for Kaiming: 1/fan_in, the formula for a linear network (half of relu's)."""
+    return 1.0 / fan_in
+
+
+def xavier_variance(fan_in: int, fan_out: int) -> float:
+    """Known-bad for orthogonal weights of unequal fans (their mean square is 1/max(fans))."""
+    return 2.0 / (fan_in + fan_out)
 
 
 @given(init=st.sampled_from(STATED), fan_in=FANS, fan_out=FANS, seed=seeds())
 def test_weight_variance_matches_formula(init: str, fan_in: int, fan_out: int, seed: int) -> None:
     """Empirical Var(W) equals the init's stated variance(fan_in, fan_out)."""
     assert set(DISTRIBUTION) == set(STATED)  # a new init needs its mu4 classified here
-    weight = draw_weights(init, fan_in, fan_out, seed)
-    claimed = stated_variance(init, fan_in, fan_out)
-    assert variance_matches(weight, claimed, DISTRIBUTION[init])
+    check_variance_formula(stated_formula(init), init, fan_in, fan_out, seed)
 
 
 @given(fan_in=BIG_FANS, fan_out=BIG_FANS, seed=seeds())
 def test_witness_weight_variance_matches_formula(fan_in: int, fan_out: int, seed: int) -> None:
     """Kaiming with its variance halved (the linear-network formula) is rejected; so is
     Xavier's formula for orthogonal weights of unequal fans."""
-    weight = draw_weights("kaiming_normal", fan_in, fan_out, seed)
-    assert not variance_matches(weight, 1.0 / fan_in, "normal")
+    fans = (fan_in, fan_out, seed)
+    assert_fails_on(linear_network_variance, check_variance_formula, "kaiming_normal", *fans)
     if fan_in != fan_out:
-        ortho = draw_weights("orthogonal", fan_in, fan_out, seed)
-        assert not variance_matches(ortho, 2.0 / (fan_in + fan_out), "exact")
+        assert_fails_on(xavier_variance, check_variance_formula, "orthogonal", *fans)
 
 
-@given(fan_in=FANS, fan_out=FANS, seed=seeds())
-def test_orthogonal_is_orthonormal(fan_in: int, fan_out: int, seed: int) -> None:
-    """Orthogonal weights: W W^T = I (fan_out <= fan_in) or W^T W = I, hence its exact variance."""
-    weight = draw_weights("orthogonal", fan_in, fan_out, seed)
+def check_orthonormal(init: str, fan_in: int, fan_out: int, seed: int) -> None:
+    weight = draw_weights(init, fan_in, fan_out, seed)
     gram = weight @ weight.T if fan_out <= fan_in else weight.T @ weight
     torch.testing.assert_close(gram, torch.eye(min(fan_in, fan_out), dtype=torch.float64))
 
 
 @given(fan_in=FANS, fan_out=FANS, seed=seeds())
+def test_orthogonal_is_orthonormal(fan_in: int, fan_out: int, seed: int) -> None:
+    """Orthogonal weights: W W^T = I (fan_out <= fan_in) or W^T W = I, hence its exact variance."""
+    check_orthonormal("orthogonal", fan_in, fan_out, seed)
+
+
+@given(fan_in=FANS, fan_out=FANS, seed=seeds())
 def test_witness_orthogonal_is_orthonormal(fan_in: int, fan_out: int, seed: int) -> None:
     """Xavier-normal weights of the same variance are not orthonormal."""
-    weight = draw_weights("xavier_normal", fan_in, fan_out, seed)
-    gram = weight @ weight.T if fan_out <= fan_in else weight.T @ weight
-    with pytest.raises(AssertionError):
-        torch.testing.assert_close(gram, torch.eye(min(fan_in, fan_out), dtype=torch.float64))
+    assert_fails_on("xavier_normal", check_orthonormal, fan_in, fan_out, seed)
 
 
 def within_uniform_bound(weight: torch.Tensor, bound: float) -> bool:
@@ -132,13 +166,24 @@ def within_uniform_bound(weight: torch.Tensor, bound: float) -> bool:
     return top <= bound and top >= bound * (1.0 - 15.0 / weight.numel())
 
 
+def check_uniform_bound(bound: Formula, init: str, fan_in: int, fan_out: int, seed: int) -> None:
+    """Weights drawn by ``init`` fill U(-b, b) for b = ``bound(fan_in, fan_out)``."""
+    weight = draw_weights(init, fan_in, fan_out, seed)
+    b = bound(fan_in, fan_out)
+    assert within_uniform_bound(weight, b), f"{init}: max |w| {float(weight.abs().max())}, b {b}"
+
+
+def xavier_normal_std(fan_in: int, fan_out: int) -> float:
+    """Known-bad as a uniform bound: Xavier's normal standard deviation, sqrt(2/(fi+fo))."""
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
 @given(init=st.sampled_from(sorted(UNIFORM_BOUNDS)), fan_in=FANS, fan_out=FANS, seed=seeds())
 def test_uniform_bound(init: str, fan_in: int, fan_out: int, seed: int) -> None:
     """xavier_uniform is U(+-sqrt(6/(fi+fo))), kaiming_uniform U(+-sqrt(6/fi)),
     torch_default U(+-1/sqrt(fi))."""
-    weight = draw_weights(init, fan_in, fan_out, seed)
+    check_uniform_bound(UNIFORM_BOUNDS[init], init, fan_in, fan_out, seed)
     bound = UNIFORM_BOUNDS[init](fan_in, fan_out)
-    assert within_uniform_bound(weight, bound)
     # a^2 / 3 is the stated variance: the notes' derivation of the bound
     assert bound**2 / 3.0 == pytest.approx(stated_variance(init, fan_in, fan_out), rel=1e-12)
 
@@ -146,8 +191,7 @@ def test_uniform_bound(init: str, fan_in: int, fan_out: int, seed: int) -> None:
 @given(fan_in=FANS, fan_out=FANS, seed=seeds())
 def test_witness_uniform_bound(fan_in: int, fan_out: int, seed: int) -> None:
     """Xavier's normal std used as the uniform bound, sqrt(2/(fi+fo)), is exceeded."""
-    weight = draw_weights("xavier_uniform", fan_in, fan_out, seed)
-    assert not within_uniform_bound(weight, math.sqrt(2.0 / (fan_in + fan_out)))
+    assert_fails_on(xavier_normal_std, check_uniform_bound, "xavier_uniform", fan_in, fan_out, seed)
 
 
 def linear_weight(fan_in: int, fan_out: int, seed: int) -> torch.Tensor:
@@ -156,20 +200,25 @@ def linear_weight(fan_in: int, fan_out: int, seed: int) -> torch.Tensor:
     return nn.Linear(fan_in, fan_out, dtype=torch.float64).weight.detach()
 
 
+def check_nn_linear_variance(formula: Formula, fan_in: int, fan_out: int, seed: int) -> None:
+    """``nn.Linear``'s own weights have the variance ``formula`` states."""
+    check_variance(linear_weight(fan_in, fan_out, seed), formula(fan_in, fan_out), "uniform")
+
+
 @given(fan_in=FANS, fan_out=FANS, seed=seeds())
 def test_torch_default_is_nn_linear(fan_in: int, fan_out: int, seed: int) -> None:
     """nn.Linear draws U(+-1/sqrt(fan_in)), variance 1/(3 fan_in): our ``torch_default``."""
+    check_nn_linear_variance(stated_formula("torch_default"), fan_in, fan_out, seed)
     weight = linear_weight(fan_in, fan_out, seed)
-    assert variance_matches(weight, stated_variance("torch_default", fan_in, fan_out), "uniform")
     assert within_uniform_bound(weight, UNIFORM_BOUNDS["torch_default"](fan_in, fan_out))
 
 
 @given(fan_in=BIG_FANS, fan_out=BIG_FANS, seed=seeds())
 def test_witness_torch_default_is_nn_linear(fan_in: int, fan_out: int, seed: int) -> None:
     """nn.Linear's default is not Kaiming: the Kaiming variance 2/fan_in is rejected."""
-    weight = linear_weight(fan_in, fan_out, seed)
-    assert not variance_matches(
-        weight, stated_variance("kaiming_uniform", fan_in, fan_out), "uniform"
+    kaiming = stated_formula("kaiming_uniform")
+    assert_fails_on(
+        kaiming, check_nn_linear_variance, fan_in, fan_out, seed, variant_name="Kaiming 2/fan_in"
     )
 
 
@@ -191,24 +240,31 @@ TORCH_COUNTERPARTS = ["kaiming_normal", "kaiming_uniform", "lecun_normal", "orth
 TORCH_COUNTERPARTS += ["xavier_normal", "xavier_uniform"]
 
 
+def check_torch_init(
+    fill: Callable[[torch.Tensor], object], init: str, fan_in: int, fan_out: int, seed: int
+) -> None:
+    """``fill`` (a torch.nn.init call) draws the variance the registry states for ``init``."""
+    torch.manual_seed(seed)
+    weight = torch.empty(fan_out, fan_in, dtype=torch.float64)
+    fill(weight)
+    check_variance(weight, stated_variance(init, fan_in, fan_out), DISTRIBUTION[init], init)
+
+
+def kaiming_for_tanh(weight: torch.Tensor) -> torch.Tensor:
+    """Known-bad for the registry's kaiming_normal: torch's Kaiming with tanh's gain 5/3."""
+    return nn.init.kaiming_normal_(weight, nonlinearity="tanh")
+
+
 @given(init=st.sampled_from(sorted(TORCH_COUNTERPARTS)), fan_in=FANS, fan_out=FANS, seed=seeds())
 def test_torch_inits_match_registry(init: str, fan_in: int, fan_out: int, seed: int) -> None:
     """torch.nn.init's functions draw the variance the registry states (float64, 5 sigma)."""
-    torch.manual_seed(seed)
-    weight = torch.empty(fan_out, fan_in, dtype=torch.float64)
-    torch_init(init, weight)
-    assert variance_matches(weight, stated_variance(init, fan_in, fan_out), DISTRIBUTION[init])
+    check_torch_init(functools.partial(torch_init, init), init, fan_in, fan_out, seed)
 
 
 @given(fan_in=BIG_FANS, fan_out=BIG_FANS, seed=seeds())
 def test_witness_torch_inits_match_registry(fan_in: int, fan_out: int, seed: int) -> None:
     """torch's Kaiming for tanh (gain 5/3) does not have the relu variance 2/fan_in."""
-    torch.manual_seed(seed)
-    weight = torch.empty(fan_out, fan_in, dtype=torch.float64)
-    nn.init.kaiming_normal_(weight, nonlinearity="tanh")
-    assert not variance_matches(
-        weight, stated_variance("kaiming_normal", fan_in, fan_out), "normal"
-    )
+    assert_fails_on(kaiming_for_tanh, check_torch_init, "kaiming_normal", fan_in, fan_out, seed)
 
 
 def torch_gain(name: str) -> float | None:
@@ -230,11 +286,15 @@ def gain_matches(name: str, gain: float | None) -> bool:
     return math.isclose(gain, expected, rel_tol=1e-12)
 
 
+def check_gain(gain: float | None, name: str) -> None:
+    assert gain_matches(name, gain), f"{name}: gain {gain}, torch's {torch_gain(name)}"
+
+
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_gain_matches_torch(name: str) -> None:
     """Registry gains are torch's (linear 1, tanh 5/3, relu sqrt 2, leaky sqrt(2/(1+a^2)),
     selu 3/4), and None exactly where torch defines none."""
-    assert gain_matches(name, get_activation(name).gain)
+    check_gain(get_activation(name).gain, name)
 
 
 @pytest.mark.parametrize(
@@ -251,25 +311,36 @@ def test_gain_matches_torch(name: str) -> None:
 def test_witness_gain_matches_torch(name: str, wrong: float | None) -> None:
     """A swapped gain (relu's for tanh), leaky_relu without its slope term, a gain torch
     does not define (gelu), or a missing one (identity's 1) is caught."""
-    assert not gain_matches(name, wrong)
+    assert_fails_on(wrong, check_gain, name)
+
+
+Calibrate = Callable[[nn.Module, torch.Tensor], object]  # (model, batch) -> rescales in place
 
 
 def lsuv_preact_variances(
-    activation: str, width: int, depth: int, seed: int, rescale: bool
+    calibrate: Calibrate, activation: str, width: int, depth: int, seed: int
 ) -> list[float]:
-    """Orthogonal start (LSUV's), optionally LSUV-rescaled on a batch ``x``; variances on ``x``."""
+    """Orthogonal start (LSUV's), calibrated on a batch ``x``; pre-activation variances on ``x``."""
     cfg = MLPConfig(depth=depth, width=width, activation=activation, init="orthogonal", seed=seed)
     model = build_mlp(cfg)
     x = torch.randn(256, width, generator=torch.Generator().manual_seed(seed + 7))
-    if rescale:
-        apply_lsuv_(model, x)
+    calibrate(model, x)
     return [s.preact_var for s in probe(model, x)]
+
+
+def no_rescale(model: nn.Module, x: torch.Tensor) -> None:
+    """Known-bad: the orthogonal start alone; under relu it halves the variance per layer."""
 
 
 def lsuv_ok(variances: list[float]) -> bool:
     """Every layer within LSUV's tolerance of 1, plus 1e-3 >= 2/N for N >= 4096 entries
     (the probe divides by N, LSUV by N - 1)."""
     return all(abs(v - 1.0) < LSUV_TOLERANCE + 1e-3 for v in variances)
+
+
+def check_lsuv(calibrate: Calibrate, activation: str, width: int, depth: int, seed: int) -> None:
+    variances = lsuv_preact_variances(calibrate, activation, width, depth, seed)
+    assert lsuv_ok(variances), f"pre-activation variances {[round(v, 3) for v in variances]}"
 
 
 @given(
@@ -283,7 +354,7 @@ def test_lsuv_unit_preactivation_variance(
 ) -> None:
     """After LSUV, every layer's pre-activation variance on its calibration batch is 1 +- 0.1."""
     assert get_init("lsuv").variance is None and get_init("lsuv").data_driven
-    assert lsuv_ok(lsuv_preact_variances(activation, width, depth, seed, rescale=True))
+    check_lsuv(apply_lsuv_, activation, width, depth, seed)
 
 
 @given(
@@ -291,4 +362,4 @@ def test_lsuv_unit_preactivation_variance(
 )
 def test_witness_lsuv_unit_preactivation_variance(width: int, seed: int) -> None:
     """Without the rescale, the orthogonal start under relu halves the variance per layer."""
-    assert not lsuv_ok(lsuv_preact_variances("relu", width, 8, seed, rescale=False))
+    assert_fails_on(no_rescale, check_lsuv, "relu", width, 8, seed)

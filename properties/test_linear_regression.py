@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import batch_plans, float_tensors, seeds
+from witness import assert_fails_on
 
 from stability.notes.data import batches, epoch_permutation
 from stability.notes.losses import l2_loss
@@ -46,6 +47,12 @@ def _grad_scales(
     return torch.allclose(copies, factor * single, rtol=GRAD_RTOL, atol=GRAD_ATOL)
 
 
+def check_grad_scales(
+    reduce: Reduce, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, batch: int, factor: float
+) -> None:
+    assert _grad_scales(x, y, w, batch, reduce, factor), f"{batch} copies: not {factor}x"
+
+
 @st.composite
 def _regression_cases(
     draw: st.DrawFn,
@@ -68,13 +75,12 @@ def test_mean_loss_gradient_batch_invariant(
     case: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
 ) -> None:
     x, y, w, batch = case
-    assert _grad_scales(x, y, w, batch, torch.mean, factor=1.0)
+    check_grad_scales(torch.mean, x, y, w, batch, factor=1.0)
 
 
 def test_witness_mean_loss_gradient_batch_invariant() -> None:
     # The summed loss of 8 copies has 8 times the gradient: not batch-size invariant.
-    x, y, w = _witness_case()
-    assert not _grad_scales(x, y, w, 8, torch.sum, factor=1.0)
+    assert_fails_on(torch.sum, check_grad_scales, *_witness_case(), 8, factor=1.0)
 
 
 @given(_regression_cases())
@@ -82,13 +88,12 @@ def test_sum_loss_gradient_grows_with_batch(
     case: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
 ) -> None:
     x, y, w, batch = case
-    assert _grad_scales(x, y, w, batch, torch.sum, factor=float(batch))
+    check_grad_scales(torch.sum, x, y, w, batch, factor=float(batch))
 
 
 def test_witness_sum_loss_gradient_grows_with_batch() -> None:
     # The mean loss does not grow: 8 copies give the single-sample gradient, not 8 times it.
-    x, y, w = _witness_case()
-    assert not _grad_scales(x, y, w, 8, torch.mean, factor=8.0)
+    assert_fails_on(torch.mean, check_grad_scales, *_witness_case(), 8, factor=8.0)
 
 
 # --- minibatch remainder policies --------------------------------------------------------
@@ -104,11 +109,16 @@ def _each_exactly_once(n: int, epoch_batches: list[torch.Tensor]) -> bool:
     return sorted(visited) == list(range(n))
 
 
+def check_each_exactly_once(policy: str, n: int, batch_size: int, epoch: int, seed: int) -> None:
+    got = _epoch(n, batch_size, policy, epoch, seed)
+    assert _each_exactly_once(n, got), f"{policy}: n={n}, B={batch_size}"
+
+
 @given(batch_plans(allow_oversized=True), seeds())
 def test_batches_keep_visits_each_once(plan: tuple[int, int, int], seed: int) -> None:
     n, batch_size, epoch = plan
+    check_each_exactly_once("keep", n, batch_size, epoch, seed)
     got = _epoch(n, batch_size, "keep", epoch, seed)
-    assert _each_exactly_once(n, got)
     assert all(len(b) == batch_size for b in got[:-1])  # only the last batch may be short
     # Each epoch is reproducible on its own (resuming regenerates the same order).
     again = _epoch(n, batch_size, "keep", epoch, seed)
@@ -117,7 +127,7 @@ def test_batches_keep_visits_each_once(plan: tuple[int, int, int], seed: int) ->
 
 def test_witness_batches_keep_visits_each_once() -> None:
     # drop skips the n mod B = 2 leftover samples, so it does not visit each sample once.
-    assert not _each_exactly_once(10, _epoch(10, 4, "drop", 0, seed=0))
+    assert_fails_on("drop", check_each_exactly_once, 10, 4, 0, seed=0)
 
 
 def _full_and_at_most_once(n: int, batch_size: int, epoch_batches: list[torch.Tensor]) -> bool:
@@ -131,15 +141,22 @@ def _full_and_at_most_once(n: int, batch_size: int, epoch_batches: list[torch.Te
     )
 
 
+def check_full_and_at_most_once(
+    policy: str, n: int, batch_size: int, epoch: int, seed: int
+) -> None:
+    got = _epoch(n, batch_size, policy, epoch, seed)
+    assert _full_and_at_most_once(n, batch_size, got), f"{policy}: n={n}, B={batch_size}"
+
+
 @given(batch_plans(), seeds())
 def test_batches_drop_full_batches(plan: tuple[int, int, int], seed: int) -> None:
     n, batch_size, epoch = plan
-    assert _full_and_at_most_once(n, batch_size, _epoch(n, batch_size, "drop", epoch, seed))
+    check_full_and_at_most_once("drop", n, batch_size, epoch, seed)
 
 
 def test_witness_batches_drop_full_batches() -> None:
     # keep yields a short last batch of 2 when n = 10, B = 4.
-    assert not _full_and_at_most_once(10, 4, _epoch(10, 4, "keep", 0, seed=0))
+    assert_fails_on("keep", check_full_and_at_most_once, 10, 4, 0, seed=0)
 
 
 def _stream_passes_once(n: int, batch_size: int, epochs: list[list[torch.Tensor]]) -> bool:
@@ -155,13 +172,26 @@ def _stream_passes_once(n: int, batch_size: int, epochs: list[list[torch.Tensor]
     return all(sorted(stream[p * n : (p + 1) * n]) == list(range(n)) for p in range(passes))
 
 
+EpochFn = Callable[[int, int, int, int], list[torch.Tensor]]  # (n, B, epoch, seed) -> batches
+
+
+def fill(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:
+    return _epoch(n, batch_size, "fill", epoch, seed)
+
+
+def check_stream_passes_once(
+    make_epoch: EpochFn, n: int, batch_size: int, n_epochs: int, seed: int
+) -> None:
+    epochs = [make_epoch(n, batch_size, e, seed) for e in range(n_epochs)]
+    assert _stream_passes_once(n, batch_size, epochs), f"n={n}, B={batch_size}"
+
+
 @given(batch_plans(), st.integers(min_value=1, max_value=3), seeds())
 def test_batches_fill_visits_each_once_per_pass(
     plan: tuple[int, int, int], n_epochs: int, seed: int
 ) -> None:
     n, batch_size, _ = plan
-    epochs = [_epoch(n, batch_size, "fill", e, seed) for e in range(n_epochs)]
-    assert _stream_passes_once(n, batch_size, epochs)
+    check_stream_passes_once(fill, n, batch_size, n_epochs, seed)
 
 
 def _fill_then_restart(n: int, batch_size: int, epoch: int, seed: int) -> list[torch.Tensor]:
@@ -177,8 +207,7 @@ def _fill_then_restart(n: int, batch_size: int, epoch: int, seed: int) -> list[t
 
 
 def test_witness_batches_fill_visits_each_once_per_pass() -> None:
-    epochs = [_fill_then_restart(10, 4, e, seed=0) for e in range(3)]
-    assert not _stream_passes_once(10, 4, epochs)
+    assert_fails_on(_fill_then_restart, check_stream_passes_once, 10, 4, 3, seed=0)
 
 
 # --- detach stops gradient flow -----------------------------------------------------------
@@ -195,12 +224,27 @@ def _grad_treats_as_constant(
     return torch.equal(x.grad, c.detach()) and not c.requires_grad
 
 
+def check_treated_as_constant(
+    through: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> None:
+    assert _grad_treats_as_constant(x, through), "the gradient flowed through c"
+
+
+def _squared_detached(t: torch.Tensor) -> torch.Tensor:
+    return (t**2).detach()
+
+
+def _not_detached(t: torch.Tensor) -> torch.Tensor:
+    """Known-bad: c = x itself, still in the graph."""
+    return t
+
+
 @given(float_tensors(min_magnitude=1e-3))
 def test_detach_stops_gradient(x: torch.Tensor) -> None:
-    assert _grad_treats_as_constant(x, lambda t: t.detach())
-    assert _grad_treats_as_constant(x, lambda t: (t**2).detach())
+    check_treated_as_constant(torch.Tensor.detach, x)
+    check_treated_as_constant(_squared_detached, x)
 
 
 def test_witness_detach_stops_gradient() -> None:
     # Without detach, d/dx sum(x * x) = 2x: the gradient also flows through c = x.
-    assert not _grad_treats_as_constant(torch.tensor([1.0, -2.0]).double(), lambda t: t)
+    assert_fails_on(_not_detached, check_treated_as_constant, torch.tensor([1.0, -2.0]).double())

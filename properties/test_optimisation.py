@@ -8,13 +8,17 @@ still builds the autograd graph (the witness below shows it); what eval mode doe
 dropout (and batch norm) deterministic.
 """
 
+import contextlib
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import seeds
 from torch import nn
+from witness import assert_fails_on
 
 CHAPTER = "Optimisation: learning rate and eval mode"
 
@@ -63,6 +67,26 @@ def edge(hessian: torch.Tensor) -> float:
     return 2.0 / float(torch.linalg.eigvalsh(hessian).max())
 
 
+def mean_edge(hessian: torch.Tensor) -> float:
+    """Known-bad: 2 / mean eigenvalue, an edge set by the average curvature (too optimistic)."""
+    return 2.0 / float(torch.linalg.eigvalsh(hessian).mean())
+
+
+def check_edge(
+    edge_of: Callable[[torch.Tensor], float],
+    hessian: torch.Tensor,
+    seed: int,
+    below: float,
+    above: float,
+) -> None:
+    """GD converges at 0.9 and ``below`` times ``edge_of(hessian)``, diverges at 1.1, ``above``."""
+    lr = edge_of(hessian)
+    verdicts = [(c, "converged") for c in (0.9, below)] + [(c, "diverged") for c in (1.1, above)]
+    for c, want in verdicts:
+        got = gd_outcome(hessian, c * lr, seed)
+        assert got == want, f"{c} x edge: {got}, not {want}"
+
+
 @given(
     n=st.integers(min_value=1, max_value=12),
     seed=seeds(),
@@ -71,11 +95,7 @@ def edge(hessian: torch.Tensor) -> float:
 )
 def test_learning_rate_edge(n: int, seed: int, below: float, above: float) -> None:
     """GD converges at lr < 2/lambda_max and diverges above it (e.g. 0.9x and 1.1x)."""
-    a = random_quadratic(n, seed)
-    for c in (0.9, below):
-        assert gd_outcome(a, c * edge(a), seed) == "converged", c
-    for c in (1.1, above):
-        assert gd_outcome(a, c * edge(a), seed) == "diverged", c
+    check_edge(edge, random_quadratic(n, seed), seed, below, above)
 
 
 @given(n=st.integers(min_value=2, max_value=6), seed=seeds())
@@ -86,9 +106,8 @@ def test_witness_learning_rate_edge(n: int, seed: int) -> None:
     lr = 0.9 * 2 / mean multiplies the top direction by |1 - 10 lr| >= 18 / 8.5 - 1 = 1.12 per
     step: 1e48 after 1000 steps.
     """
-    a = random_quadratic(n, seed)
-    mean_edge = 2.0 / float(torch.linalg.eigvalsh(a).mean())
-    assert gd_outcome(a, 0.9 * mean_edge, seed) == "diverged"
+    error = assert_fails_on(mean_edge, check_edge, random_quadratic(n, seed), seed, 0.9, 1.1)
+    assert "0.9 x edge: diverged" in str(error)
 
 
 # -- eval mode and no_grad ---------------------------------------------------------------------
@@ -107,6 +126,15 @@ def builds_graph(out: torch.Tensor) -> bool:
     return out.requires_grad or out.grad_fn is not None
 
 
+def check_no_graph(
+    context: Callable[[], AbstractContextManager[object]], net: nn.Module, x: torch.Tensor
+) -> None:
+    """A forward pass inside ``context()`` leaves no autograd graph behind."""
+    with context():
+        out = net(x)
+    assert not builds_graph(out), "autograd recorded the forward pass"
+
+
 eval_cases = st.tuples(
     st.integers(min_value=2, max_value=32),  # width
     st.integers(min_value=1, max_value=16),  # batch
@@ -121,11 +149,8 @@ def test_no_grad_builds_no_graph(case: tuple[int, int, float, int], train: bool)
     width, batch, p, seed = case
     net = dropout_net(width, p, seed).train(train)
     x = torch.randn(batch, width, requires_grad=True)
-    with torch.no_grad():
-        out = net(x)
-    assert not builds_graph(out)
-    with torch.inference_mode():
-        assert not builds_graph(net(x))
+    check_no_graph(torch.no_grad, net, x)
+    check_no_graph(torch.inference_mode, net, x)
 
 
 @given(eval_cases)
@@ -133,9 +158,9 @@ def test_witness_no_grad_builds_no_graph(case: tuple[int, int, float, int]) -> N
     """``net.eval()`` alone does build a graph (the notes' claim is wrong): same check fails."""
     width, batch, p, seed = case
     net = dropout_net(width, p, seed).eval()
-    out = net(torch.randn(batch, width))
-    assert builds_graph(out)
-    out.sum().backward()  # and the gradients really are computed
+    x = torch.randn(batch, width)
+    assert_fails_on(contextlib.nullcontext, check_no_graph, net, x, variant_name="eval() alone")
+    net(x).sum().backward()  # and the gradients really are computed
     assert all(prm.grad is not None for prm in net.parameters())
 
 
@@ -144,15 +169,19 @@ def two_calls_equal(net: nn.Module, x: torch.Tensor) -> bool:
     return torch.equal(net(x), net(x))
 
 
+def check_deterministic(net: nn.Module, x: torch.Tensor) -> None:
+    assert two_calls_equal(net, x), "two forward passes of the same input differ"
+
+
 @given(eval_cases)
 def test_eval_is_deterministic(case: tuple[int, int, float, int]) -> None:
     """In eval mode two calls agree bitwise (dropout is off), with or without no_grad."""
     width, batch, p, seed = case
     net = dropout_net(width, p, seed).eval()
     x = torch.randn(batch, width)
-    assert two_calls_equal(net, x)
+    check_deterministic(net, x)
     with torch.no_grad():
-        assert two_calls_equal(net, x)
+        check_deterministic(net, x)
         assert torch.equal(net(x), net(x).detach())
 
 
@@ -167,5 +196,4 @@ def test_witness_eval_is_deterministic(case: tuple[int, int, float, int]) -> Non
     _, _, p, seed = case
     width, batch = 64, 32
     net = dropout_net(width, p, seed).train()
-    x = torch.randn(batch, width)
-    assert not two_calls_equal(net, x)
+    assert_fails_on(net, check_deterministic, torch.randn(batch, width))

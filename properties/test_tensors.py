@@ -6,10 +6,14 @@ keeps it with size 1, and that is what makes broadcasting back against the input
 Values are float64, compared with named tolerances because reduction order changes rounding.
 """
 
+from collections.abc import Callable
+
+import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from strategies import float_tensors, positive_tensors, shapes
+from witness import assert_fails_on
 
 CHAPTER = "Preliminaries"
 
@@ -35,17 +39,34 @@ def _matrices(draw: st.DrawFn) -> torch.Tensor:
     return draw(float_tensors(shape=draw(shapes(min_dims=2, max_dims=2, max_side=6))))
 
 
-@given(_matrices())
-def test_frobenius_norm(a: torch.Tensor) -> None:
-    assert _frobenius_is_flat_norm(a, torch.linalg.matrix_norm(a, ord="fro"))
-    assert _frobenius_is_flat_norm(a, torch.linalg.norm(a))  # the default for a matrix
+Norm = Callable[[torch.Tensor], torch.Tensor]
+
+
+def frobenius(a: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.matrix_norm(a, ord="fro")
+
+
+def spectral(a: torch.Tensor) -> torch.Tensor:
+    """Known-bad: ord=2 on a matrix is the spectral norm (largest singular value)."""
+    return torch.linalg.matrix_norm(a, ord=2)
+
+
+NORMS = [
+    pytest.param(frobenius, id="matrix_norm-fro"),
+    pytest.param(torch.linalg.norm, id="norm-default"),  # the default for a matrix
+]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@given(a=_matrices())
+@example(a=torch.eye(3, dtype=torch.float64))  # rank 3: the spectral norm is 1, this sqrt(3)
+def test_frobenius_norm(norm: Norm, a: torch.Tensor) -> None:
+    assert _frobenius_is_flat_norm(a, norm(a))
 
 
 def test_witness_frobenius_norm() -> None:
-    # ord=2 on a matrix is the spectral norm (largest singular value), not the flat length:
-    # for the identity it is 1, while the Frobenius norm is sqrt(3).
-    a = torch.eye(3, dtype=torch.float64)
-    assert not _frobenius_is_flat_norm(a, torch.linalg.matrix_norm(a, ord=2))
+    # The spectral norm is not the flat length (it is, only for matrices of rank <= 1).
+    assert_fails_on(spectral, test_frobenius_norm)
 
 
 # --- sum over a dim drops it; keepdim keeps it with size 1 -----------------------------
@@ -71,18 +92,35 @@ def _tensor_and_dim(draw: st.DrawFn) -> tuple[torch.Tensor, int]:
     return a, draw(st.integers(min_value=0, max_value=a.dim() - 1))
 
 
-@given(_tensor_and_dim())
-def test_sum_over_dim_shape(case: tuple[torch.Tensor, int]) -> None:
+Sum = Callable[[torch.Tensor, int, bool], torch.Tensor]  # (a, dim, keepdim) -> the sum
+
+
+def torch_sum(a: torch.Tensor, dim: int, keepdim: bool) -> torch.Tensor:
+    return a.sum(dim, keepdim=keepdim)
+
+
+def sum_other_axis(a: torch.Tensor, dim: int, keepdim: bool) -> torch.Tensor:
+    """Known-bad: sums the next axis (confusing "dim 0" with "the columns")."""
+    return a.sum((dim + 1) % a.dim(), keepdim=keepdim)
+
+
+def sum_forgetting_keepdim(a: torch.Tensor, dim: int, keepdim: bool) -> torch.Tensor:
+    """Known-bad: drops the dim even where a size-1 dim was promised."""
+    return a.sum(dim)
+
+
+@pytest.mark.parametrize("summed", [pytest.param(torch_sum, id="sum")])
+@given(case=_tensor_and_dim())
+@example(case=(torch.arange(6, dtype=torch.float64).reshape(2, 3), 0))
+def test_sum_over_dim_shape(summed: Sum, case: tuple[torch.Tensor, int]) -> None:
     a, dim = case
-    assert _sum_shape_ok(a, dim, a.sum(dim), a.sum(dim, keepdim=True))
+    assert _sum_shape_ok(a, dim, summed(a, dim, False), summed(a, dim, True))
 
 
-def test_witness_sum_over_dim_shape() -> None:
-    # Summing the other axis (confusing "dim 0" with "the columns") fails on a 2x3 matrix,
-    # and so does forgetting keepdim where a size-1 dim was promised.
-    a = torch.arange(6, dtype=torch.float64).reshape(2, 3)
-    assert not _sum_shape_ok(a, 0, a.sum(1), a.sum(1, keepdim=True))
-    assert not _sum_shape_ok(a, 0, a.sum(0), a.sum(0))
+@pytest.mark.parametrize("wrong", [sum_other_axis, sum_forgetting_keepdim])
+def test_witness_sum_over_dim_shape(wrong: Sum) -> None:
+    # Both fail on the 2x3 matrix pinned above (its other axis has 2 terms, not 3).
+    assert_fails_on(wrong, test_sum_over_dim_shape)
 
 
 # --- multi-dim sums in any order agree --------------------------------------------------
@@ -108,18 +146,33 @@ def _tensor_and_dims(draw: st.DrawFn) -> tuple[torch.Tensor, list[int]]:
     return a, list(dims[:count])
 
 
+Sequential = Callable[[torch.Tensor, list[int]], torch.Tensor]
+
+
+def _sum_chained(a: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """Known-bad: chains the sums without keepdim, so each sum shifts the later indices."""
+    out = a
+    for d in dims:
+        out = out.sum(dim=d)
+    return out
+
+
+def check_sum_order(sequential: Sequential, a: torch.Tensor, dims: list[int]) -> None:
+    assert _orders_agree(a, dims, sequential(a, dims)), f"dims {dims}, shape {tuple(a.shape)}"
+
+
 @given(_tensor_and_dims())
 def test_multi_dim_sum_order(case: tuple[torch.Tensor, list[int]]) -> None:
     a, dims = case
-    assert _orders_agree(a, dims, _sum_one_at_a_time(a, dims))
-    assert _orders_agree(a, dims, _sum_one_at_a_time(a, list(reversed(dims))))
+    check_sum_order(_sum_one_at_a_time, a, dims)
+    check_sum_order(_sum_one_at_a_time, a, list(reversed(dims)))
 
 
 def test_witness_multi_dim_sum_order() -> None:
-    # Chaining sums without keepdim shifts the indices: on a (2, 3, 4, 4) tensor
-    # a.sum(0).sum(2) has the right shape (3, 4) but sums original dims 0 and 3, not 0 and 2.
+    # On a (2, 3, 4, 4) tensor a.sum(0).sum(2) has the right shape (3, 4) but sums original
+    # dims 0 and 3, not 0 and 2. (On drawn dims it can also run out of range: a crash.)
     a = torch.arange(2 * 3 * 4 * 4, dtype=torch.float64).reshape(2, 3, 4, 4)
-    assert not _orders_agree(a, [0, 2], a.sum(0).sum(2))
+    assert_fails_on(_sum_chained, check_sum_order, a, [0, 2])
 
 
 # --- broadcasting A / A.sum(d, keepdim=True) sums to 1 along d --------------------------
@@ -136,14 +189,27 @@ def _positive_tensor_and_dim(draw: st.DrawFn) -> tuple[torch.Tensor, int]:
     return a, draw(st.integers(min_value=0, max_value=a.dim() - 1))
 
 
-@given(_positive_tensor_and_dim())
-def test_broadcast_normalise(case: tuple[torch.Tensor, int]) -> None:
+def normalise(a: torch.Tensor, dim: int) -> torch.Tensor:
+    return a / a.sum(dim=dim, keepdim=True)
+
+
+def normalise_without_keepdim(a: torch.Tensor, dim: int) -> torch.Tensor:
+    """Known-bad: a square matrix still broadcasts, silently along the wrong axis: a.sum(1)
+    has shape (3,) and lines up with the columns, so rows do not sum to 1."""
+    return a / a.sum(dim=dim)
+
+
+@pytest.mark.parametrize("normalised", [pytest.param(normalise, id="keepdim")])
+@given(case=_positive_tensor_and_dim())
+@example(case=(torch.arange(1, 10, dtype=torch.float64).reshape(3, 3), 1))
+def test_broadcast_normalise(
+    normalised: Callable[[torch.Tensor, int], torch.Tensor], case: tuple[torch.Tensor, int]
+) -> None:
     a, dim = case
-    assert _normalised_along(a / a.sum(dim=dim, keepdim=True), dim)
+    assert _normalised_along(normalised(a, dim), dim)
 
 
 def test_witness_broadcast_normalise() -> None:
-    # Without keepdim a square matrix still broadcasts, silently along the wrong axis:
-    # a.sum(1) has shape (3,) and lines up with the columns, so rows do not sum to 1.
-    a = torch.arange(1, 10, dtype=torch.float64).reshape(3, 3)
-    assert not _normalised_along(a / a.sum(dim=1), 1)
+    # Pinned above: the 3x3 matrix 1..9 normalised along its rows. (Drawn non-square
+    # shapes would make it crash on broadcasting instead: not a verdict.)
+    assert_fails_on(normalise_without_keepdim, test_broadcast_normalise)

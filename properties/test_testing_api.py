@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import find, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from witness import assert_fails_on
 
 from stability.core.config import MLPConfig
 from stability.core.inits import INITS
@@ -76,15 +77,6 @@ def layer_named(error: BaseException) -> int:
     return int(match.group(1))
 
 
-def failure(check: Callable[[], None]) -> AssertionError | None:
-    """Run an assertion; return its AssertionError, or None if it passed."""
-    try:
-        check()
-    except AssertionError as error:
-        return error
-    return None
-
-
 def scale_layer_(model: nn.Module, layer: int, factor: float) -> None:
     """Multiply the weights of MLP layer ``layer`` (1-based) by ``factor``, in place."""
     with torch.no_grad():
@@ -99,9 +91,7 @@ def scale_layer_(model: nn.Module, layer: int, factor: float) -> None:
 def test_variance_preserved(config: MLPConfig) -> None:
     """A variance-preserving network passes: every layer within 10x of layer 1, both ways."""
     model = build_mlp(config)
-    assert (
-        failure(lambda: assert_variance_preserved(model, input_batch(config, BATCH), BAND)) is None
-    )
+    assert_variance_preserved(model, input_batch(config, BATCH), BAND)
 
 
 @given(good_configs(), st.data())
@@ -115,8 +105,9 @@ def test_witness_variance_preserved(config: MLPConfig, data: st.DataObject) -> N
     planted = data.draw(st.integers(min_value=2, max_value=config.depth), label="planted")
     model = build_mlp(config)
     scale_layer_(model, planted, PLANT_FACTOR)
-    error = failure(lambda: assert_variance_preserved(model, input_batch(config, BATCH), BAND))
-    assert error is not None
+    x = input_batch(config, BATCH)
+    name = f"layer {planted} x {PLANT_FACTOR:g}"
+    error = assert_fails_on(model, assert_variance_preserved, x, BAND, variant_name=name)
     assert layer_named(error) == planted
     forward = re.search(r"forward variance is 10\^([+-]\d+\.\d+)", str(error))
     backward = re.search(r"backward \(gradient\) variance is 10\^([+-]\d+\.\d+)", str(error))
@@ -172,7 +163,7 @@ def user_model(depth: int, width: int, seed: int, broken_after: int | None = Non
 def test_gradients_finite(config: MLPConfig) -> None:
     """Every full-precision network the strategy draws has finite gradients."""
     model = build_mlp(config)
-    assert failure(lambda: assert_gradients_finite(model, input_batch(config, 32))) is None
+    assert_gradients_finite(model, input_batch(config, 32))
 
 
 @given(
@@ -187,16 +178,17 @@ def test_witness_gradients_finite(depth: int, width: int, seed: int, data: st.Da
     inf weight in layer k fails, blamed on layer k (where the forward pass breaks)."""
     broken = data.draw(st.integers(min_value=1, max_value=depth), label="broken")
     x = torch.randn(16, width)
-    error = failure(lambda: assert_gradients_finite(user_model(depth, width, seed, broken), x))
-    assert error is not None
+    planted = user_model(depth, width, seed, broken)
+    name = f"a broken backward after Linear {broken}"
+    error = assert_fails_on(planted, assert_gradients_finite, x, variant_name=name)
     assert layer_named(error) == broken
     assert "non-finite gradient" in str(error)
     model = user_model(depth, width, seed)
-    assert failure(lambda: assert_gradients_finite(model, x)) is None
+    assert_gradients_finite(model, x)  # the same model without the plant passes
     with torch.no_grad():
         model[2 * (broken - 1)].weight[0, 0] = math.inf  # type: ignore[index]
-    error = failure(lambda: assert_gradients_finite(model, x))
-    assert error is not None
+    name = f"an inf weight in Linear {broken}"
+    error = assert_fails_on(model, assert_gradients_finite, x, variant_name=name)
     assert layer_named(error) == broken
     assert "non-finite forward" in str(error)
 
@@ -220,7 +212,7 @@ def test_no_overflow(config: MLPConfig) -> None:
     """Emulated float16/bfloat16 networks with normalised inits never overflow."""
     model = build_mlp(config)
     x = input_batch(config, 32)
-    assert failure(lambda: assert_no_overflow(model, x, dtype=config.dtype)) is None
+    assert_no_overflow(model, x, dtype=config.dtype)
 
 
 @given(good_configs(width=32), st.data())
@@ -230,13 +222,13 @@ def test_witness_no_overflow(config: MLPConfig, data: st.DataObject) -> None:
     planted = data.draw(st.integers(min_value=1, max_value=config.depth), label="planted")
     model = build_mlp(config)
     x = input_batch(config, 32)
-    assert failure(lambda: assert_no_overflow(model, x, dtype="float16")) is None
+    assert_no_overflow(model, x, dtype="float16")  # the same model before the plant passes
     scale_layer_(model, planted, OVERFLOW_FACTOR)
-    error = failure(lambda: assert_no_overflow(model, x, dtype="float16"))
-    assert error is not None
+    name = f"layer {planted} x {OVERFLOW_FACTOR:g}"
+    error = assert_fails_on(model, assert_no_overflow, x, dtype="float16", variant_name=name)
     assert layer_named(error) == planted
     assert "65504" in str(error)
-    assert failure(lambda: assert_no_overflow(model, x, dtype="bfloat16")) is None
+    assert_no_overflow(model, x, dtype="bfloat16")
 
 
 # -- strategies ------------------------------------------------------------------------------
@@ -246,31 +238,33 @@ def within(config: MLPConfig, max_depth: int, max_width: int) -> bool:
     return 1 <= config.depth <= max_depth and 1 <= config.width <= max_width
 
 
-@given(
-    st.integers(min_value=1, max_value=4).flatmap(
-        lambda d: st.tuples(st.just(d), st.integers(min_value=1, max_value=8)).flatmap(
-            lambda b: st.tuples(st.just(b), mlp_configs(max_depth=b[0], max_width=b[1]))
-        )
-    )
-)
+Configs = Callable[..., st.SearchStrategy[MLPConfig]]  # mlp_configs' signature
+
+
+def configs_past_the_width_bound(
+    max_depth: int = 8, max_width: int = 64
+) -> st.SearchStrategy[MLPConfig]:
+    """Known-bad: draws widths above the bound it was given (padding its own margin on)."""
+    return mlp_configs(max_depth=max_depth, min_width=max_width + 1, max_width=max_width + 4)
+
+
+@pytest.mark.parametrize("configs", [pytest.param(mlp_configs, id="mlp_configs")])
+@given(max_depth=st.integers(1, 4), max_width=st.integers(1, 8), data=st.data())
 @at_most(20)
-def test_mlp_configs_within_bounds(drawn: tuple[tuple[int, int], MLPConfig]) -> None:
+def test_mlp_configs_within_bounds(
+    configs: Configs, max_depth: int, max_width: int, data: st.DataObject
+) -> None:
     """Drawn configs respect their bounds, use registry names and build a working model."""
-    (max_depth, max_width), config = drawn
-    assert within(config, max_depth, max_width)
+    config = data.draw(configs(max_depth=max_depth, max_width=max_width), label="config")
+    assert within(config, max_depth, max_width), (config, max_depth, max_width)
     model = build_mlp(config)
     out = model(input_batch(config, 2))
     assert out.shape == (2, config.width)
 
 
 def test_witness_mlp_configs_within_bounds() -> None:
-    """The same bound check fails on configs from wider bounds (hypothesis finds one)."""
-    wide = find(
-        mlp_configs(max_depth=6, max_width=12, activation=activations(["relu"])),
-        lambda c: not within(c, 4, 8),
-        settings=settings(database=None),
-    )
-    assert not within(wide, 4, 8)
+    """The same bound check fails on a strategy that draws past its width bound."""
+    assert_fails_on(configs_past_the_width_bound, test_mlp_configs_within_bounds)
 
 
 # -- bad arguments ---------------------------------------------------------------------------
@@ -300,19 +294,22 @@ GOOD_ARGUMENTS: list[tuple[str, Callable[[], object]]] = [
 ]
 
 
+def check_rejects(call: Callable[[], object], needle: str | None = None) -> None:
+    """``call()`` raises StabilityError, its message containing ``needle`` (if given)."""
+    with pytest.raises(StabilityError, match=None if needle is None else re.escape(needle)):
+        call()
+
+
 @pytest.mark.parametrize(
     ("call", "needle"), [(c, n) for _, c, n in BAD_ARGUMENTS], ids=[i for i, _, _ in BAD_ARGUMENTS]
 )
 def test_bad_arguments_raise(call: Callable[[], object], needle: str) -> None:
     """Bad arguments raise StabilityError with a message naming the value or the choices."""
-    with pytest.raises(StabilityError, match=re.escape(needle)):
-        call()
+    check_rejects(call, needle)
 
 
 @pytest.mark.parametrize("call", [c for _, c in GOOD_ARGUMENTS], ids=[i for i, _ in GOOD_ARGUMENTS])
 def test_witness_bad_arguments_raise(call: Callable[[], object]) -> None:
-    """The corrected arguments do not raise: the error is about the value, not the call."""
-    try:
-        call()
-    except StabilityError as error:
-        pytest.fail(f"valid arguments raised: {error}")
+    """The corrected arguments are not rejected, whatever the message: the error is about the
+    value, not the call (another exception from them propagates as an error)."""
+    assert_fails_on(call, check_rejects)

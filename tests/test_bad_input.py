@@ -112,3 +112,11 @@ def test_bad_input_after_a_run_loses_nothing(tmp_path: Path) -> None:
     assert main(["sweep", *with_flag("--init", "nope"), "--db", str(db), "--out", str(out)]) == 2
     assert _stored_cells(db) == 1
     assert out.read_bytes() == csv_before
+
+
+def test_version_names_stability_and_torch(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("stability 0.") and "torch 2." in out

@@ -15,6 +15,7 @@ import torch
 
 from stability.errors import StabilityError
 from stability.measure import baseline as bl
+from stability.measure.threads import threads
 from stability.report import inputs, runner
 from stability.results import environment as env_module
 from stability.results.environment import KEYS, environment
@@ -55,12 +56,8 @@ def test_environment_lists_every_fact_read_directly() -> None:
 
 
 def test_torch_threads_is_read_when_asked() -> None:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads(1):
         assert environment(["torch_threads"]) == {"torch_threads": 1}
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_git_commit_is_none_outside_a_checkout(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from stability.core.config import MLPConfig
 from stability.errors import StabilityError
+from stability.measure.threads import threads
 from stability.results.store import Store
 from stability.sweep.cells import Cell, SweepGrid
 from stability.sweep.executors import (
@@ -53,12 +53,8 @@ def _rows(executor: Executor, cells: Sequence[Cell]) -> tuple[pd.DataFrame, dict
 def test_in_process_and_pool_give_identical_rows_and_errors() -> None:
     """Same cells, same rows to the last bit (one torch thread on both sides), same failures."""
     cells = [*TINY.cells(), BROKEN]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what every pool worker runs with
-    try:
+    with threads(1):  # what every pool worker runs with
         here, here_errors = _rows(InProcessExecutor(), cells)
-    finally:
-        torch.set_num_threads(threads)
     pooled, pool_errors = _rows(PoolExecutor(2), cells)
     assert len(here) == len(TINY.cells()) * 3
     pd.testing.assert_frame_equal(here, pooled, check_exact=True)

@@ -51,9 +51,9 @@ CASES = [
     case("dup-map-inits", doctor(lr_map="", map_inits="orthogonal,orthogonal"), 2, ["twice"]),
     case("dup-map-activations", doctor(lr_map="", map_activations="tanh,tanh"), 2, ["twice"]),
     # empty comma lists: refused (an empty grid ran 0 cells and recorded a run)
-    case("empty-activation", sweep(activation=","), 2, ["--activation needs at least one"]),
-    case("empty-seeds", sweep(seeds=",,,"), 2, ["--seeds needs at least one seed"]),
-    case("empty-depth", sweep(depth=" "), 2, ["--depth needs at least one depth"]),
+    case("empty-activation", sweep(activation=","), 2, ["grid is empty (--activation: no value)"]),
+    case("empty-seeds", sweep(seeds=",,,"), 2, ["grid is empty (--seeds", "is untouched"]),
+    case("empty-depth-and-width", sweep(depth=" ", width=","), 2, ["(--depth, --width: no"]),
     case("doctor-empty-lrs", doctor(lr_map="", lrs=","), 2, ["--lrs needs at least one"]),
     case(
         "doctor-empty-map-activations",

@@ -8,6 +8,7 @@ sample is known exactly and the checks do not depend on this machine's load.
 import io
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -251,7 +252,10 @@ def test_worker_module_runs_as_the_gate_starts_it(module: str) -> None:
 
 
 def test_bench_module_still_ingests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = {"benchmarks": [{"name": "t", "stats": {"median": 1.0}, "extra_info": {"x": 1}}]}
+    stats = {k: 1.0 for k in ("min", "max", "mean", "median", "q1", "q3")}
+    stats.update(stddev=0.0, iqr=0.0, rounds=3, iterations=1)
+    extra = {"x": 1, "batch_size": 4, "samples_per_s": 4.0, "device": "cpu", "dtype": "float32"}
+    data = {"benchmarks": [{"name": "t", "stats": stats, "extra_info": extra}]}
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(data))
     db = tmp_path / "s.db"
@@ -261,3 +265,16 @@ def test_bench_module_still_ingests(tmp_path: Path, capsys: pytest.CaptureFixtur
         rows = store.bench_results()
     assert rows["x"].tolist() == [1] and rows["stats_median"].tolist() == [1.0]
     assert bench.main(["ingest"]) == 2
+
+
+def test_meets_goal_needs_significance_to_miss() -> None:
+    """Near the goal, noise does not flip the verdict; far over it, the goal is missed."""
+    from stability.measure.stats import meets_goal
+
+    rng = random.Random(3)
+    plain = [1.0 + rng.gauss(0, 0.05) for _ in range(15)]
+    near = [1.11 + rng.gauss(0, 0.05) for _ in range(15)]  # median just over 1.10x
+    far = [1.4 + rng.gauss(0, 0.05) for _ in range(15)]
+    assert meets_goal(near, plain, 1.10)[0]
+    met, p = meets_goal(far, plain, 1.10)
+    assert not met and p < 0.01  # the witness: a real 40 % overhead misses the goal

@@ -24,7 +24,7 @@ from stability.errors import StabilityError
 
 def commands() -> list[Callable[[SubParsers], None]]:
     """Every subcommand's ``add_<name>``, in ``--help`` order (imported here: see above)."""
-    from stability.cli import bench, doctor, gate, report, sweep
+    from stability.cli import bench, diff, doctor, gate, report, sweep
 
     return [
         sweep.add_sweep,
@@ -33,13 +33,28 @@ def commands() -> list[Callable[[SubParsers], None]]:
         bench.add_bench_ingest,
         gate.add_baseline,
         gate.add_gate,
+        diff.add_diff,
     ]
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def build_parser() -> Parser:
     parser = Parser(
         prog="stability",
         description="Probe, test, benchmark and gate the numerical stability of deep networks.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"stability {_version('stability')} (torch {_version('torch')})",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in commands():

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from stability.cli.args import SubParsers, add_db_argument
+from stability.results.files import check_store
 from stability.results.store import Store
 
 
@@ -22,6 +23,7 @@ def add_bench_ingest(sub: SubParsers) -> None:
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     from stability.measure.ingest import ingest
 
+    check_store(args.db, [args.json])  # before the store is opened (or created)
     with Store.open(args.db) as store:
         run_id = ingest(args.json, store, ["stability", *sys.argv[1:]])
         count = int((store.bench_results()["run_id"] == run_id).sum())

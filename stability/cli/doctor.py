@@ -20,7 +20,8 @@ from stability.cli.args import (
 )
 from stability.errors import StabilityError
 from stability.interrupts import deferred_interrupt
-from stability.results.store import Store, writable_path
+from stability.results.files import check_outputs, save_figure
+from stability.results.store import Store
 
 if TYPE_CHECKING:
     from stability.train.doctor import Diagnosis, Extras
@@ -123,10 +124,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     for kind, table in extra_tables(cfg, extras):
         tables[kind] = table
         _PRINTERS[kind](table, args)
-    with deferred_interrupt():  # Ctrl-C: every table written (CSVs and store), or none
-        written = write_doctor_csvs(args.out, tables)
-        with Store.open(args.db) as store:
+    with deferred_interrupt():  # Ctrl-C: every table written (store and CSVs), or none
+        with Store.open(args.db) as store:  # first: a CSV that cannot be written loses nothing
             run_id = write_doctor_run(store, tables, ["stability", *sys.argv[1:]], args.device)
+        written = write_doctor_csvs(args.out, tables)
     print(f"tables: {', '.join(map(str, written))} (store: {args.db}, run {run_id})")
     if args.fail_on_divergence and diag.status == "diverged":
         print(
@@ -142,7 +143,7 @@ def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
     """Validated configs from the arguments; every bad input raises before any work."""
     from stability.cli.limits import check_doctor
     from stability.core.config import MLPConfig
-    from stability.train.doctor import Extras
+    from stability.train.doctor import OPTIONAL_TABLES, Extras, doctor_outputs
     from stability.train.lr_search import DEFAULT_MAP_LRS
     from stability.train.trainer import TrainConfig
 
@@ -168,20 +169,19 @@ def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
         replace(cfg, lr=lr)  # one the weights' dtype cannot hold is refused here
     nonempty("--map-inits", args.map_inits, "init")
     nonempty("--map-activations", args.map_activations, "activation")
-    if args.figure is not None:
-        if not args.lr_map:
-            raise StabilityError("--figure draws the lr map: it needs --lr-map")
-        figure_path(args.figure)
+    if args.figure is not None and not args.lr_map:
+        raise StabilityError("--figure draws the lr map: it needs --lr-map")
     check_doctor(cfg, args.trial_steps, args.yes)
     if args.loss_scaling and args.dtype not in ("float16", "bfloat16"):
         raise StabilityError(
             f"--loss-scaling needs a reduced dtype; got {args.dtype!r}, expected one of "
             "['bfloat16', 'float16']"
         )
-    writable_path(args.out, "output file")
-    Store.open(args.db).close()  # refuse a foreign or corrupt database before any work
-    if args.figure is not None:
-        writable_path(args.figure, "figure file")
+    studies = [kind for kind in OPTIONAL_TABLES if getattr(args, kind)]  # --cost... by name
+    check_outputs(doctor_outputs(args.out, args.figure, studies), store=args.db)
+    if args.figure is not None:  # a format matplotlib cannot write, after what the path is
+        figure_path(args.figure)
+    Store.open(args.db).close()  # refuse a foreign, corrupt or read-only store before training
     if args.device.startswith("cuda"):
         import torch
 
@@ -239,8 +239,7 @@ def _print_lr_map(table: pd.DataFrame, args: argparse.Namespace) -> None:
     print("lr map (ok = stable, DIV = divergent):")
     print(grid.to_string())
     if args.figure is not None:
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        lr_map_figure(table).savefig(args.figure, dpi=120)
+        save_figure(lr_map_figure(table), args.figure, dpi=120, what="--figure")
         print(f"figure: {args.figure}")
 
 

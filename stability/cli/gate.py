@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from stability.cli.args import SubParsers, silence_stdout
 from stability.errors import StabilityError
-from stability.results.store import writable_path
+from stability.results.files import check_outputs
 
 if TYPE_CHECKING:
     from stability.measure.gate import Verdict
@@ -31,7 +31,8 @@ def add_baseline(sub: SubParsers) -> None:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from stability.measure import baseline
 
-    out = writable_path(args.out, "baseline file")
+    out = args.out
+    check_outputs({"--out": out})  # never over a store or other database; before measuring
     doc = baseline.write(out, args.reason)
     eff = doc["throughput"]["efficiency"]
     print(

@@ -13,12 +13,12 @@ from stability.cli.args import (
     add_db_argument,
     ints,
     names,
-    nonempty,
 )
 from stability.cli.limits import check_sweep
 from stability.core.registry import lookup
 from stability.errors import StabilityError
-from stability.results.store import Store, writable_path
+from stability.results.files import check_outputs, write_csv
+from stability.results.store import Store
 from stability.results.tables import VERDICTS, summary_table, with_verdicts
 from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, SweepGrid
 from stability.sweep.dask_executor import DaskExecutor
@@ -92,21 +92,30 @@ def add_sweep(sub: SubParsers) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise StabilityError(f"jobs must be >= 1, got {args.jobs}")
+    lists = {"--activation": args.activation, "--init": args.init, "--depth": args.depth,
+             "--width": args.width, "--dtype": args.dtype, "--seeds": args.seeds,
+             "--batch": args.batch}  # fmt: skip
+    empty = [flag for flag, values in lists.items() if not values]
+    if empty:
+        raise StabilityError(
+            f"the grid is empty ({', '.join(empty)}: no value); {args.out} is untouched"
+        )
     grid = SweepGrid(
-        activations=nonempty("--activation", args.activation, "activation"),
-        inits=nonempty("--init", args.init, "init"),
-        depths=nonempty("--depth", args.depth, "depth"),
-        widths=nonempty("--width", args.width, "width"),
-        dtypes=nonempty("--dtype", args.dtype, "dtype"),
-        seeds=nonempty("--seeds", args.seeds, "seed"),
-        batches=nonempty("--batch", args.batch, "batch size"),
+        activations=args.activation,
+        inits=args.init,
+        depths=args.depth,
+        widths=args.width,
+        dtypes=args.dtype,
+        seeds=args.seeds,
+        batches=args.batch,
         device=args.device,
     )
     cells = grid.cells()  # validates every name and size before any work
     jobs = check_sweep(cells, args.jobs, args.scheduler, args.yes)  # memory, bounds, --jobs
     executor = _executor(jobs, args.scheduler)  # a missing dask extra fails here
     fail_on = _fail_on_verdicts(args.fail_on)
-    out = writable_path(args.out, "output file")
+    out = args.out
+    check_outputs({"--out": out}, store=args.db)  # not the store, not a database, writable
     if args.device.startswith("cuda") and args.scheduler is None:  # else the workers need CUDA
         import torch
 
@@ -131,8 +140,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             )
             return EXIT_INTERRUPTED
         rows = store.sweep_rows(c.key for c in cells)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(out, index=False)
+    write_csv(rows, out, "--out")
     if not args.quiet and not rows.empty:
         with pd.option_context("display.width", 160, "display.max_rows", 500):
             print(summary_table(rows).to_string(index=False))

@@ -30,6 +30,7 @@ from stability.measure.steps import compute_dtype, make_train_step
 from stability.measure.threads import threads
 from stability.measure.timer import Timer
 from stability.results.environment import environment
+from stability.results.files import write_text
 from stability.sweep.cells import Cell, run_cell
 
 FORMAT = "stability-baseline"
@@ -169,9 +170,7 @@ def write(path: Path | str, reason: str, rounds: int = SPEED_ROUNDS) -> dict[str
     if not reason.strip():
         raise StabilityError("a baseline needs a reason: pass --reason 'why it changed'")
     doc = measure(reason, rounds)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    write_text(Path(path), json.dumps(doc, indent=1, sort_keys=False) + "\n", "baseline file")
     return doc
 
 

@@ -6,18 +6,19 @@ stores a JSON written by ``pytest benchmarks --benchmark-json``.
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from stability.errors import StabilityError
+from stability.measure.bench_schema import STATS_KEYS, validate
+from stability.results.files import check_store
 from stability.results.store import Store
 
-_STATS_KEYS = ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "rounds", "iterations")
 DEFAULT_DB = "results/stability.db"
 
 
-def bench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+def bench_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Flatten pytest-benchmark JSON: one dict per benchmark with its stats and extra_info."""
     rows = []
     for b in data.get("benchmarks", []):
@@ -27,30 +28,44 @@ def bench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "name": b.get("name", ""),
                 "fullname": b.get("fullname", ""),
                 "group": b.get("group"),
-                **{f"stats_{k}": stats.get(k) for k in _STATS_KEYS},
+                **{f"stats_{k}": stats.get(k) for k in STATS_KEYS},
                 **b.get("extra_info", {}),
             }
         )
     return rows
 
 
-def ingest(json_path: Path | str, store: Store, command: Sequence[str] | None = None) -> int:
-    """Read a pytest-benchmark JSON and write every benchmark under a new ``bench`` run."""
-    path = Path(json_path)
+def read_json(path: Path) -> Any:
+    """The parsed file, or one line saying why it cannot be (missing, binary, not JSON)."""
     try:
-        data = json.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise StabilityError(f"cannot read benchmark JSON {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise StabilityError(
+            f"benchmark JSON {str(path)!r} is not UTF-8 text (a binary file?); pass the file "
+            "pytest --benchmark-json wrote"
+        ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise StabilityError(f"benchmark JSON {str(path)!r} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or "benchmarks" not in data:
-        raise StabilityError(f"{str(path)!r} is not a pytest-benchmark JSON (no 'benchmarks')")
-    rows = bench_rows(data)
+    except RecursionError:
+        raise StabilityError(f"benchmark JSON {str(path)!r} is nested too deeply") from None
+
+
+def ingest(json_path: Path | str, store: Store, command: Sequence[str] | None = None) -> int:
+    """Read a pytest-benchmark JSON and write every benchmark under a new ``bench`` run.
+
+    The whole file is validated first (``bench_schema``): all of it is stored, or nothing.
+    """
+    path = Path(json_path)
+    check_store(store.path, [path])
+    data = read_json(path)
+    rows = bench_rows({"benchmarks": validate(data, repr(str(path)))})
     devices = {str(r.get("device", "cpu")) for r in rows} or {"cpu"}
     command = list(command or ["stability", "bench-ingest", str(path)])
-    run_id = store.start_run("bench", command, ",".join(sorted(devices)))
-    store.write_bench(run_id, rows)
-    return run_id
+    return store.write_bench_run(command, ",".join(sorted(devices)), rows)
 
 
 def main(argv: Sequence[str], module: str = "stability.measure.ingest") -> int:
@@ -60,7 +75,9 @@ def main(argv: Sequence[str], module: str = "stability.measure.ingest") -> int:
         print(f"usage: python -m {module} JSON [DB]", file=sys.stderr)
         return 2
     try:
-        with Store.open(args[1] if len(args) == 2 else DEFAULT_DB) as store:
+        db = Path(args[1] if len(args) == 2 else DEFAULT_DB)
+        check_store(db, [Path(args[0])])
+        with Store.open(db) as store:
             run_id = ingest(args[0], store, ["python", "-m", *module.split(), *args])
     except StabilityError as exc:
         print(f"{module}: error: {exc}", file=sys.stderr)

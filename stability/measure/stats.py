@@ -6,6 +6,7 @@ size; no SciPy needed at run time (the tests compare it with SciPy's).
 
 import math
 from collections.abc import Sequence
+from statistics import median
 
 ALPHA = 0.01  # a slowdown must be this significant to fail CI
 
@@ -47,3 +48,14 @@ def min_samples(other: int, alpha: float = ALPHA) -> int:
         if mann_whitney_greater(high, low) < alpha:
             return n
     raise ValueError(f"no sample count reaches p < {alpha} against {other} samples")
+
+
+def meets_goal(
+    measured: Sequence[float], base: Sequence[float], goal: float, alpha: float = ALPHA
+) -> tuple[bool, float]:
+    """Whether ``measured`` stays within ``goal`` times ``base`` (e.g. a probed step within
+    1.10x the plain one): missed only when significantly over it, so noise near the goal
+    does not flip the verdict. Returns (met, p-value of being over the goal)."""
+    p = mann_whitney_greater(list(measured), [goal * t for t in base])
+    ratio = median(measured) / median(base)
+    return ratio <= goal or p >= alpha, p

@@ -2,7 +2,8 @@
 
 ``plan`` says which grids and steps, ``runner`` runs them (``progress`` shows it, ``cache``
 fingerprints and reuses, ``gate_run`` judges the gate), ``inputs`` gathers what exists,
-``sections`` renders one module per section (computing nothing), ``figures`` draws,
+``sections`` renders one module per section (computing nothing) and ``sections.summary``
+the verdict box on top, ``figures`` (with ``figures_growth`` and ``figures_runs``) draws,
 ``junit`` reads the property results.
 """
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from stability.errors import StabilityError
 from stability.report.cache import code_state, latest_properties
 from stability.report.gate_run import cached_gate
 from stability.report.inputs import ReportData, Step, gather
@@ -23,8 +24,9 @@ from stability.report.progress import Display
 from stability.report.runner import Runner
 from stability.report.sections import SECTIONS
 from stability.report.sections.figure_cache import FIGURE_CACHE
-from stability.report.sections.page import Section
-from stability.results.store import writable_path
+from stability.report.sections.page import Section, State
+from stability.report.sections.summary import summarise
+from stability.results.files import check_outputs, same_file, write_csv, write_text
 
 TITLE = "Numerical stability of deep networks"
 
@@ -41,6 +43,7 @@ class BuildResult:
     steps: list[Step] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    state: State = "nothing run"  # the page's overall health: healthy, warnings, failures
 
     @property
     def failed(self) -> bool:
@@ -68,6 +71,8 @@ def _safe_section(fn: Callable[[ReportData], Section], data: ReportData) -> tupl
             "This section could not be drawn.",
             status="not available",
             notes=[f"Error while drawing: {detail}", traceback.format_exc(limit=3)],
+            health="fail",
+            reason=f"could not be drawn: {detail}",
         )
         return section, f"section {name!r}: {detail}"
 
@@ -100,18 +105,19 @@ def render(
     drawn, errors = [], []
     for fn in sections:
         section, error = _safe_section(fn, data)
+        if section.health == "not run" and not section.reason:
+            section.reason = section.notes[0] if section.notes else "nothing to show yet"
         drawn.append(section)
         if error:
             errors.append(error)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    csv_names: dict[str, str] = {}
-    csv_files = []
-    for section in drawn:
-        for table in section.tables:
-            path = out.parent / f"{table.slug}.csv"
-            table.frame.to_csv(path, index=False)
-            csv_names[table.slug] = path.name
-            csv_files.append(path)
+    summary = summarise(data, drawn)
+    tables = [*summary.tables, *(t for section in drawn for t in section.tables)]
+    csv_files = [out.parent / f"{t.slug}.csv" for t in tables]
+    # All checked before the first is written: a side CSV may not land on the store.
+    check_outputs({f"table CSV ({p.stem})": p for p in csv_files}, store=data.db)
+    for table, path in zip(tables, csv_files, strict=True):
+        write_csv(table.frame, path, "table CSV")
+    csv_names = {t.slug: p.name for t, p in zip(tables, csv_files, strict=True)}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(_resource("template.html"))
     line = headline(drawn)
@@ -122,13 +128,12 @@ def render(
         commit=data.commit or "unknown",
         db=str(data.db),
         headline=line,
+        summary=summary,
         sections=drawn,
         csv=csv_names,
         command=command,
     )
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, page, "report file")
     if not errors and data.cache_dir is not None:
         _prune_figures(data.cache_dir / FIGURE_CACHE, before=wall_start)
     return BuildResult(
@@ -140,7 +145,20 @@ def render(
         steps=data.steps,
         errors=errors,
         seconds=time.perf_counter() - start,
+        state=summary.state,
     )
+
+
+def check_report_paths(out: Path, db: Path) -> None:
+    """Before any work: the page may not be the store or another database, and the store
+    may not sit where the page's table CSVs go (``--db r/runs.csv --out r/index.html``)."""
+    check_outputs({"--out": out}, store=db)
+    if db.suffix.lower() == ".csv" and same_file(db.parent, out.parent):
+        raise StabilityError(
+            f"results database {str(db)!r} is a .csv file in the folder where the report "
+            f"writes its table CSVs ({str(out.parent)!r}); a table could overwrite it: pass "
+            "--out into another folder, or keep the store elsewhere"
+        )
 
 
 def build(
@@ -154,7 +172,7 @@ def build(
     command: str = "stability report",
 ) -> BuildResult:
     """Run what is missing (unless ``no_run``), then render ``out`` from the store."""
-    out = writable_path(out, "report file")
+    check_report_paths(out, db)
     display = display or Display()
     start = time.perf_counter()
     if no_run:

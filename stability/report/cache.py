@@ -16,6 +16,7 @@ from typing import Any
 
 from stability.report.inputs import CACHE_DIR, PropertyRun
 from stability.results.environment import environment
+from stability.results.files import write_text
 
 
 def _git(root: Path, *args: str) -> bytes | None:
@@ -117,10 +118,7 @@ class Cache:
     def add(self, kind: str, entry: dict[str, Any]) -> None:
         data = self.load()
         data.setdefault(kind, []).append(entry)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.index.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.index)
+        write_text(self.index, json.dumps(data, indent=1), "report cache index")
 
 
 def property_run(entry: dict[str, Any], current: bool | None, how: str) -> PropertyRun:

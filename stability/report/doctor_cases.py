@@ -81,8 +81,8 @@ def compute(
 
 def write(store: Store, tables: dict[str, pd.DataFrame], command: Sequence[str] = ()) -> int:
     """Store the tables under a new doctor run marked as the report's; its run id."""
-    run_id = store.start_run("doctor", [*(command or ["stability", "report"]), MARKER], "cpu")
-    for kind, table in tables.items():
-        records = [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
-        store.write_doctor(run_id, kind, records)
-    return run_id
+    records = {
+        kind: [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
+        for kind, table in tables.items()
+    }
+    return store.write_doctor_run([*(command or ["stability", "report"]), MARKER], "cpu", records)

@@ -2,13 +2,18 @@
 
 Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot): nothing global is
 kept between figures and the Agg/SVG backends need no display. Each function takes tidy
-DataFrames already reduced by ``stability.report.sections`` and only draws.
+DataFrames already reduced by ``stability.report.sections`` and only draws. This module
+holds the shared helpers, the atlas and the notes' plain line plots; ``figures_growth``
+the verdict-scaled growth figures, ``figures_runs`` precision, throughput and history.
+
+Scales show decisions: log10 axes and colours centre on 0, mark the stable band
+(``BAND`` decades) and saturate at ``SATURATE`` (three band widths), where the verdict
+no longer changes; past it a value sits on the rim instead of stretching the scale.
 """
 
 import base64
 import functools
 import io
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -16,15 +21,21 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, ScalarFormatter
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from stability.results.tables import BAND
 
 matplotlib.use("Agg")
 
 # log10 values beyond this are drawn at the edge: float32 overflows at 10^38.5, so every
 # finite float32 variance fits, and inf (overflow) or 0 (total underflow) sit on the rim.
 LOG_CLIP = 40.0
+SATURATE = 3 * BAND  # decades of growth past which colours and axes stop changing
+ATLAS_LIMIT = SATURATE + 2.0  # the atlas' y axis: the band around layer 1, plus room
+BAND_COLOR = "#2e7d32"
 FIG_WIDTH = 12.0  # inches; at 100 dpi the page's 1200 px content column
 FORWARD_COLOR = "#1f5fa8"
 BACKWARD_COLOR = "#c2410c"
@@ -63,7 +74,7 @@ def new_figure(width: float = FIG_WIDTH, height: float = 4.0, constrained: bool 
     return Figure(figsize=(width, height), layout="constrained" if constrained else None)
 
 
-def _grid_margins(fig: Figure, left: float, top: float, bottom: float) -> None:
+def grid_margins(fig: Figure, left: float, top: float, bottom: float) -> None:
     """Fixed margins for a grid of small multiples, in inches."""
     w, h = fig.get_size_inches()
     fig.subplots_adjust(
@@ -97,7 +108,7 @@ def ordered(values: Sequence[str] | pd.Series, preferred: Sequence[str]) -> list
     return head + sorted(v for v in present if v not in head)
 
 
-def _panel_grid(fig: Figure, nrows: int, ncols: int) -> np.ndarray:
+def panel_grid(fig: Figure, nrows: int, ncols: int) -> np.ndarray:
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     return np.asarray(axes)
 
@@ -111,18 +122,22 @@ def atlas(
     inits: Sequence[str],
     color: str,
     ylabel: str,
+    reference_layer: str = "first",
 ) -> Figure:
     """Small multiples: rows are activations, columns inits; log10 variance against layer.
 
     The shaded band spans the seeds (min to max), the solid line is their median in log
-    space, the dashed line the mean-field prediction.
+    space, the dashed line the mean-field prediction. The green band is the verdict's:
+    ``BAND`` decades either side of the reference layer (the first for signals, the last
+    for gradients, which flow down); a line leaving it is what the heat map calls exploding
+    or vanishing. The axis stops at ``ATLAS_LIMIT``: beyond, values sit on the rim.
     """
     nrows, ncols = len(activations), len(inits)
-    fig = new_figure(FIG_WIDTH, 1.25 * nrows + 0.7, constrained=False)
-    _grid_margins(fig, left=0.75, top=0.25, bottom=0.45)
-    axes = _panel_grid(fig, nrows, ncols)
+    fig = new_figure(FIG_WIDTH, 1.25 * nrows + 0.95, constrained=False)
+    grid_margins(fig, left=0.75, top=0.5, bottom=0.45)
+    axes = panel_grid(fig, nrows, ncols)
     groups = {key: g for key, g in rows.groupby(["activation", "init"])}
-    ymin, ymax = 0.0, 0.0
+    ymin, ymax = -BAND, BAND
     for r, act in enumerate(activations):
         for c, init in enumerate(inits):
             ax: Axes = axes[r, c]
@@ -130,8 +145,13 @@ def atlas(
             if g is None or g.empty:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             else:
-                logs = g.assign(v=clipped_log10(g[measured]), t=clipped_log10(g[theory]))
+                v = np.clip(clipped_log10(g[measured]), -ATLAS_LIMIT, ATLAS_LIMIT)
+                t = np.clip(clipped_log10(g[theory]), -ATLAS_LIMIT, ATLAS_LIMIT)
+                logs = g.assign(v=v, t=t)
                 band = logs.groupby("layer")["v"].agg(["min", "median", "max"])
+                ref = band["median"].iloc[0 if reference_layer == "first" else -1]
+                if np.isfinite(ref):
+                    ax.axhspan(ref - BAND, ref + BAND, color=BAND_COLOR, alpha=0.09, lw=0)
                 ax.fill_between(band.index, band["min"], band["max"], color=color, alpha=0.35, lw=0)
                 ax.plot(band.index, band["median"], color=color, lw=2.2, alpha=0.55)
                 th = logs.groupby("layer")["t"].first()
@@ -148,110 +168,16 @@ def atlas(
             if r == nrows - 1:
                 ax.set_xlabel("layer")
     pad = 0.05 * max(ymax - ymin, 1.0)
-    axes[0, 0].set_ylim(ymin - pad, ymax + pad)
+    axes[0, 0].set_ylim(max(ymin, -ATLAS_LIMIT) - pad, min(ymax, ATLAS_LIMIT) + pad)
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-    return fig
-
-
-@styled
-def growth_heatmaps(panels: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]]) -> Figure:
-    """Side-by-side heat maps of log10 growth; red explodes, blue vanishes, white is stable.
-
-    Each panel is (title, measured pivot, theory pivot or None); cells show the measured
-    value and, below it in brackets, the prediction. The colour scale is shared and centred
-    on 0; inf/-inf sit at the ends of the scale, NaN is grey.
-    """
-    fig = new_figure(FIG_WIDTH, 0.5 * max(len(p[1]) for p in panels) + 1.4)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    finite = np.concatenate([p[1].to_numpy(dtype=float).ravel() for p in panels])
-    finite = finite[np.isfinite(finite)]
-    bound = float(min(max(np.abs(finite).max(initial=1.0), 1.0), LOG_CLIP))
-    norm = TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#bdbdbd")
-    image = None
-    for ax, (title, measured, theory) in zip(axes, panels, strict=True):
-        values = measured.to_numpy(dtype=float)
-        shown = np.where(np.isposinf(values), bound, np.where(np.isneginf(values), -bound, values))
-        image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto")
-        ax.set_xticks(range(measured.shape[1]), list(measured.columns), rotation=30, ha="right")
-        ax.set_yticks(range(measured.shape[0]), list(measured.index))
-        ax.set_title(title)
-        for i in range(values.shape[0]):
-            for j in range(values.shape[1]):
-                text = _fmt(values[i, j])
-                if theory is not None:
-                    text += f"\n({_fmt(float(theory.to_numpy(dtype=float)[i, j]))})"
-                dark = np.isfinite(shown[i, j]) and abs(shown[i, j]) > 0.6 * bound
-                ax.text(
-                    j,
-                    i,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=6.5,
-                    color="white" if dark else "black",
-                )
-    if image is not None:
-        fig.colorbar(image, ax=list(axes), shrink=0.8, label="log10(last / first variance)")
-    return fig
-
-
-def _fmt(v: float) -> str:
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.1f}".replace("-0.0", "0.0") if abs(v) < 0.05 else f"{v:.1f}"
-
-
-@styled
-def precision_profiles(
-    rows: pd.DataFrame, configs: Sequence[tuple[str, str]], dtypes: Sequence[str]
-) -> Figure:
-    """Per layer, the fraction of values that overflow, go subnormal or flush to zero.
-
-    Rows are configurations, columns dtypes; solid lines are forward values (layer
-    outputs), dashed lines gradients. A symmetric-log axis keeps 0 visible beside 1e-4.
-    """
-    fig = new_figure(FIG_WIDTH, 1.5 * len(configs) + 1.0, constrained=False)
-    _grid_margins(fig, left=0.95, top=0.55, bottom=0.45)
-    axes = _panel_grid(fig, len(configs), len(dtypes))
-    for r, (act, init) in enumerate(configs):
-        for c, dtype in enumerate(dtypes):
-            ax: Axes = axes[r, c]
-            g = rows[
-                (rows["activation"] == act) & (rows["init"] == init) & (rows["dtype"] == dtype)
-            ]
-            if g.empty:
-                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
-            else:
-                mean = g.groupby("layer").mean(numeric_only=True)
-                for event, color in EVENT_COLORS.items():
-                    ax.plot(mean.index, mean[f"{event}_frac"], color=color, lw=1.1, label=event)
-                    ax.plot(
-                        mean.index,
-                        mean[f"grad_{event}_frac"],
-                        color=color,
-                        lw=1.1,
-                        ls="--",
-                        label=f"{event} (grad)",
-                    )
-            ax.set_yscale("symlog", linthresh=1e-4)
-            ax.set_ylim(0.0, 1.05)
-            if r == 0:
-                ax.set_title(dtype)
-            if c == 0:
-                ax.set_ylabel(f"{act} / {init}\nfraction")
-            if r == len(configs) - 1:
-                ax.set_xlabel("layer")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if not handles:
-        for ax in axes.ravel():
-            handles, labels = ax.get_legend_handles_labels()
-            if handles:
-                break
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncols=6, frameon=False)
+    handles = [
+        Patch(color=color, alpha=0.35, label="measured, min to max over seeds"),
+        Line2D([], [], color=color, lw=2.2, alpha=0.55, label="measured, median"),
+        Line2D([], [], color=THEORY_COLOR, lw=0.9, ls=(0, (3, 2)), label="mean-field theory"),
+        Patch(color=BAND_COLOR, alpha=0.2,
+              label=f"stable band: ±{BAND:g} decades of the {reference_layer} layer"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="upper center", ncols=4, frameon=False)
     return fig
 
 
@@ -299,63 +225,4 @@ def matrix_products(curves: pd.DataFrame, reference: dict[str, float] | None = N
     ax.set_ylabel("log10 max |entry|")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
-    return fig
-
-
-@styled
-def throughput(bench: pd.DataFrame, group_cols: Sequence[str]) -> Figure:
-    """Samples/s against batch (log-log, IQR bars) and efficiency against batch."""
-    fig = new_figure(FIG_WIDTH, 3.6)
-    left, right = fig.subplots(1, 2)
-    for key, g in bench.groupby(list(group_cols), dropna=False):
-        g = g.sort_values("batch_size")
-        label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        x = g["batch_size"].to_numpy(dtype=float)
-        y = g["samples_per_s"].to_numpy(dtype=float)
-        lo = np.clip(y - g["samples_per_s_q1"].to_numpy(dtype=float), 0, None)
-        hi = np.clip(g["samples_per_s_q3"].to_numpy(dtype=float) - y, 0, None)
-        err = np.nan_to_num(np.vstack([lo, hi]))
-        line = left.errorbar(x, y, yerr=err, marker="o", ms=3, lw=1.1, capsize=2, label=label)
-        if "efficiency" in g and g["efficiency"].notna().any():
-            right.plot(x, g["efficiency"], marker="o", ms=3, lw=1.1, color=line[0].get_color())
-    batches = sorted(set(bench["batch_size"].astype(float)))
-    for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator(batches))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_locator(NullLocator())
-    left.set_yscale("log")
-    left.set_xlabel("batch size")
-    left.set_ylabel("samples / s (median, IQR bars)")
-    left.grid(alpha=0.3, which="both")
-    left.legend()
-    right.set_xlabel("batch size")
-    right.set_ylabel("efficiency (achieved / same-run GEMM GFLOP/s)")
-    right.set_ylim(bottom=0)
-    right.grid(alpha=0.3)
-    return fig
-
-
-@styled
-def history(efficiency: pd.DataFrame | None, stability: pd.DataFrame | None) -> Figure:
-    """Across runs: median efficiency per benchmark group, and sweep verdict fractions."""
-    panels = [
-        (frame, xlabel, ylabel, top)
-        for frame, xlabel, ylabel, top in (
-            (efficiency, "benchmark run id", "median efficiency", None),
-            (stability, "sweep run id", "fraction of configs in the run", 1.02),
-        )
-        if frame is not None and not frame.empty
-    ]
-    fig = new_figure(FIG_WIDTH, 3.0)
-    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
-    for ax, (frame, xlabel, ylabel, top) in zip(axes, panels, strict=False):
-        for column in frame.columns:
-            ax.plot(frame.index, frame[column], marker="o", ms=3, label=str(column))
-        ax.set_xticks(list(frame.index))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(0, top)
-        ax.grid(alpha=0.3)
-        ax.legend()
     return fig

@@ -101,6 +101,8 @@ class ReportData:
     baseline: BaselineFile | None = None
     gate: GateResult | None = None  # None: not judged for this code and baseline
     notes: NotesCurves | None = None
+    run_cells: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, cell_key, status
+    judged: pd.DataFrame | None = None  # ``judged_table(sweep)``, filled on first use
 
 
 DOCTOR_KINDS = ("diagnosis", "layers", "lr_map")
@@ -117,15 +119,16 @@ def gather(
     """Read the store (creating nothing if it is absent), the baseline and the machine's
     facts into a ``ReportData``; the notes' curves are computed here (about 0.1 s)."""
     empty = pd.DataFrame()
-    sweep, history, runs, bench = empty, empty, empty, empty
+    sweep, history, runs, bench, run_cells = empty, empty, empty, empty, empty
     doctor: dict[str, pd.DataFrame] = {}
     if db.exists():
-        with Store.open(db) as store:
+        with Store.open(db, readonly=True) as store:  # drawing never writes the store
             sweep = store.sweep_rows()
             runs = store.runs()
             bench = normalise_bench(store.bench_results())
             history = store.sweep_history()
             doctor = {kind: store.doctor_rows(kind) for kind in DOCTOR_KINDS}
+            run_cells = store.run_cells()
     return ReportData(
         db=db,
         root=root,
@@ -144,6 +147,7 @@ def gather(
         baseline=load_baseline(root / bl.DEFAULT_PATH),
         gate=gate,
         notes=notes_curves(),
+        run_cells=run_cells,
     )
 
 

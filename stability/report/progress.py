@@ -25,9 +25,10 @@ _PERCENT = re.compile(r"\[\s*(\d+)%\]")
 class Display:
     """Where progress goes: a rewritten line on a terminal, plain lines in CI logs."""
 
-    def __init__(self, stream: TextIO = sys.stderr, live: bool | None = None) -> None:
-        self.stream = stream
-        self.live = stream.isatty() if live is None else live
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+        # sys.stderr as it is now, not as it was at import (tests and tools replace it)
+        self.stream = sys.stderr if stream is None else stream
+        self.live = self.stream.isatty() if live is None else live
         self._last = time.monotonic()
 
     def say(self, text: str) -> None:

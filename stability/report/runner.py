@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from stability.errors import StabilityError
 from stability.report import doctor_cases, plan
 from stability.report.cache import Cache, code_state, fingerprint, property_run
 from stability.report.gate_run import figures_step, gate_result, throughput_step
@@ -229,8 +230,12 @@ class Runner:
             from stability.measure.bench import ingest
         except ImportError:
             return Step(name, "failed", "stability.measure.bench.ingest is not available", seconds)
-        with Store.open(self.db) as store:
-            run_id = ingest(out, store, ["stability", "report", "(quick benchmarks)"])
+        try:  # the whole JSON is validated: an entry without batch_size stores nothing
+            with Store.open(self.db) as store:
+                run_id = ingest(out, store, ["stability", "report", "(quick benchmarks)"])
+        except StabilityError as exc:
+            self.display.say(f"{name}: not stored, {exc}")
+            return Step(name, "failed", f"not stored: {exc}", seconds)
         self.cache.add(
             "bench",
             {

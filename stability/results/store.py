@@ -7,7 +7,7 @@ it finished and ``--resume`` can skip it. A file that is not a stability databas
 
 import datetime as dt
 import json
-import os
+import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,12 +16,14 @@ from typing import Any
 import pandas as pd
 
 from stability.errors import StabilityError
+from stability.results import store_file
 from stability.results.environment import environment
+from stability.results.files import APPLICATION_ID, SQLITE_HEADER, writable_path
+
+__all__ = ["APPLICATION_ID", "DEFAULT_DB", "SCHEMA_VERSION", "Store", "writable_path"]
 
 DEFAULT_DB = Path("results") / "stability.db"
-APPLICATION_ID = 0x53544142  # "STAB": marks the file as ours
 SCHEMA_VERSION = 1
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -67,8 +69,14 @@ def _check_file(path: Path) -> None:
         raise StabilityError(f"results database {str(path)!r} is a directory; pass a file path")
     if not path.exists() or path.stat().st_size == 0:
         return
-    with path.open("rb") as f:
-        header = f.read(len(SQLITE_HEADER))
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StabilityError(
+            f"cannot read results database {str(path)!r} ({exc.strerror}); "
+            "pass --db with another path"
+        ) from None
     if header != SQLITE_HEADER:
         raise StabilityError(
             f"results database {str(path)!r} is not an SQLite file (corrupt or foreign); "
@@ -76,42 +84,82 @@ def _check_file(path: Path) -> None:
         )
 
 
+def _temp_tables(conn: sqlite3.Connection) -> None:
+    """On a read-only connection: empty TEMP stand-ins for tables an older file lacks
+    (a writer would add them on open), so every query reads as "no rows" instead of failing."""
+    have = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for statement in _SCHEMA.split(";"):
+        match = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if match and match.group(1) not in have:
+            conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+
+
+def _check_owner(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse another application's database, and ours at another schema version."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id != APPLICATION_ID and tables > 0:
+        raise StabilityError(
+            f"results database {str(path)!r} belongs to another application "
+            f"(application_id {app_id}); pass --db with another path"
+        )
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id == APPLICATION_ID and version != SCHEMA_VERSION:
+        raise StabilityError(
+            f"results database {str(path)!r} has schema version {version}, "
+            f"expected {SCHEMA_VERSION}; move it away to start a new one"
+        )
+
+
 class Store:
-    """A connection to the results database; create with ``Store.open(path)``."""
+    """A connection to the results database; create with ``Store.open(path)``.
+
+    Every method turns SQLite's failures (locked, read-only, full, corrupt) into one line
+    naming the file (``store_file.guarded``).
+    """
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
 
     @classmethod
-    def open(cls, path: Path | str = DEFAULT_DB) -> "Store":
-        """Open (creating if needed) a stability database; refuse anything else."""
+    def open(cls, path: Path | str = DEFAULT_DB, readonly: bool = False) -> "Store":
+        """Open a stability database; refuse anything else, and a damaged one.
+
+        A writer creates the file if needed and proves it can write before any work;
+        ``readonly`` opens with ``mode=ro`` (a read-only mount is fine) and never writes.
+        """
         path = Path(path)
         _check_file(path)
+        if readonly and not path.exists():
+            raise StabilityError(
+                f"results database {str(path)!r} does not exist; pass --db with a store"
+            )
+        conn = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30.0)
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        except (OSError, sqlite3.Error) as exc:
-            raise StabilityError(f"cannot open results database {str(path)!r}: {exc}") from None
-        if app_id != APPLICATION_ID and tables > 0:
-            conn.close()
-            raise StabilityError(
-                f"results database {str(path)!r} belongs to another application "
-                f"(application_id {app_id}); pass --db with another path"
-            )
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id == APPLICATION_ID and version != SCHEMA_VERSION:
-            conn.close()
-            raise StabilityError(
-                f"results database {str(path)!r} has schema version {version}, "
-                f"expected {SCHEMA_VERSION}; move it away to start a new one"
-            )
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            conn = store_file.connect(path, readonly)
+            _check_owner(conn, path)
+            store_file.check_integrity(conn, path)
+            if readonly:
+                _temp_tables(conn)
+            else:
+                with conn:  # also the write probe: a read-only file fails here, not mid-run
+                    conn.executescript(_SCHEMA)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except (OSError, sqlite3.Error, StabilityError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, StabilityError):
+                raise
+            if isinstance(exc, OSError):
+                raise StabilityError(
+                    f"cannot open results database {str(path)!r} ({exc.strerror}); "
+                    "pass --db with another path"
+                ) from None
+            raise StabilityError(store_file.explain(exc, path)) from None
         return cls(conn, path)
 
     def close(self) -> None:
@@ -124,29 +172,36 @@ class Store:
         self.close()
 
     # -- runs ----------------------------------------------------------------------------
+    @store_file.guarded
     def start_run(self, kind: str, command: Sequence[str], device: str = "cpu") -> int:
         """Record who/what/where for a run and return its id."""
-        env = environment(("git_commit", "torch", "host"))
         with self.conn:
-            cur = self.conn.execute(
-                "INSERT INTO runs (kind, started_at, git_commit, torch_version, device, host,"
-                " command) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    kind,
-                    dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    env["git_commit"],
-                    env["torch"],
-                    device,
-                    env["host"],
-                    " ".join(command),
-                ),
-            )
+            return self._insert_run(kind, command, device)
+
+    def _insert_run(self, kind: str, command: Sequence[str], device: str) -> int:
+        """Insert a ``runs`` row in the open transaction; its id."""
+        env = environment(("git_commit", "torch", "host"))
+        cur = self.conn.execute(
+            "INSERT INTO runs (kind, started_at, git_commit, torch_version, device, host,"
+            " command) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                env["git_commit"],
+                env["torch"],
+                device,
+                env["host"],
+                " ".join(command),
+            ),
+        )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    @store_file.guarded
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.conn)
 
+    @store_file.guarded
     def has_run(self, run_id: int) -> bool:
         """Whether run ``run_id`` is recorded: a cache entry naming a run of another
         (or a deleted) database must not be reused."""
@@ -154,6 +209,7 @@ class Store:
         return row is not None
 
     # -- sweep cells ---------------------------------------------------------------------
+    @store_file.guarded
     def write_cell(
         self, run_id: int, key: str, rows: Iterable[Mapping[str, Any]], seconds: float
     ) -> None:
@@ -169,6 +225,7 @@ class Store:
                 (run_id, key, seconds),
             )
 
+    @store_file.guarded
     def write_failed_cell(self, run_id: int, key: str, error: str) -> None:
         with self.conn:
             self.conn.execute(
@@ -177,11 +234,13 @@ class Store:
                 (run_id, key, error),
             )
 
+    @store_file.guarded
     def done_keys(self) -> set[str]:
         """Cells completed by any run in this database."""
         cur = self.conn.execute("SELECT DISTINCT cell_key FROM cells WHERE status = 'done'")
         return {k for (k,) in cur}
 
+    @store_file.guarded
     def sweep_rows(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Tidy rows, one per (config, seed, layer); the newest run wins for a repeated cell."""
         latest = (
@@ -197,12 +256,34 @@ class Store:
                 records.append(row)
         return pd.DataFrame.from_records(records)
 
+    @store_file.guarded
+    def run_cells(self) -> pd.DataFrame:
+        """Every run's cells (``run_id, cell_key, status``): which grid each run covered, so
+        history compares only runs of the same grid."""
+        return pd.read_sql_query(
+            "SELECT run_id, cell_key, status FROM cells ORDER BY run_id, cell_key", self.conn
+        )
+
+    @store_file.guarded
+    def run_sweep_rows(self, run_id: int) -> pd.DataFrame:
+        """The sweep rows one run wrote (``stability diff``), with their ``run_id``."""
+        return self._json_frame("SELECT run_id, data FROM sweep_rows WHERE run_id = ?", (run_id,))
+
+    @store_file.guarded
+    def run_bench_results(self, run_id: int) -> pd.DataFrame:
+        """The benchmark results one run stored (``stability diff``), with their ``run_id``."""
+        return self._json_frame(
+            "SELECT run_id, data FROM bench_results WHERE run_id = ?", (run_id,)
+        )
+
+    @store_file.guarded
     def sweep_history(self) -> pd.DataFrame:
         """Every run's sweep rows with their ``run_id``, oldest run first: unlike
         ``sweep_rows`` a repeated cell appears once per run, so runs can be compared."""
         return self._json_frame("SELECT run_id, data FROM sweep_rows ORDER BY run_id")
 
     # -- benchmarks ----------------------------------------------------------------------
+    @store_file.guarded
     def write_bench(self, run_id: int, results: Iterable[Mapping[str, Any]]) -> int:
         """Store benchmark results (pytest-benchmark entries flattened to dicts)."""
         rows = [(run_id, str(r.get("name", "")), json.dumps(dict(r))) for r in results]
@@ -212,10 +293,25 @@ class Store:
             )
         return len(rows)
 
+    @store_file.guarded
+    def write_bench_run(
+        self, command: Sequence[str], device: str, results: Iterable[Mapping[str, Any]]
+    ) -> int:
+        """A new ``bench`` run and all its results in one transaction: all, or nothing."""
+        with self.conn:
+            run_id = self._insert_run("bench", command, device)
+            self.conn.executemany(
+                "INSERT INTO bench_results (run_id, name, data) VALUES (?, ?, ?)",
+                [(run_id, str(r.get("name", "")), json.dumps(dict(r))) for r in results],
+            )
+        return run_id
+
+    @store_file.guarded
     def bench_results(self) -> pd.DataFrame:
         return self._json_frame("SELECT run_id, data FROM bench_results ORDER BY run_id")
 
     # -- divergence doctor ---------------------------------------------------------------
+    @store_file.guarded
     def write_doctor(self, run_id: int, kind: str, rows: Iterable[Mapping[str, Any]]) -> int:
         """Store doctor tables: kind is diagnosis, layers, cost, lr_search, lr_map, loss_scaling."""
         data = [(run_id, kind, json.dumps(dict(r), default=str)) for r in rows]
@@ -225,6 +321,23 @@ class Store:
             )
         return len(data)
 
+    @store_file.guarded
+    def write_doctor_run(
+        self, command: Sequence[str], device: str, tables: Mapping[str, Iterable[Mapping[str, Any]]]
+    ) -> int:
+        """A new ``doctor`` run and every table's rows in one transaction: all, or nothing."""
+        data = [
+            (kind, json.dumps(dict(r), default=str)) for kind, rows in tables.items() for r in rows
+        ]
+        with self.conn:
+            run_id = self._insert_run("doctor", command, device)
+            self.conn.executemany(
+                "INSERT INTO doctor_rows (run_id, kind, data) VALUES (?, ?, ?)",
+                [(run_id, kind, d) for kind, d in data],
+            )
+        return run_id
+
+    @store_file.guarded
     def doctor_rows(self, kind: str) -> pd.DataFrame:
         """All rows of one doctor table, oldest run first, with their run id."""
         return self._json_frame(
@@ -235,19 +348,3 @@ class Store:
         """Rows of ``(run_id, json data)`` as one DataFrame: the JSON fields plus ``run_id``."""
         cur = self.conn.execute(query, params)
         return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
-
-
-def writable_path(path: Path | str, what: str) -> Path:
-    """Fail early, before any work, if ``path`` cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise StabilityError(f"{what} {str(path)!r} is a directory; pass a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    probe_dir = parent
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
-        raise StabilityError(f"{what} {str(path)!r} is not writable")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise StabilityError(f"{what} {str(path)!r} is not writable")
-    return path

@@ -4,8 +4,9 @@ A section never fails for lack of input: it says "not run" or "not available" an
 A section renders and computes nothing: its numbers come from the store, the runner or
 ``inputs``; its words are the constants at the top of its module. Adding a section is one
 module and one entry in ``SECTIONS``; ``sections.gate.gate`` is the gate section's function.
-``page`` holds the page model, ``figure_cache`` the drawn-figure cache, ``rows`` the choice
-of sweep rows the sections share.
+``page`` holds the page model (health apart from completeness), ``figure_cache`` the
+drawn-figure cache, ``rows`` the choice of sweep rows the sections share, ``summary`` the
+first screen built from the drawn sections (state, recommendation, offenders).
 """
 
 from collections.abc import Callable

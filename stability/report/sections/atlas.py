@@ -4,13 +4,23 @@ from stability.report import figures
 from stability.report.inputs import ReportData
 from stability.report.sections.figure_cache import cached_figure
 from stability.report.sections.page import Section, Table
-from stability.report.sections.rows import NO_SWEEP, atlas_rows, axes, shape_label
+from stability.report.sections.rows import (
+    CONFIG,
+    NO_SWEEP,
+    atlas_rows,
+    axes,
+    judged,
+    left_out,
+    shape_label,
+)
 
 TITLE = "2. Stability atlas"
 INTRO = (
     "For each activation (rows) and initialisation (columns): log10 of the per-layer "
     "variance of a depth-L MLP. The band spans the seeds (min to max), the solid line is "
-    "their median, the dashed black line the mean-field prediction. Forward: the "
+    "their median, the dashed black line the mean-field prediction, the green band the "
+    "stable band (a line leaving it is what the heat map calls exploding or vanishing). "
+    "Forward: the "
     "pre-activation variance of each layer for x ~ N(0, 1). Backward: the variance of the "
     "gradient at each layer's output, for a loss whose gradient at the top has variance 1."
 )
@@ -21,12 +31,21 @@ ALT = (
     "against layer, measured band with dashed mean-field prediction."
 )
 CAPTION = (
-    "{Direction}: flat lines near 0 keep {what} alive; lines rising to "
-    "the top edge explode, falling ones vanish. Where the band hugs the dashed line, "
+    "{Direction}: lines that stay in the green band keep {what} alive; lines leaving it "
+    "at the top explode, at the bottom vanish. Where the band hugs the dashed line, "
     "mean-field theory predicts this network. {clip}"
 )
-CLIP = "Values beyond 1e±{clip:.0f} (including inf and exactly 0) sit on the rim."
-TABLE = "Per-layer variances behind the atlas (median and range over seeds)"
+CLIP = (
+    "The axis stops at ±{clip:.0f} decades, past where the verdict changes: larger values "
+    "(including inf and exactly 0) sit on the rim; their size is in the heat map."
+)
+ELSEWHERE = (
+    "The atlas draws one dtype of the main shape; every config's growth is in the heat map "
+    "(section 3) and every config's per-layer variances in atlas.csv."
+)
+TABLE = "Per-layer variances of every stored config (median and range over seeds)"
+HEALTH = "{bad} of {total} drawn configs leave the band ({dtype})"
+HEALTHY = "all {total} drawn configs stay within the band ({dtype})"
 
 
 def atlas(data: ReportData) -> Section:
@@ -43,10 +62,10 @@ def atlas(data: ReportData) -> Section:
     if seeds < 2:
         section.notes.append(ONE_SEED)
         section.status = "partial"
-    clip = CLIP.format(clip=figures.LOG_CLIP)
-    for direction, measured, theory, color, what in (
-        ("forward", "preact_var", "theory_preact_var", figures.FORWARD_COLOR, "signals"),
-        ("backward", "grad_var", "theory_grad_var", figures.BACKWARD_COLOR, "gradients"),
+    clip = CLIP.format(clip=figures.ATLAS_LIMIT)
+    for direction, measured, theory, color, what, ref in (
+        ("forward", "preact_var", "theory_preact_var", figures.FORWARD_COLOR, "signals", "first"),
+        ("backward", "grad_var", "theory_grad_var", figures.BACKWARD_COLOR, "gradients", "last"),
     ):
         cols = ["activation", "init", "seed", "layer", measured, theory]
         section.figures.append(
@@ -54,15 +73,25 @@ def atlas(data: ReportData) -> Section:
                 data,
                 f"atlas-{direction}",
                 [rows[cols].reset_index(drop=True), acts, inits, color],
-                lambda m=measured, t=theory, c=color: figures.atlas(  # type: ignore[misc]
-                    rows, m, t, acts, inits, c, "log10 var"
+                lambda m=measured, t=theory, c=color, r=ref: figures.atlas(  # type: ignore[misc]
+                    rows, m, t, acts, inits, c, "log10 var", r
                 ),
                 ALT.format(rows=len(acts), cols=len(inits), direction=direction),
                 CAPTION.format(Direction=direction.capitalize(), what=what, clip=clip),
             )
         )
+    skipped = left_out(data, rows, ELSEWHERE)
+    if skipped:
+        section.notes.append(skipped)
+    drawn = judged(data).merge(rows.drop_duplicates(CONFIG)[CONFIG], on=CONFIG)
+    bad = int((drawn["verdict"] != "stable").sum())
+    dtype = str(rows["dtype"].iloc[0])
+    if bad:
+        section.judge("warn", HEALTH.format(bad=bad, total=len(drawn), dtype=dtype))
+    else:
+        section.judge("pass", HEALTHY.format(total=len(drawn), dtype=dtype))
     per_layer = (
-        rows.groupby(["activation", "init", "layer"])
+        data.sweep.groupby([*CONFIG, "layer"])
         .agg(
             preact_var_median=("preact_var", "median"),
             preact_var_min=("preact_var", "min"),

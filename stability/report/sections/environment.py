@@ -66,8 +66,14 @@ def environment(data: ReportData) -> Section:
             ]
         )
         section.tables.append(Table("runner-steps", STEPS, steps))
+        failed = [s for s in data.steps if s.status == "failed"]
+        if failed:
+            section.judge("fail", "; ".join(f"{s.name} failed: {s.detail}" for s in failed))
+        else:
+            section.judge("pass", f"{len(data.steps)} runner steps ran or were reused")
     else:
         section.notes.append(NO_RUN)
+        section.judge("pass", "rendered from the store (--no-run): nothing computed")
     torch_now = data.environment.get("torch version")
     if not data.runs.empty and torch_now is not None:
         versions = sorted(set(data.runs["torch_version"].astype(str)))

@@ -13,9 +13,11 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
+from stability.errors import StabilityError
 from stability.report import figures
 from stability.report.inputs import ReportData
 from stability.report.sections.page import Figure
+from stability.results.files import write_text
 
 FIGURE_CACHE = "figures"
 REPORT_DIR = Path(__file__).resolve().parents[1]  # stability/report: every drawing source
@@ -50,6 +52,7 @@ def cached_figure(
     alt: str,
     caption: str,
     fmt: str = "svg",
+    fold: str = "",
 ) -> Figure:
     """Draw (or take from the cache, keyed by the code and the inputs) and encode a figure."""
     h = hashlib.sha256(f"{name}|{fmt}|{code_version()}".encode())
@@ -59,11 +62,13 @@ def cached_figure(
     if data.cache_dir is not None:
         path = data.cache_dir / FIGURE_CACHE / f"{name}-{h.hexdigest()[:24]}.txt"
         if path.exists():
-            path.touch()  # marks it used by this build; unused ones are pruned
-            return Figure(path.read_text(encoding="ascii"), alt, caption)
+            with contextlib.suppress(OSError):  # a read-only store folder: still a hit
+                path.touch()  # marks it used by this build; unused ones are pruned
+            return Figure(path.read_text(encoding="ascii"), alt, caption, fold)
     uri = figures.encode(draw(), fmt)
     if path is not None:
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(uri, encoding="ascii")
-    return Figure(uri, alt, caption)
+        # A cache is a nicety: an unwritable one costs a redraw, and a write cut short by a
+        # full disk must not leave a truncated image to be served next time (atomic).
+        with contextlib.suppress(OSError, StabilityError):
+            write_text(path, uri, "cached figure")
+    return Figure(uri, alt, caption, fold)

@@ -53,6 +53,7 @@ TABLE = (
     "outside the tolerance (stability) or the ratio now / baseline (throughput)"
 )
 BASELINE_TABLE = "The baseline: who wrote it, when and why"
+MOVED = "The checks that are not ok"
 
 
 def gate(data: ReportData) -> Section:
@@ -70,6 +71,7 @@ def gate(data: ReportData) -> Section:
         reason = baseline.error if baseline is not None else ""
         section.notes.append(f"No baseline at {where}." if missing else f"Cannot judge: {reason}.")
         section.notes.append(REBASELINE)
+        section.judge("fail", section.verdict)
         return section
     facts = pd.DataFrame({"item": list(baseline.facts), "value": list(baseline.facts.values())})
     result = data.gate
@@ -78,6 +80,7 @@ def gate(data: ReportData) -> Section:
         section.verdict = NO_VERDICT
         section.notes.append(NOT_JUDGED)
         section.tables.append(Table("gate-baseline", BASELINE_TABLE, facts))
+        section.judge("not run", "not judged for this code and baseline (--no-run, no cache)")
         return section
     rows, code, throughput = result.rows, result.code, result.throughput
     if result.figures_code != gatekeeper.CANNOT_JUDGE and throughput is not None:
@@ -107,11 +110,15 @@ def gate(data: ReportData) -> Section:
         f"{GATE_WORDS[code]} (exit {code}): {len(moved)} of {len(rows)} checks not ok, {judged}"
     )
     section.failed = code == gatekeeper.REGRESSION
+    section.judge("pass" if code == gatekeeper.PASS else "fail", section.verdict)
     frame = pd.DataFrame([r.as_dict() for r in rows])
     if not frame.empty:
         # Not ok first, then throughput (one row), then the long list of equal figures.
         rank = (frame["verdict"] == gatekeeper.OK).astype(int) * 2 + (frame["check"] == "figures")
         frame = frame.iloc[np.argsort(rank.to_numpy(), kind="stable")]
+        not_ok = frame[frame["verdict"] != gatekeeper.OK]
+        if 0 < len(not_ok) < len(frame):
+            section.tables.append(Table("gate-not-ok", MOVED, not_ok, open=True))
     section.tables.append(Table("gate", TABLE, frame))
     section.tables.append(Table("gate-baseline", BASELINE_TABLE, facts))
     return section

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from stability.report import figures
+from stability.report import figures_runs
+from stability.report.figures_runs import EVENT_COLUMNS
 from stability.report.inputs import ReportData
 from stability.report.plan import PRECISION_CONFIGS, PRECISION_DTYPES
 from stability.report.sections.figure_cache import cached_figure
@@ -33,15 +34,23 @@ ALT = (
 CAPTION = (
     "Look for float16 overflowing where bfloat16 does not (range), and both flushing "
     "vanishing gradients to zero (the last layers of the backward pass are at the "
-    "left). A curve on the floor is exactly 0."
+    "left). A curve on the floor is exactly 0; a panel that says 'all zero' had no event "
+    "in any layer."
 )
+ALL_ZERO = (
+    "{dtype}: every fraction is exactly 0 in every layer of these configs (no overflow, no "
+    "subnormal, no flush to zero), so its panels hold only flat lines on the floor.{why}"
+)
+BFLOAT16_WHY = " bfloat16 keeps float32's exponent range; it loses precision, not range."
+SUBSET = (
+    "The figure draws {k} of the {n} activation/init pairs stored in float16 or bfloat16 "
+    "(the telling ones, as a grid of all would be unreadable); every pair's largest "
+    "fractions are in the tables below."
+)
+HEALTH = "{what} in {configs}"
+HEALTHY = "no overflow or non-finite value in {dtypes}"
 TABLE = "Largest per-layer fractions, selected configs"
 TABLE_FLOAT16 = "float16 across the whole sweep"
-
-EVENT_COLUMNS = [
-    "overflow_frac", "subnormal_frac", "flush_frac",
-    "grad_overflow_frac", "grad_subnormal_frac", "grad_flush_frac",
-]  # fmt: skip
 
 
 def precision(data: ReportData) -> Section:
@@ -75,7 +84,7 @@ def precision(data: ReportData) -> Section:
             data,
             "precision",
             [reduced[["activation", "init", "dtype", "seed", "layer", *EVENT_COLUMNS]], configs],
-            lambda: figures.precision_profiles(reduced, configs, PRECISION_DTYPES),
+            lambda: figures_runs.precision_profiles(reduced, configs, PRECISION_DTYPES),
             ALT,
             CAPTION,
         )
@@ -86,7 +95,15 @@ def precision(data: ReportData) -> Section:
             for a, i in zip(reduced["activation"], reduced["init"], strict=True)
         ]
     ]
+    for dtype in PRECISION_DTYPES:
+        rows = chosen[chosen["dtype"] == dtype]
+        if not rows.empty and not rows[EVENT_COLUMNS].to_numpy().any():
+            why = BFLOAT16_WHY if dtype == "bfloat16" else ""
+            section.notes.append(ALL_ZERO.format(dtype=dtype, why=why))
+    if len(present) > len(configs):
+        section.notes.append(SUBSET.format(k=len(configs), n=len(present)))
     section.tables.append(Table("precision", TABLE, _event_summary(chosen)))
+    _judge(section, reduced)
     f16 = shape[shape["dtype"] == "float16"]
     if not f16.empty:
         section.tables.append(Table("precision-float16-all", TABLE_FLOAT16, _event_summary(f16)))
@@ -101,3 +118,17 @@ def _event_summary(rows: pd.DataFrame) -> pd.DataFrame:
     first = rows[any_event].groupby(keys)["layer"].min().rename("first layer with an event")
     nonfinite = rows.groupby(keys)["nonfinite"].sum().rename("non-finite values")
     return agg.join(first).join(nonfinite).reset_index()
+
+
+def _judge(section: Section, reduced: pd.DataFrame) -> None:
+    """Warn where a reduced dtype overflowed or produced inf/NaN: a config to avoid there."""
+    keys = ["activation", "init", "dtype"]
+    hit = reduced.groupby(keys)[["overflow_frac", "grad_overflow_frac", "nonfinite"]].max()
+    bad = hit[(hit > 0).any(axis=1)].reset_index()
+    if bad.empty:
+        names = ", ".join(sorted(set(reduced["dtype"])))
+        section.judge("pass", HEALTHY.format(dtypes=names))
+        return
+    configs = ", ".join(f"{r.activation}/{r.init} {r.dtype}" for r in bad.head(4).itertuples())
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    section.judge("warn", HEALTH.format(what="overflow or inf/NaN", configs=configs + more))

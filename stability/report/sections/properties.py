@@ -62,7 +62,28 @@ def properties(data: ReportData) -> Section:
     witnessed = ", ".join(f"{witnesses[r]} {r}" for r in ORDER if witnesses.get(r, 0))
     section.verdict = f"{len(table)} properties: {counted}; witnesses: {witnessed}"
     section.notes.append(section.verdict + ".")
-    section.failed = section.failed or bool(results.get("failed", 0) + results.get("error", 0))
+    broken = int(results.get("failed", 0) + results.get("error", 0))
+    section.failed = section.failed or bool(broken)
+    if section.failed:
+        names = table[table["result"].isin(["failed", "error"])]["property"].astype(str)
+        why = (
+            f"{broken} of {len(table)} properties failed: {', '.join(names.head(3))}"
+            if broken
+            else f"pytest exited {run.exit_code}: incomplete run"
+        )
+        section.judge("fail", why)
+    else:
+        passed = int(results.get("passed", 0))
+        unwitnessed = int(witnesses.get("missing", 0) + witnesses.get("failed", 0))
+        parts = ["older code than the checkout"] if run.current is False else []
+        parts += [f"{unwitnessed} without a working witness"] if unwitnessed else []
+        parts += [f"{len(table) - passed} skipped or missing"] if passed < len(table) else []
+        if parts:
+            section.judge(
+                "warn", f"{passed} of {len(table)} passed, none failed; " + ", ".join(parts)
+            )
+        else:
+            section.judge("pass", f"all {len(table)} properties passed, each with its witness")
     if table["examples run"].isna().all():
         section.notes.append(NO_EXAMPLES)
     chapters = (

@@ -1,7 +1,9 @@
-"""Which sweep rows a section shows: one network shape, and one dtype for the atlas.
+"""Which sweep rows a section shows, and a line for what it leaves out.
 
-A store may hold several shapes and dtypes (the default sweep, a user's own small one);
-the sections agree on one shape so their figures describe the same networks.
+A store may hold several shapes and dtypes (the default sweep, the precision grid, a user's
+own). The figures agree on one *main* shape so they describe the same networks; every
+config of every shape stays reachable in the verdict table and the CSV files, and each
+figure that leaves configs out says which and why (``left_out``).
 """
 
 from typing import cast
@@ -11,13 +13,24 @@ import pandas as pd
 
 from stability.report import figures
 from stability.report.inputs import ReportData
+from stability.results.tables import judged_table
 from stability.sweep.run import DEFAULT_ACTIVATIONS, DEFAULT_INITS
 
 DEFAULT_SHAPE = {"depth": 50, "width": 256, "batch": 256}
 SHAPE_KEYS = ("depth", "width", "batch", "bias", "device")
+FAMILY_KEYS = ("width", "batch", "bias", "device")  # a shape, at any depth
+CONFIG = ["activation", "init", "dtype", "depth", "width", "batch"]
+DTYPE_ORDER = ("float64", "float32", "float16", "bfloat16")
 NO_SWEEP = (
     "No sweep rows in the store: run `stability report` without --no-run, or `stability sweep`."
 )
+
+
+def _select(pool: pd.DataFrame, keys: tuple[str, ...], key: tuple[object, ...]) -> pd.DataFrame:
+    mask = np.ones(len(pool), dtype=bool)
+    for name, value in zip(keys, key, strict=True):
+        mask &= (pool[name] == value).to_numpy()
+    return pool[mask]
 
 
 def shape_rows(sweep: pd.DataFrame) -> pd.DataFrame:
@@ -32,11 +45,31 @@ def shape_rows(sweep: pd.DataFrame) -> pd.DataFrame:
     ]
     pool = default if not default.empty else sweep
     counts = pool.groupby(list(SHAPE_KEYS)).size()
-    key = counts.idxmax()
-    mask = np.ones(len(pool), dtype=bool)
-    for name, value in zip(SHAPE_KEYS, cast(tuple[object, ...], key), strict=True):
-        mask &= (pool[name] == value).to_numpy()
-    return pool[mask]
+    return _select(pool, SHAPE_KEYS, cast(tuple[object, ...], counts.idxmax()))
+
+
+def family_rows(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The main shape at every depth stored: what the growth-against-depth figure draws."""
+    main = shape_rows(sweep)
+    if main.empty:
+        return main
+    key = tuple(main[k].iloc[0] for k in FAMILY_KEYS)
+    return _select(sweep, FAMILY_KEYS, key)
+
+
+def depth_families(sweep: pd.DataFrame) -> list[pd.DataFrame]:
+    """Every shape run at several depths (same width, batch, bias, device), the main shape's
+    first, then the most configs first: what the growth-against-depth figures draw."""
+    if sweep.empty or not set(FAMILY_KEYS) <= set(sweep.columns):
+        return []
+    main = family_rows(sweep)
+    main_key = tuple(main[k].iloc[0] for k in FAMILY_KEYS)
+    families = [
+        (key != main_key, -len(g), g)
+        for key, g in sweep.groupby(list(FAMILY_KEYS), sort=False)
+        if g["depth"].nunique() > 1
+    ]
+    return [g for _, _, g in sorted(families, key=lambda f: (f[0], f[1]))]
 
 
 def shape_label(rows: pd.DataFrame) -> str:
@@ -66,4 +99,40 @@ def axes(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
     return (
         figures.ordered(rows["activation"], DEFAULT_ACTIVATIONS),
         figures.ordered(rows["init"], DEFAULT_INITS),
+    )
+
+
+def dtypes(rows: pd.DataFrame) -> list[str]:
+    """The dtypes present, widest first."""
+    return figures.ordered(rows["dtype"], DTYPE_ORDER)
+
+
+def judged(data: ReportData) -> pd.DataFrame:
+    """Every stored config's growth, verdict, margin and reason (``judged_table``), once."""
+    if data.judged is None:
+        data.judged = judged_table(data.sweep) if not data.sweep.empty else pd.DataFrame()
+    return data.judged
+
+
+def configs(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per config (seeds and layers dropped), for counting and naming."""
+    return rows.drop_duplicates(CONFIG)[CONFIG]
+
+
+def left_out(data: ReportData, drawn: pd.DataFrame, where: str) -> str:
+    """A line naming the stored configs a figure did not draw, grouped by shape and dtype,
+    and where they are instead; empty when everything was drawn."""
+    every = configs(data.sweep)
+    shown = configs(drawn).assign(_shown=True)
+    rest = every.merge(shown, on=CONFIG, how="left")
+    rest = rest[rest["_shown"].isna()]
+    if rest.empty:
+        return ""
+    groups = rest.groupby(["dtype", "depth", "width", "batch"], sort=False).size()
+    parts = [
+        f"{n} in {dt} at depth {d}, width {w}, batch {b}"
+        for (dt, d, w, b), n in zip(groups.index.tolist(), groups.tolist(), strict=True)
+    ]
+    return (
+        f"Not drawn here: {len(rest)} of {len(every)} stored configs ({'; '.join(parts)}). {where}"
     )

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from stability.report import figures
+from stability.report import figures_runs
 from stability.report.inputs import ReportData
 from stability.report.sections.figure_cache import cached_figure
 from stability.report.sections.page import Section, Table
@@ -27,6 +27,12 @@ CAPTION = (
     "bars mean a noisy machine: compare efficiencies, not raw speeds."
 )
 TABLE = "Latest benchmark results"
+SWEEP_CELLS = (
+    "Sweep throughput (not in the plot: its unit is probe cells, not training samples): "
+    "{rates} in benchmark run {run_id}; every figure in the table."
+)
+ONLY_SWEEP = "The latest benchmark run timed only sweep cells: no training steps to plot."
+HEALTHY = "benchmark run {run_id}: {n} results, median efficiency {eff}"
 NO_OVERHEAD = "Probe overhead: not available (no benchmark with a probe attached)."
 OVERHEAD = "Probe overhead: step time with the probe over without"
 GROUP_COLUMNS = ["kind", "shape", "dtype", "device", "precision_mode", "probe"]
@@ -49,19 +55,33 @@ def throughput(data: ReportData) -> Section:
         return section
     run_id = int(bench["run_id"].iloc[0])
     section.notes.append(f"Benchmark run {run_id}; {len(bench)} results.")
-    groups = [c for c in GROUP_COLUMNS if c in bench.columns and bench[c].nunique() > 1] or [
+    cells = bench["cells_per_s"].notna() if "cells_per_s" in bench.columns else None
+    steps = bench[~cells] if cells is not None else bench
+    if cells is not None and cells.any():
+        rates = ", ".join(
+            f"{r['name']}: {float(r['cells_per_s']):.3g} cells/s"
+            for _, r in bench[cells].iterrows()
+        )
+        section.notes.append(SWEEP_CELLS.format(rates=rates, run_id=run_id))
+    groups = [c for c in GROUP_COLUMNS if c in steps.columns and steps[c].nunique() > 1] or [
         "shape"
     ]
-    section.figures.append(
-        cached_figure(
-            data,
-            "throughput",
-            [bench.drop(columns=["run_id"]).select_dtypes(include="number"), groups],
-            lambda: figures.throughput(bench, groups),
-            ALT,
-            CAPTION,
+    if steps.empty:
+        section.notes.append(ONLY_SWEEP)
+    else:
+        section.figures.append(
+            cached_figure(
+                data,
+                "throughput",
+                [steps.drop(columns=["run_id"]).select_dtypes(include="number"), groups],
+                lambda: figures_runs.throughput(steps, groups),
+                ALT,
+                CAPTION,
+            )
         )
-    )
+    eff = bench["efficiency"].median() if "efficiency" in bench.columns else float("nan")
+    section.judge("pass", HEALTHY.format(run_id=run_id, n=len(bench),
+                  eff="not recorded" if pd.isna(eff) else f"{eff:.3g}"))  # fmt: skip
     columns = [
         c for c in [*GROUP_COLUMNS, "name", "batch_size", "samples_per_s", "samples_per_s_q1",
                     "samples_per_s_q3", "gflops", "calib_gflops", "efficiency", "rel_iqr",

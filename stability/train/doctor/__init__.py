@@ -27,8 +27,10 @@ from stability.train.doctor.extras import Extras, extra_tables
 from stability.train.doctor.replay import replay
 from stability.train.doctor.run import Doctor, diagnose
 from stability.train.doctor.tables import (
+    OPTIONAL_TABLES,
     diagnosis_tables,
     doctor_csv_path,
+    doctor_outputs,
     write_doctor_csvs,
     write_doctor_run,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "GROWTH_WINDOW",
     "INF",
     "NAN",
+    "OPTIONAL_TABLES",
     "CostComparison",
     "Diagnosis",
     "Doctor",
@@ -52,6 +55,7 @@ __all__ = [
     "diagnose",
     "diagnosis_tables",
     "doctor_csv_path",
+    "doctor_outputs",
     "extra_tables",
     "geometric_growth",
     "replay",

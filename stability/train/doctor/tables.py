@@ -5,12 +5,13 @@
 keeps their shape the same wherever they are read back.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from stability.errors import StabilityError
+from stability.results.files import write_csv
 from stability.results.store import Store
 from stability.train.doctor.diagnosis import Diagnosis
 
@@ -29,16 +30,29 @@ def doctor_csv_path(out: Path, kind: str) -> Path:
     return out if kind == "diagnosis" else out.with_name(f"{out.stem}_{kind}.csv")
 
 
+OPTIONAL_TABLES = ("cost", "lr_search", "lr_map", "loss_scaling")  # the studies' tables
+
+
+def doctor_outputs(out: Path, figure: Path | None, studies: Iterable[str]) -> dict[str, Path]:
+    """Every file a doctor run writes, named as the user gave it: for the output-path rule
+    (``check_outputs``) to check all of them before any training."""
+    outputs = {"--out": out, "--out (layers table)": doctor_csv_path(out, "layers")}
+    for kind in studies:
+        outputs[f"--out ({kind} table)"] = doctor_csv_path(out, kind)
+    if figure is not None:
+        outputs["--figure"] = figure
+    return outputs
+
+
 def write_doctor_csvs(out: Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
     """Write every table as CSV (the diagnosis first); the paths written, in that order."""
     if "diagnosis" not in tables:
         raise StabilityError(f"doctor tables need a 'diagnosis' table; got {sorted(tables)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     kinds = ["diagnosis", *(k for k in tables if k != "diagnosis")]
     written = []
     for kind in kinds:
         path = doctor_csv_path(out, kind)
-        tables[kind].to_csv(path, index=False)
+        write_csv(tables[kind], path)  # atomic: a full disk leaves the old file whole
         written.append(path)
     return written
 
@@ -47,8 +61,8 @@ def write_doctor_run(
     store: Store, tables: Mapping[str, pd.DataFrame], command: Sequence[str], device: str
 ) -> int:
     """Store every table's rows under a new doctor run; its run id."""
-    run_id = store.start_run("doctor", list(command), device)
-    for kind, table in tables.items():
-        records = [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
-        store.write_doctor(run_id, kind, records)
-    return run_id
+    records = {
+        kind: [{str(k): v for k, v in r.items()} for r in table.to_dict("records")]
+        for kind, table in tables.items()
+    }
+    return store.write_doctor_run(list(command), device, records)  # one transaction

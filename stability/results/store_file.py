@@ -1,0 +1,141 @@
+"""The store's file as SQLite sees it: opening it safely, and SQLite's failures as one line.
+
+Every failure a user can meet (a corrupt file, a read-only mount, a full disk or a file-size
+limit, a lock held past the timeout) becomes a ``StabilityError`` that names the file and
+what to do, never a traceback. Integrity is checked (``PRAGMA quick_check``) when a store is
+opened, before anything is written: a corrupt file is never written to.
+"""
+
+import functools
+import math
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import pandas as pd
+
+from stability.errors import StabilityError
+
+TIMEOUT_ENV = "STABILITY_DB_TIMEOUT"
+DEFAULT_TIMEOUT_S = 30.0
+_VERIFIED: set[tuple[str, int, int, int]] = set()  # (path, inode, size, mtime) that passed
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's lock: ``$STABILITY_DB_TIMEOUT`` or 30."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise StabilityError(f"{TIMEOUT_ENV} must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection to ``path``; read-only ones (``mode=ro``) never create or write it."""
+    if readonly:
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=lock_timeout())
+    return sqlite3.connect(path, timeout=lock_timeout())
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def recover_hint(path: Path) -> str:
+    return (
+        f"salvage what it holds with: sqlite3 {path} .recover > fixed.sql, restore a backup, "
+        "or pass --db with another path"
+    )
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """``PRAGMA quick_check``: refuse a damaged store before the first write to it.
+
+    A file already verified in this process, unchanged since, is not read again.
+    """
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key in _VERIFIED:
+        return
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise StabilityError(
+            f"results database {str(path)!r} is corrupt (quick_check: "
+            f"{_one_line(problems[-1])}); nothing was written to it: {recover_hint(path)}"
+        )
+    if key is not None:
+        _VERIFIED.add(key)
+
+
+def _error_name(exc: BaseException) -> str:
+    """SQLite's own error name (``SQLITE_FULL``...), looking through pandas' wrapper."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = getattr(seen, "sqlite_errorname", None)
+        if isinstance(name, str):
+            return name
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def explain(exc: BaseException, path: Path) -> str:
+    """What went wrong with the store at ``path`` and what to do, in one line."""
+    name = _error_name(exc)
+    text = _one_line(str(exc)) or type(exc).__name__
+    where = f"results database {str(path)!r}"
+    lowered = text.lower()
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in lowered:
+        return (
+            f"{where} is locked by another process ({text}; waited {lock_timeout():g} s): "
+            f"wait for it to finish, raise {TIMEOUT_ENV} (seconds), or pass --db with another path"
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in lowered:
+        return (
+            f"{where} is read-only ({text}) and this command writes to it: pass --db with a "
+            "writable path (copy the file there to keep its results)"
+        )
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk is full" in lowered:
+        return (
+            f"cannot write {where} ({text}): the disk is full or a file-size limit was reached "
+            "(or the device failed); the results committed before are kept: free space (or "
+            "raise the limit) and rerun, or pass --db on another disk"
+        )
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in lowered:
+        return f"{where} is corrupt ({text}): {recover_hint(path)}"
+    if name.startswith("SQLITE_CANTOPEN"):
+        return (
+            f"cannot open {where} ({text}): check that its folder exists and is writable, or "
+            "pass --db with another path"
+        )
+    return f"{where} failed ({text}): pass --db with another path if it persists"
+
+
+def guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """A ``Store`` method whose SQLite failures become one line naming the store's file."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StabilityError:
+            raise
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:  # pandas wraps SQLite's
+            path = Path(getattr(args[0], "path", "?"))
+            raise StabilityError(explain(exc, path)) from None
+
+    return wrapper
