@@ -6,7 +6,10 @@ machine, each side running its own tree's code.
 2. Speed: the two trees' measuring processes are timed in alternation, A/B/A/B, ``pairs``
    times; ratio = median(B seconds) / median(A seconds), a regression when slower by more
    than ``AGAINST_TOLERANCE`` with p < ``ALPHA``. Interleaving puts the neighbours' load on
-   both sides, which is what makes a 5 % bar usable on a shared machine.
+   both sides. The bar is 10 %: each side's samples come from one process, and a process can
+   sit a few percent off another for its whole life (placement, allocation), which no count
+   of rounds averages away; a CI run of two trees differing only in non-timed code once read
+   x1.052 with p = 0.002. A/A runs here read x0.76 to x1.12.
 
 The candidate is the working tree, or ``candidate`` REV2. ``rev="auto"`` means the first
 parent of HEAD; a clone without one (shallow, or a single commit) skips this judgement with
@@ -39,7 +42,7 @@ from stability.measure.gate import (
 )
 from stability.measure.stats import min_samples
 
-AGAINST_TOLERANCE = 0.05
+AGAINST_TOLERANCE = 0.10
 AGAINST_PAIRS = 12
 AGAINST_BLOCKS = 3  # timed blocks per side per turn
 AUTO = "auto"
