@@ -101,13 +101,10 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    """The CPU's model name, read where the gate's fingerprint reads it."""
+    from stability.results.environment import cpu_model as read
+
+    return read()
 
 
 def variants(quick: bool, flags: set[str], mkl: bool) -> tuple[list[Variant], list[str]]:

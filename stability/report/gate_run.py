@@ -44,6 +44,18 @@ def _entry(fp: str, label: str, seconds: float, **fields: Any) -> dict[str, Any]
     }
 
 
+def _reuse(
+    cache: Cache, kind: str, fp: str, name: str, what: str, label: str, display: Display
+) -> tuple[Step, dict[str, Any]] | None:
+    """The cached entry of ``kind`` for fingerprint ``fp`` as a "reused" step, if any."""
+    cached = cache.find(kind, fp)
+    if cached is None:
+        return None
+    detail = f"reused {what} of {cached['finished']} ({label})"
+    display.say(f"{name}: {detail}")
+    return Step(name, "reused", detail), cached
+
+
 def figures_step(
     root: Path, cache: Cache, code: tuple[str, str], display: Display, judge: bool = True
 ) -> tuple[Step, dict[str, Any] | None]:
@@ -58,11 +70,9 @@ def figures_step(
         return Step(name, "skipped", str(exc)), None
     code_hash, label = code
     fp = gate_fingerprint(code_hash, path, FIGURES)
-    cached = cache.find(FIGURES, fp)
-    if cached is not None:
-        detail = f"reused the verdict of {cached['finished']} ({label})"
-        display.say(f"{name}: {detail}")
-        return Step(name, "reused", detail), cached
+    reused = _reuse(cache, FIGURES, fp, name, "the verdict", label, display)
+    if reused is not None:
+        return reused
     if not judge:
         return Step(name, "not run", "no verdict cached for this code and baseline"), None
     display.say(f"{name}: recomputing the baseline's grid and comparing")
@@ -111,11 +121,9 @@ def throughput_step(
         return Step(name, "skipped", detail), {"row": dataclasses.asdict(row)}
     code_hash, label = code
     fp = gate_fingerprint(code_hash, path, THROUGHPUT)
-    cached = cache.find(THROUGHPUT, fp)
-    if cached is not None:
-        detail = f"reused the measurement of {cached['finished']} ({label})"
-        display.say(f"{name}: {detail}")
-        return Step(name, "reused", detail), cached
+    reused = _reuse(cache, THROUGHPUT, fp, name, "the measurement", label, display)
+    if reused is not None:
+        return reused
     if not measure:
         return Step(name, "not run", "no measurement cached for this code and baseline"), None
     display.say(f"{name}: timing the training step against the baseline")
