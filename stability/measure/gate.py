@@ -284,8 +284,3 @@ def judge_baseline(path: Path | str = bl.DEFAULT_PATH, throughput: bool = True) 
     if now["nonfinite_losses"]:
         verdict.notes.append(f"note: {now['nonfinite_losses']} non-finite losses in timed steps")
     return verdict
-
-
-def gate(path: Path | str = bl.DEFAULT_PATH, throughput: bool = True) -> Verdict:
-    """Measure now and compare with the baseline at ``path`` (kept name for callers)."""
-    return judge_baseline(path, throughput)
