@@ -34,3 +34,35 @@ def test_has_run(tmp_path: Path) -> None:
         run_id = store.start_run("bench", ["pytest"])
         assert store.has_run(run_id)
         assert not store.has_run(run_id + 1)
+
+
+def test_records_keep_each_named_table_per_run_and_the_report_reads_the_newest(
+    tmp_path: Path,
+) -> None:
+    from stability.report.inputs import gather
+
+    db = tmp_path / "s.db"
+    with Store.open(db) as store:
+        old = store.write_records_run("probe", ["old"], "cpu", {"probe": [{"m": "fc1", "v": 1.0}]})
+        new = store.write_records_run(
+            "probe", ["new"], "cpu", {"probe": [{"m": "fc1", "v": 2.0}, {"m": "fc2", "v": 3.0}]}
+        )
+        assert store.record_names() == ["probe"]
+        assert store.records("probe")["run_id"].tolist() == [old, new, new]
+        assert store.records("absent").empty
+    data = gather(db, tmp_path, None)
+    assert data.latest("probe")["v"].tolist() == [2.0, 3.0]
+    assert data.latest("absent").empty
+
+
+def test_a_store_written_before_records_existed_reads_as_no_records(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "s.db"
+    with Store.open(db) as store:
+        store.start_run("sweep", ["x"])
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE records")
+    with Store.open(db, readonly=True) as store:
+        assert store.record_names() == []
+        assert store.records("probe").empty

@@ -103,6 +103,15 @@ class ReportData:
     notes: NotesCurves | None = None
     run_cells: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, cell_key, status
     judged: pd.DataFrame | None = None  # ``judged_table(sweep)``, filled on first use
+    records: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> ``Store.records``
+
+    def latest(self, name: str) -> pd.DataFrame:
+        """The rows of ``name`` from its most recent run (empty when none was stored)."""
+        frame = self.records.get(name, pd.DataFrame())
+        if frame.empty:
+            return frame
+        newest = frame["run_id"].max()
+        return frame[frame["run_id"] == newest].reset_index(drop=True)
 
 
 DOCTOR_KINDS = ("diagnosis", "layers", "lr_map")
@@ -121,6 +130,7 @@ def gather(
     empty = pd.DataFrame()
     sweep, history, runs, bench, run_cells = empty, empty, empty, empty, empty
     doctor: dict[str, pd.DataFrame] = {}
+    records: dict[str, pd.DataFrame] = {}
     if db.exists():
         with Store.open(db, readonly=True) as store:  # drawing never writes the store
             sweep = store.sweep_rows()
@@ -129,6 +139,7 @@ def gather(
             history = store.sweep_history()
             doctor = {kind: store.doctor_rows(kind) for kind in DOCTOR_KINDS}
             run_cells = store.run_cells()
+            records = {name: store.records(name) for name in store.record_names()}
     return ReportData(
         db=db,
         root=root,
@@ -148,6 +159,7 @@ def gather(
         gate=gate,
         notes=notes_curves(),
         run_cells=run_cells,
+        records=records,
     )
 
 

@@ -61,6 +61,13 @@ CREATE TABLE IF NOT EXISTS doctor_rows (
     kind TEXT NOT NULL,
     data TEXT NOT NULL
 );
+-- Named tables of any other command (probe, experiments, spectra...): one JSON row each.
+CREATE TABLE IF NOT EXISTS records (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_name ON records (name);
 """
 
 
@@ -343,6 +350,41 @@ class Store:
         return self._json_frame(
             "SELECT run_id, data FROM doctor_rows WHERE kind = ? ORDER BY run_id", (kind,)
         )
+
+    # -- named records of any other command ---------------------------------------------
+    @store_file.guarded
+    def write_records_run(
+        self,
+        kind: str,
+        command: Sequence[str],
+        device: str,
+        tables: Mapping[str, Iterable[Mapping[str, Any]]],
+    ) -> int:
+        """A new run of ``kind`` and its named tables in one transaction: all, or nothing.
+
+        New commands store here instead of adding a table each, so the schema stays put."""
+        data = [
+            (name, json.dumps(dict(r), default=str)) for name, rows in tables.items() for r in rows
+        ]
+        with self.conn:
+            run_id = self._insert_run(kind, command, device)
+            self.conn.executemany(
+                "INSERT INTO records (run_id, name, data) VALUES (?, ?, ?)",
+                [(run_id, name, d) for name, d in data],
+            )
+        return run_id
+
+    @store_file.guarded
+    def records(self, name: str) -> pd.DataFrame:
+        """Every row stored under ``name``, oldest run first, with its ``run_id``."""
+        return self._json_frame(
+            "SELECT run_id, data FROM records WHERE name = ? ORDER BY run_id, rowid", (name,)
+        )
+
+    @store_file.guarded
+    def record_names(self) -> list[str]:
+        """The names that hold at least one row."""
+        return [n for (n,) in self.conn.execute("SELECT DISTINCT name FROM records ORDER BY name")]
 
     def _json_frame(self, query: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
         """Rows of ``(run_id, json data)`` as one DataFrame: the JSON fields plus ``run_id``."""
