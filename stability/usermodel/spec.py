@@ -42,9 +42,18 @@ FLOAT_DTYPES = {
 INT_DTYPES = {"int64": torch.int64, "int32": torch.int32}
 MAX_ELEMENTS = 50_000_000  # a synthetic batch bigger than this (200 MB in float32) is a typo
 
+
+def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the classes on the last dimension, as a sequence model's logits
+    (batch x tokens x vocabulary) come; 2-d logits are torch's usual (batch x classes)."""
+    if output.dim() > 2:
+        return nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+    return nn.functional.cross_entropy(output, target)
+
+
 LOSSES: dict[str, LossFn] = {
     "mse": nn.functional.mse_loss,
-    "cross_entropy": nn.functional.cross_entropy,
+    "cross_entropy": cross_entropy,
     "l1": nn.functional.l1_loss,
     "huber": nn.functional.huber_loss,
 }
@@ -92,7 +101,8 @@ def resolve(ref: str, flag: str) -> Any:
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise StabilityError(f"{flag} {ref!r}: expected pkg.module:name")
-    if os.getcwd() not in sys.path and "" not in sys.path:
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:  # only while importing: the caller's sys.path is left as it was
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -100,6 +110,9 @@ def resolve(ref: str, flag: str) -> Any:
         raise StabilityError(
             f"{flag} {ref!r}: module {module_name!r} does not import ({_one_line(exc)})"
         ) from None
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -238,11 +251,15 @@ def run_forward(model: nn.Module, batch: Batch, model_ref: str = "the model") ->
     """``model(*batch.inputs)``; an error there means the input does not fit the model, and
     the message names the innermost module that was running (``layers.0.fc1 (Linear)``)."""
     running: list[str] = []
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        running.pop()  # returns None: a forward hook's return value would replace the output
+
     handles = []
     for name, module in model.named_modules():
-        label = f"{name or '<top>'} ({type(module).__name__})"
+        label = f"{name or '<model>'} ({type(module).__name__})"
         handles.append(module.register_forward_pre_hook(lambda m, a, s=label: running.append(s)))
-        handles.append(module.register_forward_hook(lambda m, a, o: running.pop()))
+        handles.append(module.register_forward_hook(leave))
     try:
         return model(*batch.inputs)
     except Exception as exc:
