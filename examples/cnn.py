@@ -1,6 +1,6 @@
 """A small CNN (convolutions, BatchNorm, pooling, a linear head), to probe.
 
-    stability probe --model examples.cnn:build --input 8x3x16x16:float32 --loss cross_entropy
+stability probe --model examples.cnn:build --input 8x3x16x16:float32 --loss cross_entropy
 """
 
 import torch
@@ -39,4 +39,6 @@ def build(channels: int = 8, classes: int = 10) -> CNN:
 def make_batch(batch: int = 8, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and class labels from a fixed seed."""
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
+    return torch.randn(batch, 3, size, size, generator=gen), torch.randint(
+        0, 10, (batch,), generator=gen
+    )

@@ -59,10 +59,11 @@ def judge(rows: Sequence[dict[str, Any]], band: float = BAND) -> list[dict[str, 
 
 
 def _verdict(r: dict[str, Any], fwd: float, bwd: float, band: float) -> tuple[str, str]:
-    bad = r["fwd_nonfinite"] + r["bwd_nonfinite"]
-    if bad:
-        where = "output" if r["fwd_nonfinite"] else "gradient"
-        return "non-finite", f"{bad} inf/NaN values, first in the {where}"
+    if r["fwd_nonfinite"] or r["bwd_nonfinite"]:
+        return "non-finite", (
+            f"inf/NaN values: {r['fwd_nonfinite']} in the output, {r['bwd_nonfinite']} in "
+            "its gradient"
+        )
     for side in ("fwd", "bwd"):
         room = r[f"{side}_f16_headroom"]
         if room < 0:
