@@ -8,7 +8,7 @@ stream, so the stream's variance grows linearly with depth, while every LayerNor
 the scale to 1 before the branch reads it. ``softmax="naive"`` (``exp(s) / sum exp(s)``, no
 max subtracted) with ``softmax_dtype="float16"`` overflows as soon as a logit passes
 log(65504) ~ 11.09: ``--model-args '{"softmax": "naive", "softmax_dtype": "float16",
-"logit_scale": 8}'`` makes ``layers.0.attn.softmax`` non-finite.
+"logit_scale": 32}'`` makes ``layers.0.attn.softmax`` non-finite.
 """
 
 import math
