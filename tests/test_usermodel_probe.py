@@ -2,6 +2,7 @@
 verdicts on rows made to show each one."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from stability.errors import StabilityError
 from stability.usermodel.findings import FLUSH_LIMIT, PROBE_VERDICTS, finding_lines, judge, summary
 from stability.usermodel.probe import default_modules, probe_modules, select_modules
-from stability.usermodel.spec import load_loss
+from stability.usermodel.spec import load_loss, load_setup
 
 
 class Scale(nn.Module):
@@ -135,3 +136,19 @@ def test_cross_entropy_takes_classes_on_the_last_dimension() -> None:
     target = torch.randint(0, 7, (2, 5))
     flat = nn.functional.cross_entropy(logits.reshape(-1, 7), target.reshape(-1))
     assert torch.equal(load_loss("cross_entropy")(logits, target), flat)
+
+
+def test_the_loader_check_leaves_batchnorm_statistics_as_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "umod_bn.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    setup = load_setup("umod_bn:build", None, "8x3:float32")
+    bn = setup.model[1]
+    assert torch.equal(bn.running_mean, torch.zeros(3)) and int(bn.num_batches_tracked) == 0
+    setup.forward()  # the witness: a forward in training mode does move them
+    assert not torch.equal(bn.running_mean, torch.zeros(3))
