@@ -54,6 +54,7 @@ class SweepGrid:
     batches: Sequence[int] = (256,)
     device: str = "cpu"
     bias: bool = True
+    bias_var: float = 0.0  # sigma_b^2; 0 leaves every cell key as it was
 
     def cells(self) -> list[Cell]:
         """Every cell, validated up front so a bad name fails before any work."""
@@ -69,7 +70,7 @@ class SweepGrid:
             self.batches,
         )
         return [
-            Cell(MLPConfig(d, w, a, i, dt, self.bias, s, self.device), b)
+            Cell(MLPConfig(d, w, a, i, dt, self.bias, s, self.device, self.bias_var), b)
             for a, i, dt, d, w, s, b in product
         ]
 
