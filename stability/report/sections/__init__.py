@@ -20,8 +20,10 @@ from stability.report.sections import (
     heatmap,
     history,
     notes,
+    phase,
     precision,
     properties,
+    spectrum,
     throughput,
 )
 from stability.report.sections.page import Figure, Section, Table
@@ -37,6 +39,8 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     gate.gate,
     doctor.doctor,
     history.history,
+    spectrum.spectrum_section,
+    phase.phase_section,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]
