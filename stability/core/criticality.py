@@ -36,6 +36,13 @@ def _tensor(values: Any) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float64).reshape(-1)
 
 
+def _paired(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 1-d float64 tensors of one length (a scalar, or a length-1 one, is repeated)."""
+    x, y = _tensor(a), _tensor(b)
+    n = max(len(x), len(y))
+    return x.expand(n).clone(), y.expand(n).clone()
+
+
 def second_moment(activation: str, q: torch.Tensor) -> torch.Tensor:
     """``E[phi(h)^2]`` for ``h ~ N(0, q)``, for every entry of ``q``."""
     nodes, weights = normal_rule(POINTS_1D)
@@ -63,7 +70,7 @@ def q_star(activation: str, sw2: Any, sb2: Any) -> torch.Tensor:
     linear for relu-like ones), so the sign change is the fixed point iteration from any
     q > 0 converges to. g < 0 already at Q_LOW: q* = 0 (e.g. tanh with sigma_w^2 <= 1 and
     no bias); g > 0 still at Q_DIVERGED: q* = inf."""
-    sw2, sb2 = torch.broadcast_tensors(_tensor(sw2), _tensor(sb2))
+    sw2, sb2 = _paired(sw2, sb2)
 
     def g(q: torch.Tensor) -> torch.Tensor:
         return q_map(activation, sw2, sb2, q) - q
@@ -94,7 +101,8 @@ def chi_q(activation: str, sw2: Any, q: Any) -> torch.Tensor:
     sw2, q = _tensor(sw2), _tensor(q)
     step = DERIVATIVE_STEP * q.clamp(min=1e-12)
     hi, lo = second_moment(activation, q + step), second_moment(activation, (q - step).clamp(min=0))
-    return sw2 * (hi - lo) / (q + step - (q - step).clamp(min=0))
+    slope: torch.Tensor = sw2 * (hi - lo) / (q + step - (q - step).clamp(min=0))
+    return slope
 
 
 def _pair(activation: str, q: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +121,8 @@ def c_map(activation: str, sw2: Any, sb2: Any, q: Any, c: Any) -> torch.Tensor:
     """One layer of the correlation map at variance ``q`` (both inputs at ``q``)."""
     sw2, sb2, q, c = _tensor(sw2), _tensor(sb2), _tensor(q), _tensor(c)
     both, _ = _pair(activation, q, c)
-    return (sw2 * both + sb2) / q
+    out: torch.Tensor = (sw2 * both + sb2) / q
+    return out
 
 
 def c_star(activation: str, sw2: Any, sb2: Any, q: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,8 +186,7 @@ CRITICAL_BAND = 1e-6
 
 def mean_field(activation: str, sw2: Any, sb2: Any) -> list[MeanField]:
     """The mean-field picture at every (sw2[i], sb2[i]), batched."""
-    sw2, sb2 = _tensor(sw2), _tensor(sb2)
-    sw2, sb2 = torch.broadcast_tensors(sw2, sb2)
+    sw2, sb2 = _paired(sw2, sb2)
     q = q_star(activation, sw2, sb2)
     c1 = chi_1(activation, sw2, q)
     cs, chic = c_star(activation, sw2, sb2, q)

@@ -58,7 +58,7 @@ def spectrum_rows(width: int, batch: int, depth_list: Sequence[int]) -> Rows:
         q0 = float(q[0]) if act == "tanh" and math.isfinite(float(q[0])) else sw2 + sb2
         input_second = (q0 - sb2) / sw2  # inputs whose first pre-activation sits at q*
         for law in ("gaussian", "orthogonal"):
-            model = scaled_mlp(act, depths[-1], width, sw2, sb2, law, seed=0)  # type: ignore[arg-type]
+            model = scaled_mlp(act, depths[-1], width, sw2, sb2, law, seed=0)
             x = input_batch(model.config, batch) * math.sqrt(input_second)
             measured = spectrum(model, x, depths, "exact")
             predicted = predicted_moments(act, sw2, sb2, depths[-1], law, input_second)
