@@ -3,9 +3,8 @@
 Layer ``l`` is one block: ``Linear(width, width)`` (its output is the pre-activation) then
 the activation (its output is the layer output). Biases start at zero, or ``N(0, bias_var)``
 drawn from a generator of their own (the weights of a seed do not depend on bias_var).
-Under emulated
-reduced precision the weights are stored rounded and each block rounds its pre-activation
-and output (and their gradients) to the target dtype.
+Under emulated reduced precision the weights are stored rounded and each block rounds its
+pre-activation and output (and their gradients) to the target dtype.
 """
 
 import torch
