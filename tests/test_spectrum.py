@@ -114,3 +114,12 @@ def test_criticality_says_relu_cannot_be_isometric() -> None:
 )
 def test_criticality_bad_input_exits_2(args: list[str]) -> None:
     assert _cli(*args)[0] == 2
+
+
+def test_criticality_phase_diagram_for_any_activation() -> None:
+    code, text = _cli("--activation", "relu", "--depth", "5", "--phase", "--json")
+    assert code == 0
+    phase = json.loads(text)["phase_diagram"]
+    assert all(abs(w - 2.0) < 1e-6 for _, w in phase["critical_line"])  # relu: sigma_w^2 = 2
+    chaotic = [p for p in phase["grid"] if p["sigma_w2"] > 2.0]
+    assert chaotic and all(p["phase"] == "chaotic" for p in chaotic)

@@ -41,6 +41,12 @@ def add_criticality(sub: SubParsers) -> None:
         help="largest normalised variance of J J^T's eigenvalues allowed (default: 1, one "
         "Gaussian layer's spread)",
     )
+    p.add_argument(
+        "--phase",
+        action="store_true",
+        help="also print the phase diagram: the critical line and xi_c over a "
+        "(sigma_w^2, sigma_b^2) grid, for this activation",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_criticality)
 
@@ -59,11 +65,22 @@ def _cmd_criticality(args: argparse.Namespace) -> int:
     print(f"solving the critical line for {args.activation}...", file=sys.stderr)
     with threads(1):  # small float64 tensors: one thread is fastest and the same everywhere
         rec = best_init(args.activation, args.depth, args.weights, args.budget)
+        phase = _phase(args.activation) if args.phase else None
     if args.json:
-        row = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
-               for k, v in rec.as_dict().items()}  # fmt: skip
+        row: dict[str, object] = _plain(rec.as_dict())
+        if phase is not None:
+            row["phase_diagram"] = phase
         print(json.dumps(row, indent=2))
         return 0
+    if phase is not None:
+        print(
+            "sigma_b^2  critical sigma_w^2   (then per grid point: sigma_w^2 sigma_b^2 phase xi_c)"
+        )
+        for b, w in phase["critical_line"]:
+            print(f"{b:9.3g}  {w:.4g}")
+        for point in phase["grid"]:
+            print(f"  {point['sigma_w2']:5.2f} {point['sigma_b2']:5.2f} {point['phase']:8s} "
+                  f"{_short(point['xi_c'])}")  # fmt: skip
     if not math.isfinite(rec.sigma_w2):
         print(f"{args.activation}: {rec.why}")
         return 0
@@ -77,3 +94,31 @@ def _cmd_criticality(args: argparse.Namespace) -> int:
     )
     print(f"  why: {rec.why}")
     return 0
+
+
+PHASE_SW2 = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+PHASE_SB2 = (0.0, 0.05, 0.1, 0.2, 0.5)
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _plain(row: dict[str, object]) -> dict[str, object]:
+    """JSON has no inf/NaN: those become strings."""
+    return {
+        k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()
+    }
+
+
+def _phase(activation: str) -> dict[str, list]:  # type: ignore[type-arg]
+    from stability.core.criticality import critical_sigma_w2, mean_field
+
+    line = critical_sigma_w2(activation, list(PHASE_SB2)).tolist()
+    sw2 = [w for w in PHASE_SW2 for _ in PHASE_SB2]
+    sb2 = [b for _ in PHASE_SW2 for b in PHASE_SB2]
+    grid = [_plain(p.as_dict()) for p in mean_field(activation, sw2, sb2)]
+    return {
+        "critical_line": [list(pair) for pair in zip(PHASE_SB2, line, strict=True)],
+        "grid": grid,
+    }
