@@ -123,3 +123,13 @@ def test_criticality_phase_diagram_for_any_activation() -> None:
     assert all(abs(w - 2.0) < 1e-6 for _, w in phase["critical_line"])  # relu: sigma_w^2 = 2
     chaotic = [p for p in phase["grid"] if p["sigma_w2"] > 2.0]
     assert chaotic and all(p["phase"] == "chaotic" for p in chaotic)
+
+
+def test_sweep_rows_with_bias_var_carry_no_bias_free_theory() -> None:
+    from stability.sweep.cells import run_cell
+
+    rows = run_cell(Cell(MLPConfig(depth=2, width=8, activation="tanh", bias_var=0.1), 4))
+    assert all(r["bias_var"] == 0.1 for r in rows)
+    assert all(math.isnan(r["theory_preact_var"]) for r in rows)
+    plain = run_cell(Cell(MLPConfig(depth=2, width=8, activation="tanh"), 4))
+    assert "bias_var" not in plain[0] and math.isfinite(plain[0]["theory_preact_var"])
