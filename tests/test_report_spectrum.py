@@ -1,5 +1,6 @@
 """The spectrum and phase-diagram sections, drawn from tiny stored records."""
 
+import io
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ import pytest
 from stability.measure.threads import threads
 from stability.report import spectrum_cases
 from stability.report.inputs import gather
+from stability.report.progress import Display
+from stability.report.runner import Runner
 from stability.report.sections.phase import phase_section
 from stability.report.sections.spectrum import spectrum_section
 from stability.results.store import Store
@@ -57,3 +60,21 @@ def test_sections_say_not_run_without_records(tmp_path: Path) -> None:
     data = gather(tmp_path / "none.db", tmp_path, None)
     assert spectrum_section(data).status == "not run"
     assert phase_section(data).status == "not run"
+
+
+def test_runner_step_computes_once_per_code_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bool] = []
+
+    def fake(quick: bool) -> dict[str, spectrum_cases.Rows]:
+        calls.append(quick)
+        return {"critical_line": [{"activation": "tanh", "sigma_b2": 0.0, "sigma_w2": 1.0}]}
+
+    monkeypatch.setattr(spectrum_cases, "compute", fake)
+    runner = Runner(tmp_path / "s.db", tmp_path, quick=True, display=Display(io.StringIO()))
+    assert runner.spectrum().status == "ran"
+    assert runner.spectrum().status == "reused"
+    assert calls == [True]
+    with Store.open(tmp_path / "s.db") as store:
+        assert store.records("critical_line")["sigma_w2"].tolist() == [1.0]
