@@ -1,5 +1,6 @@
 """The spectrum and phase-diagram sections, drawn from tiny stored records."""
 
+import functools
 import io
 from pathlib import Path
 
@@ -18,11 +19,17 @@ from stability.results.store import Store
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("spectrum") / "s.db"
-    with threads(1):  # small float64 work: a second thread only waits (~2 s on one)
-        tables = _tables()
     with Store.open(path) as store:
-        spectrum_cases.write(store, tables)
+        spectrum_cases.write(store, tiny_tables())
     return path
+
+
+@functools.cache
+def tiny_tables() -> dict[str, spectrum_cases.Rows]:
+    """Every table of the two sections at toy size, once per test process (the tiny report
+    of test_report.py stores them too); one thread: a second only waits (~5 s on one)."""
+    with threads(1):
+        return _tables()
 
 
 def _tables() -> dict[str, spectrum_cases.Rows]:
