@@ -25,6 +25,7 @@ FLOORS = {
     "sweep": 2,
     "measure": 2,
     "testing": 2,
+    "experiments": 2.5,  # composes notes, train and sweep; the report shows it
     "report": 3,
     "cli": 4,
     "__main__": 5,
