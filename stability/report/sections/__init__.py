@@ -16,6 +16,7 @@ from stability.report.sections import (
     atlas,
     doctor,
     environment,
+    experiments,
     gate,
     heatmap,
     history,
@@ -37,6 +38,7 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     gate.gate,
     doctor.doctor,
     history.history,
+    experiments.experiments,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]
