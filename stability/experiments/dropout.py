@@ -45,9 +45,14 @@ def _forgotten(x: torch.Tensor, p: float, gen: torch.Generator | None, training:
     return x
 
 
+def _always_on(x: torch.Tensor, p: float, gen: torch.Generator | None, training: bool) -> torch.Tensor:
+    """Known-bad: dropout that keeps dropping at test time (the eval-mode witness)."""
+    return dropout(x, p, gen, True)
+
+
 # The notes' inverted dropout, and the witnesses' known-bad variants.
 VARIANTS: dict[str, DropFn] = {"inverted": dropout, "unscaled": dropout_unscaled,
-                               "forgotten": _forgotten}  # fmt: skip
+                               "forgotten": _forgotten, "always on": _always_on}  # fmt: skip
 
 
 def make_data(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

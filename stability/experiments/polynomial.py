@@ -50,7 +50,12 @@ def _recorded(epochs: int) -> set[int]:
     return {0, *marks}
 
 
-def fit(seeds: Sequence[int], epochs: int, lr: float) -> list[dict[str, object]]:
+def fit(
+    seeds: Sequence[int],
+    epochs: int,
+    lr: float,
+    models: Sequence[tuple[str, int]] = MODELS,
+) -> list[dict[str, object]]:
     """Train the three models for every seed at once; rows at the recorded epochs.
 
     One weight tensor (models, seeds, 20) with the unused features masked out, so a step
@@ -60,9 +65,9 @@ def fit(seeds: Sequence[int], epochs: int, lr: float) -> list[dict[str, object]]
     x = torch.stack([f for f, _ in data])  # (S, 200, 20)
     y = torch.stack([t for _, t in data])  # (S, 200)
     x_tr, y_tr, x_te, y_te = x[:, :N_TRAIN], y[:, :N_TRAIN], x[:, N_TRAIN:], y[:, N_TRAIN:]
-    used = torch.tensor([n for _, n in MODELS]).unsqueeze(1)
+    used = torch.tensor([n for _, n in models]).unsqueeze(1)
     mask = (torch.arange(MAX_FEATURES) < used).to(torch.float64).unsqueeze(1)  # (M, 1, F)
-    w = torch.zeros(len(MODELS), len(seeds), MAX_FEATURES, dtype=torch.float64)
+    w = torch.zeros(len(models), len(seeds), MAX_FEATURES, dtype=torch.float64)
     # Each seed's batch order for every epoch, from its own generator, drawn up front.
     orders = torch.stack([
         torch.argsort(torch.rand(epochs, N_TRAIN, generator=torch.Generator().manual_seed(s)))
@@ -75,7 +80,7 @@ def fit(seeds: Sequence[int], epochs: int, lr: float) -> list[dict[str, object]]
     def record(epoch: int) -> None:
         train = l2_loss(torch.einsum("snf,msf->msn", x_tr, w), y_tr).mean(dim=2)
         test = l2_loss(torch.einsum("snf,msf->msn", x_te, w), y_te).mean(dim=2)
-        for m, (label, n_features) in enumerate(MODELS):
+        for m, (label, n_features) in enumerate(models):
             for i, seed in enumerate(seeds):
                 rows.append({"model": label, "features": n_features, "seed": seed,
                              "epoch": epoch, "train_loss": float(train[m, i]),

@@ -10,7 +10,7 @@ and the rows record how far apart the two weights are (float64: they must agree 
 rounding). d2l's settings: w ~ N(0, 1), b = 0, batch 5, lr 0.003, 100 epochs.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -45,11 +45,16 @@ def _losses(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) 
     return l2_loss((x * w.unsqueeze(1)).sum(-1) + b.unsqueeze(1), y).mean(dim=1)
 
 
-def train(seeds: Sequence[int], lambdas: Sequence[float]) -> list[dict[str, object]]:
+StepFn = Callable[[torch.Tensor, torch.Tensor, float, float], torch.Tensor]
+
+
+def train(
+    seeds: Sequence[int], lambdas: Sequence[float], step: StepFn = sgd_step_weight_decay
+) -> list[dict[str, object]]:
     """Every lambda and seed at once, both implementations; a row per lambda, seed, epoch.
 
     The notes' path writes the unpenalised gradient out (``x^T residual / B``) and decays in
-    closed form; torch's path is autograd plus ``SGD(weight_decay=lambda)``, one parameter
+    closed form (``step``: the notes' by default, a known-bad one for a witness); torch's path is autograd plus ``SGD(weight_decay=lambda)``, one parameter
     group per lambda, the bias in a group without decay.
     """
     data = [make_data(s) for s in seeds]
@@ -95,7 +100,7 @@ def train(seeds: Sequence[int], lambdas: Sequence[float]) -> list[dict[str, obje
                 w, b = notes[k]
                 residual = (xb * w.unsqueeze(1)).sum(-1) + b.unsqueeze(1) - yb  # l2_grad
                 grad_w = (residual.unsqueeze(-1) * xb).mean(dim=1)
-                notes[k] = (sgd_step_weight_decay(w, grad_w, LR, lam),
+                notes[k] = (step(w, grad_w, LR, lam),
                             b - LR * residual.mean(dim=1))  # the bias is not decayed; fmt: skip
             opt.zero_grad()
             loss = sum(_losses(xb, yb, w, b_torch[k]).sum() for k, w in enumerate(w_torch))
