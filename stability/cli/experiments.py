@@ -33,15 +33,27 @@ def add_experiments(sub: SubParsers) -> None:
         metavar="NAME,...",
         help=f"comma list from {','.join(NAMES)} (default: all)",
     )
-    p.add_argument("--seeds", type=int, default=None,
-                   help="seeds per experiment (default: each one's own, fewer with --quick)")
-    p.add_argument("--device", default="cpu",
-                   help="cpu or cuda (float16 native on cuda; default: cpu)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="folder for the CSVs and figures (default: %(default)s)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per experiment (default: each one's own, fewer with --quick)",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda (float16 native on cuda; default: cpu)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder for the CSVs and figures (default: %(default)s)",
+    )
     p.add_argument("--format", default="png", help="figure format: png or svg (default: png)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON document on stdout (claims, seconds, files)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout (claims, seconds, files)",
+    )
     add_db_argument(p)
     p.set_defaults(handler=_cmd_experiments)  # fmt: skip
 

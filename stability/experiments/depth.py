@@ -95,9 +95,7 @@ def run(
     configs: Sequence[tuple[str, str, int]] = CONFIGS,
 ) -> pd.DataFrame:
     """Every config and seed: its training outcome beside its verdict."""
-    rows = [
-        train_config(a, i, d, s, STEPS[quick], device) for a, i, d in configs for s in seeds
-    ]
+    rows = [train_config(a, i, d, s, STEPS[quick], device) for a, i, d in configs for s in seeds]
     trained = pd.DataFrame(rows)
     return trained.merge(verdicts(configs, seeds, device), on=["activation", "init", "depth"])
 
@@ -128,14 +126,32 @@ def claims(rows: pd.DataFrame) -> list[Claim]:
                  f"else >= {STALLED:g})", int(agree.sum()), len(agree), len(agree))]  # fmt: skip
     if len(kaiming) and len(xavier):
         n = len(kaiming)
-        out.append(Claim("relu depth 30: Kaiming trains (ratio < 0.5) where Xavier stalls",
-                         int(((kaiming < TRAINED) & (xavier >= STALLED)).sum()), n, needed(n)))
+        out.append(
+            Claim(
+                "relu depth 30: Kaiming trains (ratio < 0.5) where Xavier stalls",
+                int(((kaiming < TRAINED) & (xavier >= STALLED)).sum()),
+                n,
+                needed(n),
+            )
+        )
     if len(scaled) and len(sigmoid):
         n = len(scaled)
-        out.append(Claim("depth 20, Xavier: scaled logistic's final loss below sigmoid's",
-                         int((scaled < sigmoid).sum()), n, needed(n)))
+        out.append(
+            Claim(
+                "depth 20, Xavier: scaled logistic's final loss below sigmoid's",
+                int((scaled < sigmoid).sum()),
+                n,
+                needed(n),
+            )
+        )
     if len(notes):
         n = len(notes)
-        out.append(Claim(f"sigmoid with N(0, 0.01^2) at depth 10 stalls (ratio >= {STALLED:g})",
-                         int((notes >= STALLED).sum()), n, needed(n)))
+        out.append(
+            Claim(
+                f"sigmoid with N(0, 0.01^2) at depth 10 stalls (ratio >= {STALLED:g})",
+                int((notes >= STALLED).sum()),
+                n,
+                needed(n),
+            )
+        )
     return out  # fmt: skip

@@ -1,14 +1,16 @@
 """Dropout: an MLP that overfits a small noisy classification set, with p = 0, 0.2, 0.5.
 
-The data: 10 Gaussian inputs, labels from a random hyperplane with 20 % of them
-flipped (the best test accuracy is 0.8), 200 training and 500 test points; the MLP (10 -> 128 -> 128 -> 2, ReLU,
-Kaiming init) memorises the flipped labels without dropout. Dropout (the notes' inverted
-dropout, ``notes.regularisation.dropout``, its masks from a generator seeded per run) sits
-after each hidden activation, in training only. Per run the rows hold the accuracy curves
-and, at the last step, three checks: eval mode is the identity (the eval logits equal the
-dropout-free network's bit for bit), training-mode dropout is unbiased (the mean logit over
-``MASKS`` masks of the last layer matches the eval logit within 5 standard errors), and
-fixing the seed and the initial weights reproduces the run bit for bit (first seeds only).
+The data: 10 Gaussian inputs, labels from a random hyperplane with 20 % of them flipped
+(the best test accuracy is 0.8), 200 training and 500 test points. The MLP (10 -> 128 ->
+128 -> 2, ReLU, Kaiming init, plain SGD) memorises the flipped labels without dropout.
+Dropout (the notes' inverted dropout, ``notes.regularisation.dropout``, its masks from a
+generator seeded per run) sits after each hidden activation, in training only.
+
+Per run the rows hold the accuracy curves and, at the last step, three checks: eval mode
+is the identity (the eval logits equal the dropout-free network's bit for bit),
+training-mode dropout is unbiased (the mean logit over ``MASKS`` masks of the last layer
+matches the eval logit within 5 standard errors), and fixing the seed and the initial
+weights reproduces the run bit for bit (first seeds only).
 """
 
 import math
@@ -40,12 +42,16 @@ DATA_OFFSET, MASK_OFFSET = 52_711, 7_001
 DropFn = Callable[[torch.Tensor, float, torch.Generator | None, bool], torch.Tensor]
 
 
-def _forgotten(x: torch.Tensor, p: float, gen: torch.Generator | None, training: bool) -> torch.Tensor:
+def _forgotten(
+    x: torch.Tensor, p: float, gen: torch.Generator | None, training: bool
+) -> torch.Tensor:
     """Known-bad: a model whose dropout was left out (the gap claim's witness)."""
     return x
 
 
-def _always_on(x: torch.Tensor, p: float, gen: torch.Generator | None, training: bool) -> torch.Tensor:
+def _always_on(
+    x: torch.Tensor, p: float, gen: torch.Generator | None, training: bool
+) -> torch.Tensor:
     """Known-bad: dropout that keeps dropping at test time (the eval-mode witness)."""
     return dropout(x, p, gen, True)
 
@@ -75,6 +81,7 @@ class DropoutMLP(nn.Module):
         )
         gen = torch.Generator().manual_seed(init_seed)
         for layer in self.layers:
+            assert isinstance(layer, nn.Linear)
             init_linear_(layer, "kaiming_normal", gen)
         self.masks = torch.Generator().manual_seed(mask_seed)
 
@@ -197,7 +204,8 @@ def finals(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (p, seed): the last step, with the train - test accuracy gap."""
     last = rows[rows["step"] == rows["step"].max()].copy()
     last["gap"] = last["train_acc"] - last["test_acc"]
-    return last.reset_index(drop=True)
+    out: pd.DataFrame = last.reset_index(drop=True)
+    return out
 
 
 def claims(rows: pd.DataFrame) -> list[Claim]:

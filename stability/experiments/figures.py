@@ -122,13 +122,20 @@ def draw_depth(rows: pd.DataFrame) -> Figure:
         jitter = np.linspace(-0.15, 0.15, len(ratios)) if len(ratios) > 1 else np.zeros(1)
         ax.scatter(k + jitter, ratios, color=color, s=16)
         ax.text(k, 2.05, f"verdict: {r.verdict}", ha="center", fontsize=7, color=color)
-    ax.set_xticks(range(len(configs)), [f"{r.activation}\n{r.init}\ndepth {r.depth}"
-                                        for r in configs.itertuples(index=False)], fontsize=7)
+    ax.set_xticks(
+        range(len(configs)),
+        [f"{r.activation}\n{r.init}\ndepth {r.depth}" for r in configs.itertuples(index=False)],
+        fontsize=7,
+    )
     ax.axhline(depth.TRAINED, color="#2e7d32", lw=0.8, ls="--", label="trained below")
     ax.axhline(depth.STALLED, color="#1f5fa8", lw=0.8, ls=":", label="stalled above")
     ax.set_ylim(0, 2.2)
-    _titled(ax, "loss left after the step budget (1 = learned nothing; diverged drawn at 2)",
-            "", "final loss / loss of predicting 0")
+    _titled(
+        ax,
+        "loss left after the step budget (1 = learned nothing; diverged drawn at 2)",
+        "",
+        "final loss / loss of predicting 0",
+    )
     return fig
 
 
@@ -141,11 +148,14 @@ def draw_float16(rows: pd.DataFrame, modes: Sequence[str] = float16.SHOWN) -> Fi
         band(axes[0], first[first["mode"] == mode], "step", "loss", PALETTE[k], mode)
     _titled(axes[0], "training loss", "step", "loss")
     for ax, mode in zip(axes[1:], present, strict=True):
-        grid = rows[rows["mode"] == mode].pivot_table(index="layer", columns="step",
-                                                      values="zero_frac", aggfunc="mean")
+        grid = rows[rows["mode"] == mode].pivot_table(
+            index="layer", columns="step", values="zero_frac", aggfunc="mean"
+        )
+        steps = grid.columns.to_numpy(dtype=float)
+        extent = (float(steps.min()), float(steps.max()), 0.5, float(grid.index.max()) + 0.5)
         image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=0, vmax=1,
-                          cmap="viridis", extent=(grid.columns.min(), grid.columns.max(),
-                                                  0.5, grid.index.max() + 0.5))  # fmt: skip
+                          cmap="viridis", extent=extent)  # fmt: skip
+        ax.grid(False)
         ax.set_title(f"{mode}: zero weight gradients", fontsize=8)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("layer (1 = bottom, last = head)", fontsize=8)

@@ -113,7 +113,8 @@ def bottom_zero(rows: pd.DataFrame, mode: str) -> pd.Series:
 def final_loss(rows: pd.DataFrame, mode: str) -> pd.Series:
     """Per seed: the loss at the last recorded step."""
     part = rows[(rows["mode"] == mode) & (rows["layer"] == 1)]
-    return part[part["step"] == part["step"].max()].set_index("seed")["loss"]
+    last: pd.Series = part[part["step"] == part["step"].max()].set_index("seed")["loss"]
+    return last
 
 
 def claims(rows: pd.DataFrame, scaled: str = "AMP + loss scaling") -> list[Claim]:

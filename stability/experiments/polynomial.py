@@ -69,10 +69,12 @@ def fit(
     mask = (torch.arange(MAX_FEATURES) < used).to(torch.float64).unsqueeze(1)  # (M, 1, F)
     w = torch.zeros(len(models), len(seeds), MAX_FEATURES, dtype=torch.float64)
     # Each seed's batch order for every epoch, from its own generator, drawn up front.
-    orders = torch.stack([
-        torch.argsort(torch.rand(epochs, N_TRAIN, generator=torch.Generator().manual_seed(s)))
-        for s in seeds
-    ])  # (S, epochs, n)  fmt: skip
+    orders = torch.stack(
+        [
+            torch.argsort(torch.rand(epochs, N_TRAIN, generator=torch.Generator().manual_seed(s)))
+            for s in seeds
+        ]
+    )  # (S, epochs, n)  fmt: skip
     keep = _recorded(epochs)
     rows_of = torch.arange(len(seeds)).unsqueeze(1)
     rows: list[dict[str, object]] = []

@@ -95,5 +95,9 @@ def store_results(
     store: Store, results: Sequence[Result], command: Sequence[str], device: str = "cpu"
 ) -> int:
     """One ``experiments`` run holding every result's rows under ``exp_<name>``."""
-    tables = {record_name(r.experiment.name): r.rows.to_dict("records") for r in results}
+    tables = {
+        record_name(r.experiment.name): [{str(k): v for k, v in row.items()}
+                                         for row in r.rows.to_dict("records")]
+        for r in results
+    }  # fmt: skip
     return store.write_records_run("experiments", command, device, tables)

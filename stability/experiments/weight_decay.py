@@ -54,8 +54,9 @@ def train(
     """Every lambda and seed at once, both implementations; a row per lambda, seed, epoch.
 
     The notes' path writes the unpenalised gradient out (``x^T residual / B``) and decays in
-    closed form (``step``: the notes' by default, a known-bad one for a witness); torch's path is autograd plus ``SGD(weight_decay=lambda)``, one parameter
-    group per lambda, the bias in a group without decay.
+    closed form (``step``: the notes' by default, a known-bad one for a witness); torch's
+    path is autograd plus ``SGD(weight_decay=lambda)``, one parameter group per lambda, the
+    bias in a group without decay.
     """
     data = [make_data(s) for s in seeds]
     x = torch.stack([d[0] for d in data])
@@ -100,8 +101,10 @@ def train(
                 w, b = notes[k]
                 residual = (xb * w.unsqueeze(1)).sum(-1) + b.unsqueeze(1) - yb  # l2_grad
                 grad_w = (residual.unsqueeze(-1) * xb).mean(dim=1)
-                notes[k] = (step(w, grad_w, LR, lam),
-                            b - LR * residual.mean(dim=1))  # the bias is not decayed; fmt: skip
+                notes[k] = (
+                    step(w, grad_w, LR, lam),
+                    b - LR * residual.mean(dim=1),
+                )  # the bias is not decayed; fmt: skip
             opt.zero_grad()
             loss = sum(_losses(xb, yb, w, b_torch[k]).sum() for k, w in enumerate(w_torch))
             loss.backward()  # type: ignore[union-attr]
@@ -117,7 +120,8 @@ def run(seeds: Sequence[int], quick: bool, device: str = "cpu") -> pd.DataFrame:
 
 def finals(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (lambda, seed): the last epoch's row."""
-    return rows[rows["epoch"] == rows["epoch"].max()].reset_index(drop=True)
+    last: pd.DataFrame = rows[rows["epoch"] == rows["epoch"].max()]
+    return last.reset_index(drop=True)
 
 
 def claims(rows: pd.DataFrame) -> list[Claim]:

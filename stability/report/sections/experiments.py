@@ -6,6 +6,8 @@ experiment's own ``claims`` and the figures drawn by its own ``draw``: nothing i
 here.
 """
 
+import functools
+
 import pandas as pd
 
 from stability.experiments.registry import EXPERIMENTS
@@ -44,9 +46,9 @@ def experiments(data: ReportData) -> Section:
         lines = " ".join(f"{'✓' if c.ok else '✗'} {c.line()}." for c in claims)
         caption = f"{exp.conclusion} Across seeds (store run {run}): {lines}"
         key = rows.drop(columns=[c for c in UNHASHABLE if c in rows.columns])
+        draw = functools.partial(exp.draw, rows)
         section.figures.append(
-            cached_figure(data, f"experiment-{exp.name}", [key],
-                          lambda exp=exp, rows=rows: exp.draw(rows),
+            cached_figure(data, f"experiment-{exp.name}", [key], draw,
                           ALT.format(title=exp.title), f"{exp.title}. {caption}")
         )  # fmt: skip
         claim_rows += [{"experiment": exp.name, **c.as_dict()} for c in claims]
