@@ -24,7 +24,17 @@ from stability.errors import StabilityError
 
 def commands() -> list[Callable[[SubParsers], None]]:
     """Every subcommand's ``add_<name>``, in ``--help`` order (imported here: see above)."""
-    from stability.cli import bench, criticality, diff, doctor, gate, probe, report, sweep
+    from stability.cli import (
+        bench,
+        criticality,
+        diff,
+        doctor,
+        experiments,
+        gate,
+        probe,
+        report,
+        sweep,
+    )
 
     return [
         sweep.add_sweep,
@@ -36,6 +46,7 @@ def commands() -> list[Callable[[SubParsers], None]]:
         diff.add_diff,
         probe.add_probe,
         criticality.add_criticality,
+        experiments.add_experiments,
     ]
 
 

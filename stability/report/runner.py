@@ -6,6 +6,8 @@
   reused when the fingerprint (``cache``) matches a cached run.
 - The doctor's default cases and lr map (``doctor_cases``, ~5 s) go to the store once per
   fingerprint.
+- The notes' experiments (``experiments_run``: ``stability experiments --quick``, about a
+  minute) go to the store once per fingerprint.
 - The gate (``gate_run``): the stability figures judged against ``baselines/`` and the
   throughput timed there, each cached under the fingerprint plus the baseline's bytes.
 
@@ -25,6 +27,7 @@ import torch
 from stability.errors import StabilityError
 from stability.report import doctor_cases, plan, spectrum_cases
 from stability.report.cache import Cache, code_state, fingerprint, property_run
+from stability.report.experiments_run import experiments_step
 from stability.report.gate_run import figures_step, gate_result, throughput_step
 from stability.report.inputs import GateResult, PropertyRun, Step, StepStatus
 from stability.report.progress import Display, SweepProgress, stream, tail
@@ -90,6 +93,8 @@ class Runner:
         steps.append(self.benchmarks())
         steps.append(self.doctor())
         steps.append(self.spectrum())
+        with Store.open(self.db) as store:
+            steps.append(experiments_step(store, self.cache, self.code, self.display))
         gate_steps, verdict = self.gate()
         steps += gate_steps
         return RunResult(steps, prop_run, verdict)

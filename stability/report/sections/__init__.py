@@ -16,6 +16,7 @@ from stability.report.sections import (
     atlas,
     doctor,
     environment,
+    experiments,
     gate,
     heatmap,
     history,
@@ -43,6 +44,7 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     your_model.your_model,
     spectrum.spectrum_section,
     phase.phase_section,
+    experiments.experiments,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]
