@@ -75,6 +75,7 @@ class LayerShape:
     c_next: float  # E[phi(u) phi(v)] / E[phi^2]: the next layer's input correlation
     g: float  # dlog E[phi^2] / dlog q
     g_slope: float  # dlog E[phi'^2] / dlog q
+    slope_corr: float  # E[phi'(u) phi'(v)] / E[phi'^2]: how backward correlations carry
     c_eff: float = math.nan  # the next layer's input correlation, finite-width part included
 
 
@@ -115,6 +116,7 @@ def layer_shape(activation: str, q: float, c: float) -> LayerShape:
         rho=float(_W2 @ (pu**2 * pv**2)) / f**2 - 1.0,
         rho_slope=rho_slope,
         c_next=float(_W2 @ (pu * pv)) / f,
+        slope_corr=float(_W2 @ (du * dv)) / f_slope if f_slope > 0 else 0.0,
         g=g,
         g_slope=g_slope,
     )
@@ -182,10 +184,7 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
     u = [0.0] * (depth + 2)
     for m in range(depth, 0, -1):
         u[m] = shapes[m - 1].g_slope + shapes[m - 1].g * u[m + 1]
-    zeta = [
-        ((3.0 * (sh.kappa_slope - 1.0) + 2.0) / b + (1.0 - 1.0 / b) * max(sh.rho_slope, 0.0)) / n
-        for sh in shapes
-    ]
+    zeta = _backward_noise(shapes, n, b)
     rank_one = _rank_one(activation, q, [t.grad_var for t in mf], shapes, n)
     layers, tail_zeta, tail_fresh = [], 0.0, 0.0
     for layer in range(depth, 0, -1):
@@ -239,6 +238,22 @@ def _linearisation_error(
     )
     inside = (np.asarray(q) > Q_CLAMP[0]) & (np.asarray(q) < Q_CLAMP[1]) & np.isfinite(err)
     return list(np.cumsum(np.where(inside, err, 0.0)))
+
+
+def _backward_noise(shapes: list[LayerShape], n: float, b: float) -> list[float]:
+    """Var of ln of each layer's backward factor: phi'^2 over units and inputs, and W^T's
+    chi-square, whose cross-input part grows as the gradients of different inputs keep
+    their random O(1/sqrt(n)) correlations (slope E[phi'(u) phi'(v)] / E[phi'^2] per layer).
+    """
+    out = [0.0] * len(shapes)
+    spread = 1.0 / n  # independent projections at the top: correlation 0 +- 1/sqrt(n)
+    for i in range(len(shapes) - 1, -1, -1):
+        sh = shapes[i]
+        chi_square = (2.0 / n) * (1.0 / b + (1.0 - 1.0 / b) * spread)
+        shape = (3.0 * (sh.kappa_slope - 1.0) / b + (1.0 - 1.0 / b) * max(sh.rho_slope, 0.0)) / n
+        out[i] = chi_square + shape
+        spread = sh.slope_corr**2 * spread + 1.0 / n
+    return out
 
 
 def _eps_perp(sh: LayerShape, n: float, b: float, eta: float) -> float:
