@@ -185,13 +185,13 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
     for m in range(depth, 0, -1):
         u[m] = shapes[m - 1].g_slope + shapes[m - 1].g * u[m + 1]
     zeta = _backward_noise(shapes, n, b)
-    rank_one = _rank_one(activation, q, [t.grad_var for t in mf], shapes, n)
+    rank_one = _rank_one(activation, q, [t.grad_var for t in mf], shapes, n, s2)
     layers, tail_zeta, tail_fresh = [], 0.0, 0.0
     for layer in range(depth, 0, -1):
         above = fwd[layer] * u[layer + 1] ** 2 if layer < depth else 0.0
         bwd = var_in + tail_zeta + above + tail_fresh
         layers.append(_layer(layer, q[layer - 1], fwd[layer - 1], mf[layer - 1].grad_var,
-                             rank_one[layer - 1], bwd, bent[layer - 1]))  # fmt: skip
+                             rank_one[layer - 1], bwd, (bent[layer - 1], bent[-1])))  # fmt: skip
         tail_zeta += zeta[layer - 1]
         if layer < depth:
             tail_fresh += v_fresh[layer] * u[layer + 1] ** 2
@@ -263,7 +263,12 @@ def _eps_perp(sh: LayerShape, n: float, b: float, eta: float) -> float:
 
 
 def _rank_one(
-    activation: str, q: list[float], grad_mf: list[float], shapes: list[LayerShape], n: float
+    activation: str,
+    q: list[float],
+    grad_mf: list[float],
+    shapes: list[LayerShape],
+    n: float,
+    s2: float,
 ) -> list[float]:
     """The gradient variance along the forward signal's own direction (``docs/theory.md``).
 
@@ -271,38 +276,51 @@ def _rank_one(
     signal with the length map's log-slope g, plus a remainder p that propagates like any
     random direction (the mean-field gains above it). ``R_l = |J_{l->L} a_l|^2 / n`` obeys
     ``R_l = g^2 R_{l+1} + |p|^2/n * MF_{l+1}``; the random projection puts a 1/n share of
-    the top gradient on that direction, so it adds ``R_l / (n E[phi^2]_l)`` per element.
+    the top gradient on that direction. Each layer's ``W^T`` also injects, along its input
+    signal, the Stein term ``a (s2/n) sum_i phi''(h_i) g_i`` (energy ``s2 E[phi''^2] q G``),
+    carried down by the signal's gain ``g^2 E[phi^2]_next / E[phi^2]``. Per element: / n.
     """
     depth = len(q)
     qs = np.asarray(q)
-    phi, slope = _phi_and_slope(activation, np.sqrt(qs)[:, None] * _Z[None, :])
+    t = torch.tensor(np.sqrt(qs)[:, None] * _Z[None, :], dtype=torch.float64, requires_grad=True)
+    out_t = get_activation(activation).factory()(t)
+    (d1,) = torch.autograd.grad(out_t.sum(), t, create_graph=True)
+    curv = torch.autograd.grad(d1.sum(), t, allow_unused=True)[0] if d1.requires_grad else None
+    phi, slope = out_t.detach().numpy(), d1.detach().numpy()
+    bend2 = (curv.detach().numpy() ** 2) @ _W if curv is not None else np.zeros(depth)
     second = list(phi**2 @ _W)
     signal = (qs[:, None] * _Z[None, :] ** 2 * slope**2) @ _W  # E[(h phi'(h))^2]
     remainder = [
         max(float(r) - sh.g**2 * f, 0.0) for r, sh, f in zip(signal, shapes, second, strict=True)
     ]
     out = [0.0] * depth
-    r = second[-1]
+    r, injected = second[-1], 0.0
     out[-1] = 1.0 / n
     for layer in range(depth - 1, 0, -1):  # layer l (1-based): its next is index ``layer``
         r = shapes[layer].g ** 2 * r + remainder[layer] * grad_mf[layer]
-        out[layer - 1] = r / (n * second[layer - 1]) if second[layer - 1] > 0 else 0.0
+        gain = shapes[layer].g ** 2 * second[layer] / second[layer - 1] if second[layer - 1] else 0
+        injected = gain * injected + s2 * float(bend2[layer]) * q[layer] * grad_mf[layer]
+        top = r / second[layer - 1] if second[layer - 1] > 0 else 0.0
+        out[layer - 1] = (top + injected) / n
     return out
 
 
 def _layer(layer: int, q: float, var_f: float, grad_mf: float, rank_one: float, var_b: float,
-           bent: float) -> BandLayer:  # fmt: skip
+           bent: tuple[float, float]) -> BandLayer:  # fmt: skip
     ln10 = math.log(10.0)
     centre_f = (math.log(q) - var_f / 2.0) / ln10
     expected = grad_mf + rank_one
     centre_b = (math.log(expected) - var_b / 2.0) / ln10 if expected > 0 else -math.inf
     sd_f, sd_b = math.sqrt(var_f) / ln10, math.sqrt(var_b) / ln10
     caveats = []
-    if bent > BEND_LIMIT:
+    below, total = bent  # the forward sees the layers up to here; the backward all of them
+    if max(below, total) > BEND_LIMIT:
         caveats.append(
-            f"length map bends {bent:.2f} (ln units, summed to this layer) away from its "
-            "tangent over one input's spread: single inputs stray non-linearly and the batch "
-            "variance follows the luckiest, so the linearised band is too narrow"
+            f"length map bends {below:.2f} up to this layer, {total:.2f} over the network (ln "
+            "units) away from its tangent over one input's spread: single inputs stray "
+            "non-linearly and the batch variance follows the luckiest, so the linearised "
+            "band is too narrow"
+            + ("" if below > BEND_LIMIT else " (here for the backward, which crosses them all)")
         )
     if expected > 0 and rank_one / expected > RANK_ONE_SHARE:
         caveats.append(
