@@ -28,7 +28,12 @@ Where the theory's prediction is not a finite-width statement, the general prope
 not claim it (``covered``): an expanding variance map (``J > 1``: gelu, silu) amplifies the
 1/width noise layer after layer, and softplus with Kaiming (pre-activations growing through
 depth) breaks the gradient-independence assumption at finite width, measured at
-+0.067 +- 0.007 in ln per layer at width 128 (12 seeds), about 9/width.
++0.067 +- 0.007 in ln per layer at width 128 (12 seeds), about 9/width. Why: along the
+forward signal's own direction the layer Jacobian has the length map's gain (~1), above the
+bulk's mean-field gain (~0.8); energy entering that direction with weight 1/n outgrows the
+bulk after ~ln(n)/ln(1.25) layers (docs/theory.md). ``core/finite_width.py`` adds that
+rank-one term to its band and marks the rows (``theory_caveat``); ``test_finite_width.py``
+checks that every such mismatch is marked.
 """
 
 import math

@@ -123,11 +123,11 @@ def atlas(
     color: str,
     ylabel: str,
     reference_layer: str = "first",
-    band: tuple[str, str] | None = None,
+    predicted: tuple[str, str] | None = None,
 ) -> Figure:
     """Small multiples: rows are activations, columns inits; log10 variance against layer.
 
-    ``band`` names the columns of the predicted finite-width band (log10 lo, hi), drawn
+    ``predicted`` names the columns of the predicted finite-width band (log10 lo, hi), drawn
     hatched between dotted edges where the rows carry it.
 
     The shaded band spans the seeds (min to max), the solid line is their median in log
@@ -160,8 +160,8 @@ def atlas(
                 ax.plot(band.index, band["median"], color=color, lw=2.2, alpha=0.55)
                 th = logs.groupby("layer")["t"].first()
                 ax.plot(th.index, th.to_numpy(), color=THEORY_COLOR, lw=0.9, ls=(0, (3, 2)))
-                if band is not None and set(band) <= set(g.columns):
-                    _predicted_band(ax, g, band)
+                if predicted is not None and set(predicted) <= set(g.columns):
+                    _predicted_band(ax, g, predicted)
                 finite = np.concatenate([band.to_numpy().ravel(), th.to_numpy()])
                 finite = finite[np.isfinite(finite)]
                 if finite.size:
@@ -183,7 +183,7 @@ def atlas(
         Patch(color=BAND_COLOR, alpha=0.2,
               label=f"stable band: ±{BAND:g} decades of the {reference_layer} layer"),
     ]  # fmt: skip
-    if band is not None and set(band) <= set(rows.columns):
+    if predicted is not None and set(predicted) <= set(rows.columns):
         handles.append(Patch(facecolor="none", edgecolor=THEORY_COLOR, hatch="////", lw=0.6,
                              label="predicted finite-width band (90 % of seeds)"))  # fmt: skip
     fig.legend(handles=handles, loc="upper center", ncols=len(handles), frameon=False,
