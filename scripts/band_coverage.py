@@ -116,10 +116,19 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", default="docs/band-coverage")
+    parser.add_argument(
+        "--pairs", default="", help="activation/init,... (default: all); replaces their rows"
+    )
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
-    table = coverage(list(PAIRS), widths, args.seeds, args.depth, args.batch)
+    pairs = [tuple(p.split("/")) for p in args.pairs.split(",") if p] or list(PAIRS)
+    table = coverage(pairs, widths, args.seeds, args.depth, args.batch)  # type: ignore[arg-type]
     out = Path(args.out)
+    if args.pairs and out.with_suffix(".csv").exists():  # keep the other pairs' rows
+        old = pd.read_csv(out.with_suffix(".csv"))
+        rerun = set(zip(table["activation"], table["init"], strict=True))
+        keep = [(a, i) not in rerun for a, i in zip(old["activation"], old["init"], strict=True)]
+        table = pd.concat([old[keep], table], ignore_index=True)
     table.to_csv(out.with_suffix(".csv"), index=False, float_format="%.3f")
     figure(table, out.with_suffix(".png"))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
