@@ -45,6 +45,14 @@ BAND_CAPTION = (
     "measured one, means the theory's assumptions fail there; the verdict table's "
     "band_verdict and theory_caveat columns say which configs and why."
 )
+CAVEAT = "Theory's assumptions fail for {act}/{init}: {why}."
+BAND_COLUMNS = (
+    "pred_log10_preact_var_lo",
+    "pred_log10_preact_var_hi",
+    "pred_log10_grad_var_lo",
+    "pred_log10_grad_var_hi",
+    "theory_caveat",
+)
 BAND_HEALTH = "{outside} of {total} drawn configs have a seed outside the predicted band ({names})"
 ELSEWHERE = (
     "The atlas draws one dtype of the main shape; every config's growth is in the heat map "
@@ -110,6 +118,11 @@ def atlas(data: ReportData) -> Section:
             section.notes.append(
                 BAND_HEALTH.format(outside=len(out), total=len(drawn), names=names)
             )
+    if "theory_caveat" in drawn.columns:
+        marked = drawn[drawn["theory_caveat"].fillna("") != ""]
+        for r in marked.itertuples(index=False):
+            section.notes.append(CAVEAT.format(act=r.activation, init=r.init, why=r.theory_caveat))
+    band_cols = [c for c in BAND_COLUMNS if c in data.sweep.columns]
     per_layer = (
         data.sweep.groupby([*CONFIG, "layer"])
         .agg(
@@ -121,6 +134,7 @@ def atlas(data: ReportData) -> Section:
             grad_var_min=("grad_var", "min"),
             grad_var_max=("grad_var", "max"),
             theory_grad_var=("theory_grad_var", "first"),
+            **{c: (c, "first") for c in band_cols},
         )
         .reset_index()
     )
