@@ -39,6 +39,7 @@ Q_CLAMP = (1e-12, 1e12)  # shape statistics (kurtosis, slopes) are flat beyond t
 LOG_STEP = 1e-3  # central difference in log q for the log-slopes
 BEND_LIMIT = 0.5  # ln units the length map may leave its tangent (summed) before a caveat
 RANK_ONE_SHARE = 0.5  # backward rank-one term above this share of the centre: flagged
+NORM_PRESERVING = ("orthogonal",)  # square layers: |W a| = |a| exactly
 _POINTS = 24  # per side of 0, per dimension (kappa, rho to ~1e-3: enough for a band)
 
 
@@ -176,15 +177,18 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
         c = shape.c_next
         spread = slope**2 * spread + (1.0 - c * c) ** 2 / n
     var_in = 2.0 / (n * b)  # the input's own mean square; also the projection's at the top
-    fwd, v_fresh = _forward_variances(shapes, n, b)
-    bent = _linearisation_error(activation, s2, q, _forward_variances(shapes, n, 1.0)[0])
+    # A square orthogonal W keeps every norm: its chi-square is exactly 0, not 2/n.
+    chi = 0.0 if init in NORM_PRESERVING else 1.0
+    fwd, v_fresh = _forward_variances(shapes, n, b, chi)
+    single = _forward_variances(shapes, n, 1.0, chi)[0]
+    bent = _linearisation_error(activation, s2, q, single)
     # Backward: ln grad_var at layer l deviates by sum_{k>l} (g'_k E_k + zeta_k); E_k is the
     # forward deviation, a sum of the fresh noises j <= k carried by prod g. U_m collects how
     # much a unit deviation at layer m moves every backward factor above it.
     u = [0.0] * (depth + 2)
     for m in range(depth, 0, -1):
         u[m] = shapes[m - 1].g_slope + shapes[m - 1].g * u[m + 1]
-    zeta = _backward_noise(shapes, n, b)
+    zeta = _backward_noise(shapes, n, b, chi)
     rank_one = _rank_one(activation, q, [t.grad_var for t in mf], shapes, n, s2)
     layers, tail_zeta, tail_fresh = [], 0.0, 0.0
     for layer in range(depth, 0, -1):
@@ -199,15 +203,18 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
 
 
 def _forward_variances(
-    shapes: list[LayerShape], n: float, b: float
+    shapes: list[LayerShape], n: float, b: float, chi: float = 1.0
 ) -> tuple[list[float], list[float]]:
     """Var(ln preact_var) per layer, and the fresh noise each layer adds (batch of ``b``)."""
     fwd, fresh_all = [], []
     v, g, eta_prev = 0.0, 0.0, 0.0
     for i, sh in enumerate(shapes):
         c_in = math.sqrt(1.0 / n) if i == 0 else shapes[i - 1].c_eff
+        # The activation's noise beyond the scale's is measured against a Gaussian W's
+        # chi-square (eta); only a Gaussian W adds that chi-square itself (chi = 1).
         eta = (2.0 / n) * (1.0 / b + (1.0 - 1.0 / b) * c_in**2)
-        fresh = eta + (2.0 / (n * b) if i == 0 else _eps_perp(shapes[i - 1], n, b, eta_prev))
+        first = 2.0 / (n * b)
+        fresh = chi * eta + (first if i == 0 else _eps_perp(shapes[i - 1], n, b, eta_prev))
         v = g**2 * v + fresh
         fwd.append(v)
         fresh_all.append(fresh)
@@ -240,7 +247,7 @@ def _linearisation_error(
     return list(np.cumsum(np.where(inside, err, 0.0)))
 
 
-def _backward_noise(shapes: list[LayerShape], n: float, b: float) -> list[float]:
+def _backward_noise(shapes: list[LayerShape], n: float, b: float, chi: float = 1.0) -> list[float]:
     """Var of ln of each layer's backward factor: phi'^2 over units and inputs, and W^T's
     chi-square, whose cross-input part grows as the gradients of different inputs keep
     their random O(1/sqrt(n)) correlations (slope E[phi'(u) phi'(v)] / E[phi'^2] per layer).
@@ -249,7 +256,7 @@ def _backward_noise(shapes: list[LayerShape], n: float, b: float) -> list[float]
     spread = 1.0 / n  # independent projections at the top: correlation 0 +- 1/sqrt(n)
     for i in range(len(shapes) - 1, -1, -1):
         sh = shapes[i]
-        chi_square = (2.0 / n) * (1.0 / b + (1.0 - 1.0 / b) * spread)
+        chi_square = chi * (2.0 / n) * (1.0 / b + (1.0 - 1.0 / b) * spread)
         shape = (3.0 * (sh.kappa_slope - 1.0) / b + (1.0 - 1.0 / b) * max(sh.rho_slope, 0.0)) / n
         out[i] = chi_square + shape
         spread = sh.slope_corr**2 * spread + 1.0 / n
