@@ -123,8 +123,12 @@ def atlas(
     color: str,
     ylabel: str,
     reference_layer: str = "first",
+    predicted: tuple[str, str] | None = None,
 ) -> Figure:
     """Small multiples: rows are activations, columns inits; log10 variance against layer.
+
+    ``predicted`` names the columns of the predicted finite-width band (log10 lo, hi), drawn
+    hatched between dotted edges where the rows carry it.
 
     The shaded band spans the seeds (min to max), the solid line is their median in log
     space, the dashed line the mean-field prediction. The green band is the verdict's:
@@ -156,6 +160,8 @@ def atlas(
                 ax.plot(band.index, band["median"], color=color, lw=2.2, alpha=0.55)
                 th = logs.groupby("layer")["t"].first()
                 ax.plot(th.index, th.to_numpy(), color=THEORY_COLOR, lw=0.9, ls=(0, (3, 2)))
+                if predicted is not None and set(predicted) <= set(g.columns):
+                    _predicted_band(ax, g, predicted)
                 finite = np.concatenate([band.to_numpy().ravel(), th.to_numpy()])
                 finite = finite[np.isfinite(finite)]
                 if finite.size:
@@ -177,8 +183,23 @@ def atlas(
         Patch(color=BAND_COLOR, alpha=0.2,
               label=f"stable band: ±{BAND:g} decades of the {reference_layer} layer"),
     ]  # fmt: skip
-    fig.legend(handles=handles, loc="upper center", ncols=4, frameon=False)
+    if predicted is not None and set(predicted) <= set(rows.columns):
+        handles.append(Patch(facecolor="none", edgecolor=THEORY_COLOR, hatch="////", lw=0.6,
+                             label="predicted finite-width band (90 % of seeds)"))  # fmt: skip
+    fig.legend(handles=handles, loc="upper center", ncols=len(handles), frameon=False,
+               fontsize="small")  # fmt: skip
     return fig
+
+
+def _predicted_band(ax: Axes, g: pd.DataFrame, band: tuple[str, str]) -> None:
+    """The band one seed should fall in, per layer: hatched, edges dotted."""
+    per_layer = g.groupby("layer")[list(band)].first().astype(float)
+    lo = np.clip(per_layer[band[0]].to_numpy(), -ATLAS_LIMIT, ATLAS_LIMIT)
+    hi = np.clip(per_layer[band[1]].to_numpy(), -ATLAS_LIMIT, ATLAS_LIMIT)
+    ax.fill_between(per_layer.index, lo, hi, facecolor="none", edgecolor=THEORY_COLOR,
+                    hatch="////", lw=0.0, alpha=0.5)  # fmt: skip
+    for edge in (lo, hi):
+        ax.plot(per_layer.index, edge, color=THEORY_COLOR, lw=0.5, ls=":")
 
 
 @styled

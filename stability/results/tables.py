@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stability.results.band import band_table
+
 CONFIG_KEYS = ["activation", "init", "dtype", "precision_mode", "depth", "width", "batch"]
 VERDICTS = ("stable", "explodes", "vanishes", "non-finite")  # every word ``verdict`` returns
 BAND = 2.0  # |log10 growth| beyond this many decades: explodes or vanishes
@@ -103,6 +105,8 @@ def judged_table(rows: pd.DataFrame, band: float = BAND, near: float = BORDERLIN
     and -2.02 (vanishes) both are, as their verdicts differ by a hair. ``sigma_w2`` is
     ``fan_in * Var(W)`` read back from the stored layer-1 prediction (``q_1 = sigma_w^2`` for
     the unit-variance probe input), so results need no init registry; NaN for LSUV.
+    ``band_verdict`` and its columns (``results/band.py``) say whether the seeds fall in the
+    predicted finite-width band; the growth verdict ignores them.
     """
     table = growth_table(rows)
     if table.empty:
@@ -130,6 +134,9 @@ def judged_table(rows: pd.DataFrame, band: float = BAND, near: float = BORDERLIN
             edge = np.abs(band - np.abs(values))
         table[f"{direction}_borderline"] = np.isfinite(edge) & (edge <= near * band)
     table["reason"] = [_reason(r, band) for r in table.itertuples(index=False)]
+    # Beside the verdict, not in it: do the seeds fall in the predicted finite-width band?
+    table = table.merge(band_table(rows, CONFIG_KEYS), on=CONFIG_KEYS, how="left")
+    table["band_verdict"] = table["band_verdict"].fillna("no band")
     return table
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from stability.core.config import MLPConfig, check_batch
+from stability.core.finite_width import BandLayer, predict_band
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import probe
 from stability.core.theory import LayerPrediction, predict
 
+BIAS_CAVEAT = "bias_var > 0: the mean-field prediction and its band assume zero biases"
 DEFAULT_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "scaled_logistic", "selu")
 DEFAULT_INITS = (
     "normal",
@@ -82,8 +84,10 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     model = build_mlp(config)
     stats = probe(model, input_batch(config, cell.batch))
     theory = predict(config, cell.batch)
-    if config.bias_var > 0:  # theory.predict assumes zero biases: mark, do not mislead
+    band = predict_band(config, cell.batch)
+    if config.bias_var > 0:  # mean field and the band assume zero biases: mark, not mislead
         theory = [LayerPrediction(t.layer, *[math.nan] * 4) for t in theory]
+        band = [BandLayer(b.layer, *[math.nan] * 7, BIAS_CAVEAT) for b in band]
     mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
     return [
@@ -94,6 +98,13 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
             "theory_act_var": t.act_var,
             "theory_grad_var": t.grad_var,
             "theory_weight_grad_var": t.weight_grad_var,
+            # The finite-width band (core/finite_width.py), log10 at COVERAGE, and why not
+            # to trust it where its assumptions fail ("" where they hold).
+            "pred_log10_preact_var_lo": b.preact_lo,
+            "pred_log10_preact_var_hi": b.preact_hi,
+            "pred_log10_grad_var_lo": b.grad_lo,
+            "pred_log10_grad_var_hi": b.grad_hi,
+            "theory_caveat": b.caveat,
         }
-        for s, t in zip(stats, theory, strict=True)
+        for s, t, b in zip(stats, theory, band, strict=True)
     ]

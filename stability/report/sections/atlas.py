@@ -39,6 +39,21 @@ CLIP = (
     "The axis stops at ±{clip:.0f} decades, past where the verdict changes: larger values "
     "(including inf and exactly 0) sit on the rim; their size is in the heat map."
 )
+BAND_CAPTION = (
+    "The hatched band is the predicted finite-width band: where 90 % of seeds should fall at "
+    "this width and batch (docs/theory.md). A seed outside it, or a band far from the "
+    "measured one, means the theory's assumptions fail there; the verdict table's "
+    "band_verdict and theory_caveat columns say which configs and why."
+)
+CAVEAT = "Theory's assumptions fail for {act}/{init}: {why}."
+BAND_COLUMNS = (
+    "pred_log10_preact_var_lo",
+    "pred_log10_preact_var_hi",
+    "pred_log10_grad_var_lo",
+    "pred_log10_grad_var_hi",
+    "theory_caveat",
+)
+BAND_HEALTH = "{outside} of {total} drawn configs have a seed outside the predicted band ({names})"
 ELSEWHERE = (
     "The atlas draws one dtype of the main shape; every config's growth is in the heat map "
     "(section 3) and every config's per-layer variances in atlas.csv."
@@ -67,17 +82,21 @@ def atlas(data: ReportData) -> Section:
         ("forward", "preact_var", "theory_preact_var", figures.FORWARD_COLOR, "signals", "first"),
         ("backward", "grad_var", "theory_grad_var", figures.BACKWARD_COLOR, "gradients", "last"),
     ):
+        band = (f"pred_log10_{measured}_lo", f"pred_log10_{measured}_hi")
+        has_band = set(band) <= set(rows.columns)
         cols = ["activation", "init", "seed", "layer", measured, theory]
+        cols += list(band) if has_band else []
+        caption = CAPTION.format(Direction=direction.capitalize(), what=what, clip=clip)
         section.figures.append(
             cached_figure(
                 data,
                 f"atlas-{direction}",
                 [rows[cols].reset_index(drop=True), acts, inits, color],
-                lambda m=measured, t=theory, c=color, r=ref: figures.atlas(  # type: ignore[misc]
-                    rows, m, t, acts, inits, c, "log10 var", r
+                lambda m=measured, t=theory, c=color, r=ref, b=band: figures.atlas(  # type: ignore[misc]
+                    rows, m, t, acts, inits, c, "log10 var", r, b
                 ),
                 ALT.format(rows=len(acts), cols=len(inits), direction=direction),
-                CAPTION.format(Direction=direction.capitalize(), what=what, clip=clip),
+                caption + (" " + BAND_CAPTION if has_band else ""),
             )
         )
     skipped = left_out(data, rows, ELSEWHERE)
@@ -90,6 +109,20 @@ def atlas(data: ReportData) -> Section:
         section.judge("warn", HEALTH.format(bad=bad, total=len(drawn), dtype=dtype))
     else:
         section.judge("pass", HEALTHY.format(total=len(drawn), dtype=dtype))
+    if "band_verdict" in drawn.columns:
+        out = drawn[drawn["band_verdict"] == "outside"]
+        if not out.empty:
+            names = ", ".join(
+                f"{a}/{i}" for a, i in zip(out["activation"], out["init"], strict=True)
+            )
+            section.notes.append(
+                BAND_HEALTH.format(outside=len(out), total=len(drawn), names=names)
+            )
+    if "theory_caveat" in drawn.columns:
+        marked = drawn[drawn["theory_caveat"].fillna("") != ""]
+        for r in marked.itertuples(index=False):
+            section.notes.append(CAVEAT.format(act=r.activation, init=r.init, why=r.theory_caveat))
+    band_cols = [c for c in BAND_COLUMNS if c in data.sweep.columns]
     per_layer = (
         data.sweep.groupby([*CONFIG, "layer"])
         .agg(
@@ -101,6 +134,7 @@ def atlas(data: ReportData) -> Section:
             grad_var_min=("grad_var", "min"),
             grad_var_max=("grad_var", "max"),
             theory_grad_var=("theory_grad_var", "first"),
+            **{c: (c, "first") for c in band_cols},
         )
         .reset_index()
     )

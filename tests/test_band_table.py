@@ -1,0 +1,57 @@
+"""The band's judgement beside the verdict: z-scores, verdict words, old rows without a band."""
+
+import math
+
+import pandas as pd
+
+from stability.results.band import BAND_Z, band_table, band_verdict
+from stability.results.tables import CONFIG_KEYS, judged_table
+
+
+def _rows(
+    values: list[float], lo: float = -1.0, hi: float = 1.0, band: bool = True
+) -> pd.DataFrame:
+    """Two-layer rows of one config, one seed per value (log10 of both variances)."""
+    out = []
+    for seed, v in enumerate(values):
+        for layer in (1, 2):
+            row = {
+                "activation": "relu", "init": "kaiming_normal", "dtype": "float32",
+                "precision_mode": "native", "depth": 2, "width": 8, "batch": 4, "seed": seed,
+                "layer": layer, "preact_var": 10.0**v, "grad_var": 10.0**v, "nonfinite": 0,
+                "theory_preact_var": 1.0, "theory_grad_var": 1.0,
+            }  # fmt: skip
+            if band:
+                row.update(
+                    pred_log10_preact_var_lo=lo, pred_log10_preact_var_hi=hi,
+                    pred_log10_grad_var_lo=lo, pred_log10_grad_var_hi=hi,
+                    theory_caveat="",
+                )  # fmt: skip
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def test_verdict_words() -> None:
+    assert band_verdict(0.5, -1.0) == "inside"
+    assert band_verdict(BAND_Z * 1.5, 0.0) == "edge"
+    assert band_verdict(0.0, -BAND_Z * 2.5) == "outside"
+    assert band_verdict(math.nan, math.nan) == "no band"
+    assert band_verdict(math.nan, 0.1) == "inside"
+
+
+def test_seeds_inside_edge_outside() -> None:
+    """The worst seed decides: a band of half width 1 decade around 0."""
+    for values, word in (([0.2, -0.9], "inside"), ([0.2, 1.5], "edge"), ([0.2, -2.5], "outside")):
+        table = band_table(_rows(values), CONFIG_KEYS)
+        assert table["band_verdict"].tolist() == [word], values
+    table = band_table(_rows([0.2, -0.9, 1.5]), CONFIG_KEYS)
+    assert math.isclose(float(table["band_fwd_inside"].iloc[0]), 2 / 3)
+    assert math.isclose(float(table["band_fwd_z"].iloc[0]), 1.5 * BAND_Z)
+
+
+def test_rows_without_a_band_are_judged_as_before() -> None:
+    """Rows stored before the band existed: same verdicts, band_verdict 'no band'."""
+    old, new = judged_table(_rows([0.1, 0.2], band=False)), judged_table(_rows([0.1, 0.2]))
+    assert old["verdict"].tolist() == new["verdict"].tolist() == ["stable"]
+    assert old["band_verdict"].tolist() == ["no band"]
+    assert new["band_verdict"].tolist() == ["inside"]
