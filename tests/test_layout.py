@@ -27,6 +27,7 @@ FLOORS = {
     "testing": 2,
     "report": 3,
     "cli": 4,
+    "integrations": 4,  # watch and the pytest plugin: the tool inside user code
     "__main__": 5,
     "__init__": 5,
 }
