@@ -38,13 +38,15 @@ _TEMPLATE = """<!DOCTYPE html>
 <p class="small"><b>{{ verdict }}</b></p>
 {% for fig in figures %}<figure><img src="{{ fig.uri }}" alt="{{ fig.alt }}">
 <figcaption class="small">{{ fig.caption }}</figcaption></figure>{% endfor %}
-{% if table %}<h2>Last recorded step, per module</h2>
+{% if table %}<h2>{{ table_title }}</h2>
 <div class="scroll">{{ table }}</div>{% endif %}
 </main></body></html>
 """
 
 
-class _Fig:
+class Fig:
+    """A figure of the page: its data URI, alt text and caption."""
+
     def __init__(self, uri: str, alt: str, caption: str) -> None:
         self.uri, self.alt, self.caption = uri, alt, caption
 
@@ -80,7 +82,7 @@ def write_watch_report(
     figures = []
     if not wide.empty and np.isfinite(wide[["act_var", "grad_var"]].to_numpy(float)).any():
         figures.append(
-            _Fig(
+            Fig(
                 encode(variance_figure(wide, modules)),
                 "variance per module against the training step",
                 "Each line is one module (darker: later in the forward pass). A line that "
@@ -94,15 +96,25 @@ def write_watch_report(
         last = wide[wide["step"] == wide["step"].max()]
         cols = ["module", "act_var", "act_max_abs", "grad_var", "weight_grad_var", "nonfinite"]
         table = Markup(Table("watch_last", "last recorded step", last[cols]).html)
+    write_page(path, title, meta, verdict, figures, table, "Last recorded step, per module")
+    return path
+
+
+def write_page(
+    path: Path,
+    title: str,
+    meta: str,
+    verdict: str,
+    figures: list[Fig],
+    table: Markup | None,
+    table_title: str,
+    what: str = "watch report",
+) -> None:
+    """One self-contained page (the report's style sheet inlined, images as data URIs)."""
     css = resources.files("stability.report").joinpath("report.css").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     page = env.from_string(_TEMPLATE).render(
-        title=title,
-        css=Markup(css),
-        meta=meta,
-        verdict=verdict,
-        figures=figures,
-        table=table,
-    )
-    write_text(path, page, "watch report")
-    return path
+        title=title, css=Markup(css), meta=meta, verdict=verdict, figures=figures,
+        table=table, table_title=table_title,
+    )  # fmt: skip
+    write_text(path, page, what)
