@@ -14,16 +14,18 @@ from stability.cli.args import (
     ints,
     names,
 )
+from stability.cli.json_output import emit, human
 from stability.cli.limits import check_sweep
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.files import check_outputs, write_csv
+from stability.results.findings import findings_document, findings_lines
 from stability.results.store import Store
 from stability.results.tables import VERDICTS, summary_table, with_verdicts
 from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, SweepGrid
 from stability.sweep.dask_executor import DaskExecutor
 from stability.sweep.executors import Executor, local_executor
-from stability.sweep.run import Progress, run_sweep
+from stability.sweep.run import Progress, SweepSummary, run_sweep
 
 DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
 
@@ -76,7 +78,13 @@ def add_sweep(sub: SubParsers) -> None:
         action="store_true",
         help="run beyond the limit on --depth (see docs/exit-codes.md)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    p.add_argument("--quiet", action="store_true", help="no progress, no findings summary")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (schema stability-sweep/1, docs/json.md) on stdout; "
+        "the lines for a person go to stderr",
+    )
     p.add_argument(
         "--fail-on",
         type=names,
@@ -141,15 +149,47 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         rows = store.sweep_rows(c.key for c in cells)
     write_csv(rows, out, "--out")
+    text = human(args.json)
     if not args.quiet and not rows.empty:
-        with pd.option_context("display.width", 160, "display.max_rows", 500):
-            print(summary_table(rows).to_string(index=False))
-    print(summary.line())
-    print(f"rows: {len(rows)} -> {out} (store: {args.db})")
+        print("\n".join(findings_lines(rows, str(out))), file=text)
+    print(summary.line(), file=text)
+    print(f"rows: {len(rows)} -> {out} (store: {args.db})", file=text)
     for failure in summary.failures[:5]:
         print(f"failed: {failure}", file=sys.stderr)
     flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
-    return EXIT_FAILED if summary.failed or flagged else 0
+    code = EXIT_FAILED if summary.failed or flagged else 0
+    if args.json:
+        emit("sweep", _json_body(summary, rows, out, args.db, fail_on, flagged, code))
+    return code
+
+
+def _json_body(
+    summary: SweepSummary,
+    rows: pd.DataFrame,
+    out: Path,
+    db: Path,
+    fail_on: list[str],
+    flagged: int,
+    code: int,
+) -> dict[str, object]:
+    """What ``--json`` prints: the run's counts, where its rows are, and the findings."""
+    return {
+        "exit_code": code,
+        "run_id": summary.run_id,
+        "cells": {
+            "total": summary.total,
+            "done": summary.done,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+        },
+        "seconds": summary.seconds,
+        "failures": summary.failures,
+        "csv": out,
+        "db": db,
+        "rows": len(rows),
+        "fail_on": {"verdicts": fail_on, "flagged_configs": flagged},
+        **findings_document(rows),
+    }
 
 
 def _executor(jobs: int, scheduler: str | None) -> Executor:

@@ -23,6 +23,7 @@ from stability.report.sections import (
     precision,
     properties,
     throughput,
+    your_model,
 )
 from stability.report.sections.page import Figure, Section, Table
 
@@ -37,6 +38,7 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     gate.gate,
     doctor.doctor,
     history.history,
+    your_model.your_model,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]
