@@ -141,8 +141,8 @@ class Checker:
         from stability.testing import assert_no_overflow
 
         target = dtype or self.dtype or "float16"
-        self._run("no_overflow", model, x, modules,
-                  lambda: assert_no_overflow(model, x, target, modules), precision=target)  # fmt: skip
+        check = lambda: assert_no_overflow(model, x, target, modules)  # noqa: E731
+        self._run("no_overflow", model, x, modules, check, precision=target)
 
     def probe(
         self, model: "nn.Module", x: "torch.Tensor", modules: "Sequence[nn.Module] | None" = None

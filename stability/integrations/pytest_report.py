@@ -38,7 +38,7 @@ def _module_names(model: nn.Module, modules: Sequence[nn.Module] | None) -> list
         watched = list(modules)
     else:
         watched = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    by_id = {id(m): name or "(model)" for name, m in model.named_modules()}
+    by_id = {id(m): name or "<model>" for name, m in model.named_modules()}
     return [by_id.get(id(m), "?") for m in watched]
 
 
@@ -110,6 +110,7 @@ def write_probed(folder: Path, rows: list[dict[str, Any]]) -> list[Path]:
                            "decades across the layers is a network that does not keep its "
                            "signal's scale."))  # fmt: skip
     table = None if frame.empty else Markup(Table("probed", "probed", frame, max_rows=500).html)
-    write_page(html_path, "Stability: what the tests probed", f"{len(frame)} layers probed",
-               verdict, figures, table, "Probed layers", what="--stability-report page")  # fmt: skip
+    title, meta = "Stability: what the tests probed", f"{len(frame)} layers probed"
+    write_page(html_path, title, meta, verdict, figures, table, "Probed layers",
+               what="--stability-report page")  # fmt: skip
     return [csv_path, json_path, html_path]

@@ -38,11 +38,11 @@ from stability.core.probe import LayerStats, Probe
 from stability.errors import StabilityError
 from stability.integrations.watch_report import write_watch_report
 from stability.train.attribution import Attribution, attribute, is_finite, tensors_of
+from stability.usermodel.probe import default_modules as usermodel_defaults
 
 ON_NONFINITE = ("raise", "warn")
 # LayerStats fields kept per module and step (the MLP-only pre-activation ones are left out).
 STATS = tuple(c for c in LayerStats.columns() if c not in ("layer", "preact_mean", "preact_var"))
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 class NonFiniteError(FloatingPointError):
@@ -67,9 +67,10 @@ class Event:
 
 
 def default_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every submodule by qualified name, except plain containers (a ``Sequential``'s output
-    is its last child's: the same numbers twice)."""
-    return [(n, m) for n, m in model.named_modules() if n and not isinstance(m, _CONTAINERS)]
+    """The modules ``stability probe`` watches by default (``usermodel.probe``), the model
+    itself left out (its output is checked on every step anyway)."""
+    by_name = dict(model.named_modules())
+    return [(n, by_name[n]) for n in usermodel_defaults(model) if n]
 
 
 class _NoModel(nn.Module):

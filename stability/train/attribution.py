@@ -22,7 +22,7 @@ from torch.utils.hooks import RemovableHandle
 from stability.train.doctor.diagnosis import INF, NAN, OpEvent
 from stability.train.doctor.replay import _FirstNonFinite
 
-ROOT = "(model)"  # the label of the model's own code, outside every watched child
+ROOT = "<model>"  # the label of the model's own code, outside every watched child
 
 
 @dataclass(frozen=True)
