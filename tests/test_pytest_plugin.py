@@ -2,7 +2,8 @@
 
 Each test runs pytest on a small user test file through ``pytester`` (in process), loading
 the plugin with ``-p`` as an uninstalled checkout must (entry points come from installed
-metadata) and ``-p no:randomly`` (the outer run's plugins are not the user's); a separate test checks that pyproject declares the ``pytest11`` entry point.
+metadata) and ``-p no:randomly`` (the outer run's plugins are not the user's); a separate
+test checks that pyproject declares the ``pytest11`` entry point.
 """
 
 import json
@@ -18,8 +19,9 @@ import stability.integrations.pytest_report  # noqa: F401
 pytest_plugins = ["pytester"]
 
 PLUGIN = "stability.integrations.pytest_plugin"
+FLAGS = ("-p", PLUGIN, "-p", "no:randomly")
 ROOT = Path(__file__).resolve().parents[1]
-USER_TESTS = '''
+USER_TESTS = """
 import pytest, torch
 from torch import nn
 
@@ -41,13 +43,13 @@ def test_overflows_in_float16(stability_check, stability_dtype):
 
 def test_same_model_float32(stability_check):
     stability_check.gradients_finite(model(1e4), torch.randn(64, 8) * 100)
-'''
+"""
 
 
 def test_fixtures_marker_and_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     out = tmp_path / "report"
-    result = pytester.runpytest("-p", PLUGIN, "-p", "no:randomly", "--stability-report", str(out), "-q")
+    result = pytester.runpytest(*FLAGS, "--stability-report", str(out), "-q")
     # float16 emulation turns the 1e4-scaled layer's ~1e6 outputs into inf; float32 holds them.
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*stability: probed layers written to*stability_probed.csv*"])
@@ -65,7 +67,7 @@ def test_fixtures_marker_and_report(pytester: pytest.Pytester, tmp_path: Path) -
 
 def test_without_the_option_nothing_is_written(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest("-p", PLUGIN, "-p", "no:randomly", "-q", "-k", "fine")
+    result = pytester.runpytest(*FLAGS, "-q", "-k", "fine")
     result.assert_outcomes(passed=1)
     assert not list(pytester.path.rglob("stability_probed*"))
 
@@ -74,7 +76,7 @@ def test_unwritable_report_folder_is_a_usage_error(pytester: pytest.Pytester) ->
     pytester.makepyfile(test_user=USER_TESTS)
     blocker = pytester.path / "file"
     blocker.write_text("not a folder")
-    result = pytester.runpytest("-p", PLUGIN, "-p", "no:randomly", "--stability-report", str(blocker), "-q")
+    result = pytester.runpytest(*FLAGS, "--stability-report", str(blocker), "-q")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*--stability-report file*not writable*"])
 
@@ -86,5 +88,5 @@ def test_pyproject_declares_the_entry_point() -> None:
 
 def test_documented_example_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_example=(ROOT / "examples" / "test_with_plugin.py").read_text())
-    result = pytester.runpytest("-p", PLUGIN, "-p", "no:randomly", "-q")
+    result = pytester.runpytest(*FLAGS, "-q")
     result.assert_outcomes(passed=3)

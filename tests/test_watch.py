@@ -140,9 +140,11 @@ def test_weights_made_non_finite_by_an_update_are_named() -> None:
 def test_warn_mode_warns_once_and_keeps_training() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), ZeroSqrt(), nn.Linear(8, 1))
-    with pytest.warns(NonFiniteWarning, match="backward") as record:  # noqa: PT031
-        with stability.watch(model, every=1, on_nonfinite="warn") as w:
-            train(model, 3)
+    with (
+        pytest.warns(NonFiniteWarning, match="backward") as record,
+        stability.watch(model, every=1, on_nonfinite="warn") as w,
+    ):
+        train(model, 3)
     assert len(record) == 1 and w.first is not None and w.first.step == 0
     assert w.nonfinite_steps >= 2 and w.step == 3
 

@@ -37,7 +37,9 @@ def emulate(model: nn.Module, dtype: str = "float16") -> Iterator[nn.Module]:
     target = get_dtype(dtype)
     if not target.reduced:
         reduced = sorted(n for n, d in DTYPES.items() if d.reduced)
-        raise StabilityError(f"emulate needs a reduced dtype; got {dtype!r}, expected one of {reduced}")
+        raise StabilityError(
+            f"emulate needs a reduced dtype; got {dtype!r}, expected one of {reduced}"
+        )
     torch_dtype = target.dtype
     params = list(model.parameters())
     masters = [p.detach().clone() for p in params]
