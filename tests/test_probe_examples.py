@@ -82,8 +82,9 @@ def test_each_example_is_probed_from_the_cli(
 def test_naive_float16_softmax_fails_on_non_finite_and_names_the_softmax(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Logits 32x the usual scale (max ~40) pass log(65504) ~ 11.09: exp overflows in float16 without
-    the max subtracted; the first inf/NaN is the softmax's output, and --fail-on exits 1."""
+    """Logits 32x the usual scale (max ~40) pass log(65504) ~ 11.09: exp overflows in
+    float16 without the max subtracted; the first inf/NaN is the softmax's output, and
+    --fail-on exits 1."""
     common = ["--model", "examples.transformer:build", "--input",
               "examples.transformer:make_batch", "--fail-on", "non-finite"]  # fmt: skip
     code, doc = probe(tmp_path, capsys, *common, "--model-args", NAIVE_FLOAT16 % "naive")

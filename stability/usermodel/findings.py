@@ -12,8 +12,10 @@ last watched module in forward order (the one nearest the loss). The gradient is
 its norm, not its per-element variance, because shapes change on the way down: a global
 average pool over 256 pixels divides each pixel's gradient by 256 (2.4 decades per element)
 but the norm only by 16, and an orthogonal map keeps the norm exactly. Beyond ``BAND``
-decades either way: explodes or vanishes. The first verdict that applies, in
-``PROBE_VERDICTS`` order, is the module's.
+decades either way: explodes or vanishes. A module whose every output lies in [0, 1] (a
+softmax, a sigmoid gate) outputs probabilities, whose variance is no scale: its forward
+variance is not judged. The first verdict that applies, in ``PROBE_VERDICTS`` order, is
+the module's.
 """
 
 import math
@@ -72,6 +74,8 @@ def _verdict(r: dict[str, Any], fwd: float, bwd: float, band: float) -> tuple[st
                 f"{what} max |x| {r[f'{side}_max_abs']:.3g} is {-room:.1f} binades past "
                 "float16's 65504"
             )
+    if r["fwd_min"] >= 0 and r["fwd_max_abs"] <= 1:
+        fwd = 0.0  # probabilities: a small variance is what they are, not a vanishing signal
     for side, growth in (("forward variance", fwd), ("gradient norm^2", bwd)):
         if growth > band:
             return "explodes", f"{side} 10^{growth:+.1f} of the network's end"

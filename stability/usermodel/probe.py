@@ -37,6 +37,7 @@ class _Pool:
     mean: float = 0.0
     m2: float = 0.0
     max_abs: float = 0.0
+    low: float = math.inf  # the smallest finite value: a probability output has low >= 0
     nonfinite: int = 0
     events: dict[str, list[int]] = field(default_factory=lambda: {f: [0, 0, 0] for f in FORMATS})
 
@@ -58,6 +59,7 @@ class _Pool:
         mean = float(v.mean())
         m2 = float(((v - mean) ** 2).sum())
         self.max_abs = max(self.max_abs, float(v.abs().max()))
+        self.low = min(self.low, float(v.min()))
         total = self.n + n
         delta = mean - self.mean
         self.m2 += m2 + delta * delta * self.n * n / total
@@ -70,6 +72,7 @@ class _Pool:
         out: dict[str, Any] = {
             f"{prefix}_var": self.m2 / self.n if self.n else math.nan,
             f"{prefix}_max_abs": self.max_abs if self.n else math.nan,
+            f"{prefix}_min": self.low if self.n else math.nan,
             f"{prefix}_nonfinite": self.nonfinite,
             # Sum of squares (per call, summed): what the chain rule carries across a
             # change of shape (pooling, heads), where the per-element variance does not.

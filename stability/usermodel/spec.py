@@ -378,6 +378,11 @@ def load_setup(
         batch = Batch(batch.inputs, load_target(target, seed + 1), batch.source)
     setup = UserSetup(model, built, batch, loss, loss_fn)
     if check:
+        # The check must not change the model: BatchNorm in training mode updates its
+        # running statistics on every forward, so buffers are put back afterwards.
+        buffers = [(b, b.detach().clone()) for b in built.buffers()]
         with torch.no_grad():
             setup.loss_of(setup.forward())
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
     return setup
