@@ -30,6 +30,7 @@ WIDTH = 512
 BLOCKS = 8
 BATCH = 256
 RATIO_ROUNDS = 15
+QUICK_ROUNDS = 9  # --quick (CI, the report): fewer rounds, the goal's case only
 OVERHEAD_GOAL = 1.05  # watched step time over plain step time, at most, with every=10
 GOAL_EVERY = 10
 
@@ -78,14 +79,20 @@ class Loop:
 
 
 @pytest.mark.parametrize("every", [1, GOAL_EVERY], ids=["every-1", "every-10"])
-def test_watch_overhead(every: int, threads: int, pedantic: RoundRunner, benchmark: Any) -> None:
+def test_watch_overhead(
+    every: int, threads: int, pedantic: RoundRunner, benchmark: Any, request: pytest.FixtureRequest
+) -> None:
     """The interleaved ratio watched / plain; pytest-benchmark's JSON holds the plain rounds."""
+    quick = bool(request.config.getoption("quick"))
+    if quick and every != GOAL_EVERY:
+        pytest.skip("--quick: the goal's case (every=10) only")
+    rounds = QUICK_ROUNDS if quick else RATIO_ROUNDS
     plain, watched = Loop(), Loop(every)
     with intra_op_threads(threads):
         # A block of GOAL_EVERY calls holds the same number of recorded steps every round.
         a = Timer(plain, "cpu", iterations=GOAL_EVERY)
         b = Timer(watched, "cpu", iterations=GOAL_EVERY)
-        base, with_watch = interleave(a, b, RATIO_ROUNDS, runner=pedantic)
+        base, with_watch = interleave(a, b, rounds, runner=pedantic)
     ratio = with_watch.median / base.median
     history = len(watched.watch.history) if watched.watch is not None else 0
     watched.close()
@@ -106,7 +113,7 @@ def test_watch_overhead(every: int, threads: int, pedantic: RoundRunner, benchma
             "overhead_p_over_goal": p_over,
             "overhead_plain_median_s": base.median,
             "overhead_watched_median_s": with_watch.median,
-            "overhead_rounds": RATIO_ROUNDS,
+            "overhead_rounds": rounds,
             "ratio_plain_seconds": list(base.samples),
             "ratio_watched_seconds": list(with_watch.samples),
         }
