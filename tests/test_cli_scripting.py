@@ -107,3 +107,9 @@ def test_output_files_are_lowercase_words_joined_by_hyphens() -> None:
     out = Path("results") / "doctor.csv"
     names = [doctor_csv_path(out, kind).name for kind in ("layers", "lr_map", "loss_scaling")]
     assert names == ["doctor-layers.csv", "doctor-lr-map.csv", "doctor-loss-scaling.csv"]
+
+
+def test_gate_json_is_format_json() -> None:
+    args = build_parser().parse_args(["gate", "--json"])
+    assert args.format == "json"
+    assert build_parser().parse_args(["gate"]).format == "text"

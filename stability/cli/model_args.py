@@ -10,8 +10,11 @@ import argparse
 from stability.usermodel.spec import LOSSES, UserSetup, load_setup
 
 
-def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """Add the user-model flags to ``p`` (``--model`` required unless ``required`` is False)."""
+def add_model_arguments(
+    p: argparse.ArgumentParser, required: bool = True, seed: bool = True
+) -> None:
+    """Add the user-model flags to ``p`` (``--model`` required unless ``required`` is False;
+    ``seed=False`` for a command that has its own ``--seed``, as doctor does)."""
     p.add_argument(
         "--model",
         required=required,
@@ -42,7 +45,8 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
         help="one of " + ",".join(sorted(LOSSES)) + " (default: a fixed random projection of "
         "the output, so every output element gets a unit-variance gradient)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seeds the factory and synthetic batches")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seeds the factory and batches")
 
 
 def setup_from_args(args: argparse.Namespace) -> UserSetup:
@@ -53,5 +57,5 @@ def setup_from_args(args: argparse.Namespace) -> UserSetup:
         args.input,
         target=args.target,
         loss=args.loss,
-        seed=args.seed,
+        seed=getattr(args, "seed", 0),
     )

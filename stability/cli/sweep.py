@@ -58,6 +58,13 @@ def add_sweep(sub: SubParsers) -> None:
     p.add_argument("--seeds", type=ints, default=[0, 1, 2], help="comma list (default: 0,1,2)")
     p.add_argument("--batch", type=ints, default=[256], help="comma list, >= 2 (default: 256)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument(
+        "--bias-var",
+        type=float,
+        default=0.0,
+        help="sigma_b^2: biases drawn from N(0, this) instead of 0 (default: 0; see "
+        "'stability criticality')",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument(
         "--scheduler",
@@ -117,6 +124,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         batches=args.batch,
         device=args.device,
+        bias_var=args.bias_var,
     )
     cells = grid.cells()  # validates every name and size before any work
     jobs = check_sweep(cells, args.jobs, args.scheduler, args.yes)  # memory, bounds, --jobs

@@ -7,6 +7,7 @@ skips them by their key.
 
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from stability.core.config import MLPConfig, check_batch
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import probe
-from stability.core.theory import predict
+from stability.core.theory import LayerPrediction, predict
 
 DEFAULT_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "scaled_logistic", "selu")
 DEFAULT_INITS = (
@@ -54,6 +55,7 @@ class SweepGrid:
     batches: Sequence[int] = (256,)
     device: str = "cpu"
     bias: bool = True
+    bias_var: float = 0.0  # sigma_b^2; 0 leaves every cell key as it was
 
     def cells(self) -> list[Cell]:
         """Every cell, validated up front so a bad name fails before any work."""
@@ -69,7 +71,7 @@ class SweepGrid:
             self.batches,
         )
         return [
-            Cell(MLPConfig(d, w, a, i, dt, self.bias, s, self.device), b)
+            Cell(MLPConfig(d, w, a, i, dt, self.bias, s, self.device, self.bias_var), b)
             for a, i, dt, d, w, s, b in product
         ]
 
@@ -80,6 +82,8 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     model = build_mlp(config)
     stats = probe(model, input_batch(config, cell.batch))
     theory = predict(config, cell.batch)
+    if config.bias_var > 0:  # theory.predict assumes zero biases: mark, do not mislead
+        theory = [LayerPrediction(t.layer, *[math.nan] * 4) for t in theory]
     mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
     return [

@@ -20,8 +20,10 @@ from stability.report.sections import (
     heatmap,
     history,
     notes,
+    phase,
     precision,
     properties,
+    spectrum,
     throughput,
     your_model,
 )
@@ -39,6 +41,8 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     doctor.doctor,
     history.history,
     your_model.your_model,
+    spectrum.spectrum_section,
+    phase.phase_section,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]
