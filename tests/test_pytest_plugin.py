@@ -19,7 +19,17 @@ import stability.integrations.pytest_report  # noqa: F401
 pytest_plugins = ["pytester"]
 
 PLUGIN = "stability.integrations.pytest_plugin"
-FLAGS = ("-p", PLUGIN, "-p", "no:randomly")
+
+
+def installed() -> bool:
+    """Is the pytest11 entry point in the installed metadata (``pip install -e .``, as nox
+    does)? Then pytest loads the plugin by itself, and ``-p`` would register it twice."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
+
+
+FLAGS = ("-p", "no:randomly") if installed() else ("-p", PLUGIN, "-p", "no:randomly")
 ROOT = Path(__file__).resolve().parents[1]
 USER_TESTS = """
 import pytest, torch
@@ -79,6 +89,20 @@ def test_unwritable_report_folder_is_a_usage_error(pytester: pytest.Pytester) ->
     result = pytester.runpytest(*FLAGS, "--stability-report", str(blocker), "-q")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*--stability-report file*not writable*"])
+
+
+def test_the_entry_point_loads_the_plugin(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed distribution declaring the entry point (made here) is all pytest needs."""
+    dist = tmp_path / "site" / "stability_entry-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stability-entry\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(f"[pytest11]\nstability = {PLUGIN}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = pytester.runpytest("-p", "no:randomly", "-q", "-k", "fine")
+    result.assert_outcomes(passed=1)  # the stability_check fixture was found
 
 
 def test_pyproject_declares_the_entry_point() -> None:
