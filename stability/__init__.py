@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from stability.core.model import build_mlp, input_batch
     from stability.core.probe import LayerStats, Probe, probe
     from stability.core.theory import predict
+    from stability.integrations.watch import NonFiniteError, watch
 
 _LAZY = {
     "MLPConfig": "stability.core.config",
@@ -24,17 +25,21 @@ _LAZY = {
     "Probe": "stability.core.probe",
     "probe": "stability.core.probe",
     "predict": "stability.core.theory",
+    "watch": "stability.integrations.watch",
+    "NonFiniteError": "stability.integrations.watch",
 }
 
 __all__ = [
     "LayerStats",
     "MLPConfig",
+    "NonFiniteError",
     "Probe",
     "StabilityError",
     "build_mlp",
     "input_batch",
     "predict",
     "probe",
+    "watch",
 ]
 __version__ = "0.1.0"
 

@@ -29,6 +29,7 @@ FLOORS = {
     "experiments": 2.5,  # composes notes, train and sweep; the report shows it
     "report": 3,
     "cli": 4,
+    "integrations": 3,  # watch and the pytest plugin: the tool inside user code
     "__main__": 5,
     "__init__": 5,
 }
@@ -36,6 +37,7 @@ FLOORS = {
 ALLOWED_SIDEWAYS = {
     ("measure", "sweep"): "the baseline probes its fixed grid with the sweep's run_cell",
     ("train", "notes"): "the trainer trains on the notes' data sets and losses",
+    ("integrations", "report"): "watch and the pytest plugin draw their pages with the report's",
     ("core", "results"): "never: listed so the rule is explicit",
 }
 ALLOWED_SIDEWAYS.pop(("core", "results"))

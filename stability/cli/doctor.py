@@ -19,7 +19,9 @@ from stability.cli.args import (
     names,
     nonempty,
 )
+from stability.cli.doctor_model import cmd_doctor_model
 from stability.cli.json_output import emit, human
+from stability.cli.model_args import add_model_arguments
 from stability.errors import StabilityError
 from stability.interrupts import deferred_interrupt
 from stability.results.files import check_outputs, save_figure
@@ -35,20 +37,23 @@ DEFAULT_DOCTOR_CSV = Path("results") / "doctor.csv"
 def add_doctor(sub: SubParsers) -> None:
     p = sub.add_parser(
         "doctor",
-        help="train an MLP briefly and diagnose its first NaN/Inf (step, layer, cause)",
+        help="train an MLP (or --model: your own) briefly and diagnose its first NaN/Inf",
         description="Train one MLP for a bounded number of steps, watching every layer; at the "
         "first non-finite value report the step, layer, forward/backward and the cause. "
         "Optionally: the largest stable learning rate, a stable/divergent map over lr x init "
         "x activation, float16 with and without loss scaling, and the cost against "
-        "torch.autograd.detect_anomaly. Exit codes: 0 done (diverged or not); 1 the run "
-        "diverged and --fail-on-divergence was given (results are still written); 2 bad input.",
+        "torch.autograd.detect_anomaly. With --model, your own network is trained on --input, "
+        "--target and --loss and the first NaN/Inf is named by module (qualified name), phase "
+        "and operator; --lr-search and --loss-scaling work on it too. Exit codes: 0 done "
+        "(diverged or not); 1 the run diverged and --fail-on-divergence was given (results "
+        "are still written); 2 bad input.",
     )
     p.add_argument("--activation", default="relu", help="(default: %(default)s)")
     p.add_argument("--init", default="kaiming_normal", help="(default: %(default)s)")
     p.add_argument("--depth", type=int, default=10, help="(default: %(default)s)")
     p.add_argument("--width", type=int, default=64, help="(default: %(default)s)")
     p.add_argument("--dtype", default="float32", help="float64,float32,bfloat16,float16")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    add_model_arguments(p, required=False)  # --model ...: your own network (also --seed)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default: %(default)s)")
     p.add_argument("--optimizer", default="sgd", help="sgd, momentum or adam (default: sgd)")
@@ -116,6 +121,8 @@ def add_doctor(sub: SubParsers) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return cmd_doctor_model(args)
     from stability.train.doctor import (
         diagnose,
         diagnosis_tables,

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stability.cli.args import SubParsers, silence_stdout
+from stability.cli.gate_model import DEFAULT_MODEL_PATH, cmd_baseline_model, cmd_gate_model
+from stability.cli.model_args import add_model_arguments
 from stability.errors import StabilityError
 from stability.results.files import check_outputs
 
@@ -19,19 +21,24 @@ def add_baseline(sub: SubParsers) -> None:
     p = sub.add_parser(
         "baseline",
         help="(re)write the gate's baseline: stability figures, efficiency, environment",
-        description="Measure the fixed grid and the timed step; record who, when and why.",
+        description="Measure the fixed grid and the timed step; record who, when and why. "
+        "With --model: probe your own network and record its per-module figures in a "
+        f"baseline of its own (default {DEFAULT_MODEL_PATH}).",
     )
     p.add_argument("--reason", required=True, help="why the baseline changes (kept in the JSON)")
     p.add_argument(
-        "--out", type=Path, default=DEFAULT_PATH, help="baseline JSON (default: %(default)s)"
+        "--out", type=Path, default=None, help=f"baseline JSON (default: {DEFAULT_PATH})"
     )
+    add_model_arguments(p, required=False)
     p.set_defaults(handler=_cmd_baseline)
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from stability.measure import baseline
 
-    out = args.out
+    if args.model is not None:
+        return cmd_baseline_model(args)
+    out = args.out or baseline.DEFAULT_PATH
     check_outputs({"--out": out})  # never over a store or other database; before measuring
     doc = baseline.write(out, args.reason)
     eff = doc["throughput"]["efficiency"]
@@ -56,7 +63,10 @@ def add_gate(sub: SubParsers) -> None:
         "stdout, reasons to stderr.",
     )
     p.add_argument(
-        "--baseline", type=Path, default=DEFAULT_PATH, help="baseline JSON (default: %(default)s)"
+        "--baseline",
+        type=Path,
+        default=None,
+        help=f"baseline JSON (default: {DEFAULT_PATH}; with --model {DEFAULT_MODEL_PATH})",
     )
     p.add_argument("--no-baseline", action="store_true", help="with --against: skip the baseline")
     p.add_argument("--no-throughput", action="store_true", help="stability figures only")
@@ -78,10 +88,19 @@ def add_gate(sub: SubParsers) -> None:
         dest="format",
         help="the same as --format json (schema stability-gate/1), as on the other commands",
     )
+    add_model_arguments(p, required=False)
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="with --model: relative tolerance per figure (default: the baseline's, 1e-4; "
+        "docs/figure-tolerances.md)",
+    )
     p.set_defaults(handler=_cmd_gate)
 
 
 def _verdict(args: argparse.Namespace) -> "Verdict":
+    from stability.measure import baseline as bl
     from stability.measure import gate, gate_against
 
     if args.candidate and not args.against:
@@ -96,9 +115,12 @@ def _verdict(args: argparse.Namespace) -> "Verdict":
             f"--pairs {pairs} is too few: use {gate_against.min_pairs()} or more "
             f"(fewer samples can never reach p<0.01); default {gate_against.AGAINST_PAIRS}"
         )
+    if args.rtol is not None:
+        raise StabilityError("--rtol judges a --model baseline: it needs --model")
     verdict = gate.Verdict()
     if not args.no_baseline:
-        verdict = gate.judge_baseline(args.baseline, throughput=not args.no_throughput)
+        path = args.baseline or bl.DEFAULT_PATH
+        verdict = gate.judge_baseline(path, throughput=not args.no_throughput)
     if args.against:
         verdict.extend(
             gate_against.against(args.against, args.candidate, pairs, speed=not args.no_throughput)
@@ -109,6 +131,8 @@ def _verdict(args: argparse.Namespace) -> "Verdict":
 def _cmd_gate(args: argparse.Namespace) -> int:
     from stability.measure import gate, gate_format
 
+    if args.model is not None:
+        return cmd_gate_model(args)
     try:
         verdict = _verdict(args)
     except StabilityError:

@@ -1,0 +1,288 @@
+"""``stability.watch``: per-module statistics and a non-finite alarm inside the user's own loop.
+
+    with stability.watch(model, every=10) as w:
+        for x, y in data:
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+    w.to_frame()          # tidy: step, module, stat, value
+    w.report("watch.html")
+
+A *step* is one call of ``model`` with gradients enabled (a call under ``torch.no_grad()``,
+an evaluation, is neither counted nor watched), so nothing needs to be called by hand and
+the counter follows the loop whatever optimizer it uses. Every ``every``-th step, hooks on
+each watched module (qualified names) record the probe's statistics of its output and of the
+gradient arriving there (``core.probe``). The hooks are registered for that one call only:
+on the steps in between the modules carry no hook at all.
+
+The non-finite alarm runs on every step and costs one reduction per tensor it reads: the
+model's output (after the forward) and each parameter's gradient (queued as it is
+accumulated, read once at the end of backward: one host sync). On the first non-finite value
+the failing call is replayed operator by operator (``train.attribution``, the doctor's
+replay) and ``NonFiniteError`` is raised, or ``NonFiniteWarning`` warned, naming the module,
+the phase (forward, backward, or an earlier update) and the operator.
+"""
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from stability.core.probe import LayerStats, Probe
+from stability.errors import StabilityError
+from stability.integrations.watch_report import write_watch_report
+from stability.train.attribution import Attribution, attribute, is_finite, tensors_of
+from stability.usermodel.probe import default_modules as usermodel_defaults
+
+ON_NONFINITE = ("raise", "warn")
+# LayerStats fields kept per module and step (the MLP-only pre-activation ones are left out).
+STATS = tuple(c for c in LayerStats.columns() if c not in ("layer", "preact_mean", "preact_var"))
+
+
+class NonFiniteError(FloatingPointError):
+    """The first inf or NaN of a watched run, with where it came from (``attribution``)."""
+
+    def __init__(self, step: int, attribution: Attribution) -> None:
+        self.step = step
+        self.attribution = attribution
+        super().__init__(f"first non-finite value at step {step}: {attribution.line()}")
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """``on_nonfinite="warn"``: the same message as ``NonFiniteError``, once per watch."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """The first non-finite value seen: the step and the attribution."""
+
+    step: int
+    attribution: Attribution
+
+
+def default_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules ``stability probe`` watches by default (``usermodel.probe``), the model
+    itself left out (its output is checked on every step anyway)."""
+    by_name = dict(model.named_modules())
+    return [(n, by_name[n]) for n in usermodel_defaults(model) if n]
+
+
+class _NoModel(nn.Module):
+    """The probe's model slot: the watch hooks the modules itself and never lets the probe
+    substitute an MLP's blocks for the modules it was given."""
+
+
+class Watch:
+    """Hooks on a model for the life of a ``with`` block; see the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 10,
+        on_nonfinite: str = "raise",
+        modules: Sequence[str] | None = None,
+        precision: str | None = None,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise StabilityError(f"every must be an integer >= 1, got {every!r}")
+        if on_nonfinite not in ON_NONFINITE:
+            raise StabilityError(
+                f"unknown on_nonfinite {on_nonfinite!r}; valid choices: {list(ON_NONFINITE)}"
+            )
+        self.model = model
+        self.every = every
+        self.on_nonfinite = on_nonfinite
+        named = default_modules(model)
+        if modules is not None:
+            by_name = dict(model.named_modules())
+            unknown = [n for n in modules if n not in by_name or not n]
+            if unknown:
+                raise StabilityError(
+                    f"unknown module {unknown[0]!r}; valid choices: {[n for n, _ in named]}"
+                )
+            named = [(n, by_name[n]) for n in modules]
+        if not named:
+            raise StabilityError(f"{type(model).__name__} has no submodules to watch")
+        self.named = named
+        self.probe = Probe(_NoModel(), modules=[m for _, m in named], precision=precision)
+        self.step = 0  # steps seen so far; the current call's index while it runs
+        self.history: list[tuple[int, str, LayerStats]] = []
+        self.first: Event | None = None
+        self.nonfinite_steps = 0
+        self._handles: list[RemovableHandle] = []
+        self._module_handles: list[RemovableHandle] = []
+        self._active = False  # the current call is a watched step
+        self._pending: int | None = None  # a recorded step not yet read into the history
+        self._replaying = False
+        self._args: tuple[Any, ...] = ()
+        self._kwargs: dict[str, Any] = {}
+        self._rng: torch.Tensor | None = None
+        self._grad_out: list[torch.Tensor | None] = []
+        self._sums: list[tuple[str, torch.Tensor]] = []
+        self._queued = False
+
+    # -- the context manager ---------------------------------------------------------------
+    def __enter__(self) -> "Watch":
+        m = self.model
+        self._handles.append(m.register_forward_pre_hook(self._before, with_kwargs=True))
+        self._handles.append(m.register_forward_hook(self._after))
+        for name, p in m.named_parameters():
+            if p.requires_grad:
+                hook = p.register_post_accumulate_grad_hook
+                self._handles.append(hook(lambda q, n=name: self._on_grad(n, q)))  # type: ignore[no-untyped-call]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in [*self._handles, *self._module_handles]:
+            h.remove()
+        self._handles.clear()
+        self._module_handles.clear()
+        self._harvest()
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _before(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._active = not self._replaying and torch.is_grad_enabled()
+        if not self._active:
+            return
+        self._harvest()
+        self._args, self._kwargs = args, kwargs
+        self._rng = torch.get_rng_state()
+        self._sums.clear()
+        self._grad_out = []
+        if self.step % self.every == 0:
+            self.probe._on_model_forward()  # every=1: records this pass, clears the last
+            self._pending = self.step
+            for i, (_, module) in enumerate(self.named):
+                self._module_handles.append(
+                    module.register_forward_hook(
+                        lambda mod, a, out, i=i: self.probe._on_output(i, out)
+                    )
+                )
+
+    def _after(self, m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        if not self._active:
+            return
+        for h in self._module_handles:  # tensor hooks on the outputs stay for backward
+            h.remove()
+        self._module_handles.clear()
+        outs = tensors_of(out)
+        self._grad_out = [None] * len(outs)
+        for i, t in enumerate(outs):
+            if t.requires_grad:
+                t.register_hook(lambda g, i=i: self._keep_grad(i, g))  # type: ignore[no-untyped-call]
+        step = self.step
+        self.step += 1
+        if all(is_finite(t) for t in outs):
+            return
+        self._alarm(step, "forward", None)
+
+    def _keep_grad(self, i: int, g: torch.Tensor) -> None:
+        self._grad_out[i] = g  # a reference, no copy: read only if a gradient goes bad
+
+    def _on_grad(self, name: str, p: torch.Tensor) -> None:
+        if self._replaying or p.grad is None:
+            return
+        self._sums.append((name, p.grad.detach().sum()))
+        if not self._queued:
+            self._queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._after_backward)
+
+    def _after_backward(self) -> None:
+        self._queued = False
+        sums, self._sums = self._sums, []
+        if sums and not bool(torch.isfinite(torch.stack([s for _, s in sums])).all()):
+            params = dict(self.model.named_parameters())
+            bad = next(
+                (n for n, _ in sums if (g := params[n].grad) is not None and not is_finite(g)),
+                None,
+            )
+            if bad is not None:
+                self._alarm(self.step - 1, "backward", bad)
+        self._harvest()
+
+    # -- the alarm -------------------------------------------------------------------------
+    def _alarm(self, step: int, phase: str, bad_parameter: str | None) -> None:
+        self.nonfinite_steps += 1
+        if self.first is not None:
+            return
+        self._replaying = True
+        try:
+            with torch.enable_grad():
+                found = attribute(
+                    self.model, self.named, self._args, self._kwargs, phase,
+                    grad_outputs=[g for g in self._grad_out if g is not None]
+                    if phase == "backward" else None,
+                    rng_state=self._rng, bad_parameter=bad_parameter,
+                )  # fmt: skip
+        finally:
+            self._replaying = False
+        self.first = Event(step, found)
+        if self.on_nonfinite == "raise":
+            raise NonFiniteError(step, found)
+        warnings.warn(NonFiniteWarning(str(NonFiniteError(step, found))), stacklevel=2)
+
+    def _harvest(self) -> None:
+        """Read a recorded step's statistics into the history (once its backward is done)."""
+        if self._pending is None:
+            return
+        step, self._pending = self._pending, None
+        for (name, _), stats in zip(self.named, self.probe.results(), strict=True):
+            self.history.append((step, name, stats))
+
+    # -- results ---------------------------------------------------------------------------
+    def to_frame(self, wide: bool = False) -> pd.DataFrame:
+        """The history, tidy: one row per (step, module, stat) with its ``value``; modules in
+        forward-hook order. ``wide=True``: one row per (step, module), a column per stat."""
+        self._harvest()
+        order = {name: i for i, (name, _) in enumerate(self.named)}
+        rows = [
+            {"step": step, "module": name, "order": order[name],
+             **{k: _float(getattr(stats, k)) for k in STATS}}
+            for step, name, stats in self.history
+        ]  # fmt: skip
+        frame = pd.DataFrame(rows, columns=["step", "module", "order", *STATS])
+        if wide:
+            return frame.drop(columns="order")
+        tidy = frame.melt(id_vars=["step", "module", "order"], var_name="stat", value_name="value")
+        tidy["stat"] = pd.Categorical(tidy["stat"], categories=list(STATS), ordered=True)
+        tidy = tidy.sort_values(["step", "order", "stat"], kind="stable")
+        tidy["stat"] = tidy["stat"].astype(str)
+        return tidy.drop(columns="order").reset_index(drop=True)
+
+    def report(self, path: str | Path) -> Path:
+        """A self-contained HTML page of the history and the first non-finite value."""
+        modules = [name for name, _ in self.named]
+        meta = f"{len(modules)} modules, {self.step} steps, statistics every {self.every} steps"
+        title = f"Watched: {type(self.model).__name__}"
+        wide = self.to_frame(wide=True)
+        return write_watch_report(Path(path), wide, modules, title, meta, self.verdict())
+
+    def verdict(self) -> str:
+        """One line: finite throughout, or the first non-finite value and where it came from."""
+        if self.first is None:
+            return f"All values finite over {self.step} steps (statistics every {self.every})."
+        return f"First non-finite value at step {self.first.step}: {self.first.attribution.line()}"
+
+
+def _float(v: float | int) -> float:
+    return float(v) if not isinstance(v, float) else v
+
+
+def watch(
+    model: nn.Module,
+    every: int = 10,
+    on_nonfinite: str = "raise",
+    modules: Sequence[str] | None = None,
+    precision: str | None = None,
+) -> Watch:
+    """Watch ``model`` inside a ``with`` block: statistics every ``every`` steps, the first
+    non-finite value attributed (``on_nonfinite``: ``"raise"`` or ``"warn"``). ``modules``
+    names the modules to watch (default: every submodule but plain containers);
+    ``precision`` (``"float16"``, ``"bfloat16"``) counts overflow/subnormal/flush fractions."""
+    return Watch(model, every, on_nonfinite, modules, precision)
