@@ -122,7 +122,7 @@ def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStat
         elif fmt is not None:  # native reduced precision: the damage present in the output
             events = event_counts(a, fmt)
         fwd.append(torch.cat([summary(rows(a), extremes=True), events], dim=1))
-        a.register_hook(lambda g, i=i: on_grad(i, g))
+        a.register_hook(lambda g, i=i: on_grad(i, g))  # type: ignore[no-untyped-call]
         x = a
     gen = torch.Generator().manual_seed(PROJECTION_SEED)
     r = torch.randn(x.shape[1:], generator=gen).to(device=x.device, dtype=x.dtype)

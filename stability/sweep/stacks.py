@@ -55,10 +55,10 @@ def default_budget(device: str) -> int:
             free, _ = torch.cuda.mem_get_info(torch.device(device))
             return int(free * CUDA_BUDGET_SHARE)
         return FALLBACK_BUDGET
-    free = _available_cpu_bytes()
-    if free is None:
+    available = _available_cpu_bytes()
+    if available is None:
         return FALLBACK_BUDGET
-    return int(min(CPU_BUDGET_CAP, free * CPU_BUDGET_SHARE))
+    return int(min(CPU_BUDGET_CAP, available * CPU_BUDGET_SHARE))
 
 
 def _available_cpu_bytes() -> int | None:
