@@ -45,31 +45,48 @@ def shape_key(config: MLPConfig, batch: int) -> ShapeKey:
     return (c.activation, c.depth, c.width, c.dtype, c.bias, c.device, batch)
 
 
-def draw_weights(config: MLPConfig) -> torch.Tensor:
+def draw_weights(config: MLPConfig, out: torch.Tensor | None = None) -> torch.Tensor:
     """The ``(depth, width, width)`` weights ``build_mlp(config)`` would hold, bit for bit,
-    on the config's device in its compute dtype."""
+    on the config's device in its compute dtype; drawn straight into ``out`` if given (a
+    slice of the stack's weights, so the stack needs no second copy)."""
     precision = config.precision
     init = get_init(config.init)
     if init.data_driven:  # LSUV rescales on forward passes: let the model do it
         model = build_mlp(config)
-        return torch.stack([b.linear.weight.detach() for b in model.layers])
+        drawn = torch.stack([b.linear.weight.detach() for b in model.layers])
+        return drawn if out is None else out.copy_(drawn)
+    direct = out is not None and out.device.type == "cpu" and out.dtype == torch.float32
+    weights = (
+        out if direct and out is not None else torch.empty(config.depth, *([config.width] * 2))
+    )
     gen = torch.Generator().manual_seed(config.seed)
-    weights = torch.empty(config.depth, config.width, config.width)
     for layer in weights:  # the same draws, in the same order, as build_mlp's init_linear_
         init.apply(layer, gen)
     if precision.round_dtype is not None:
-        weights = round_to(weights, precision.round_dtype)
-    return weights.to(device=config.device, dtype=precision.compute_dtype)
+        weights.copy_(round_to(weights, precision.round_dtype))
+    if direct and out is not None:
+        return out
+    moved = weights.to(device=config.device, dtype=precision.compute_dtype)
+    return moved if out is None else out.copy_(moved)
 
 
-def _draw_all(configs: Sequence[MLPConfig]) -> list[torch.Tensor]:
-    """Every cell's weights; cells draw on their own generators, so threads may share the
-    work (the draws release the GIL): on a GPU host the CPU draws are otherwise the floor."""
+def _draw_all(configs: Sequence[MLPConfig]) -> torch.Tensor:
+    """Every cell's weights, ``(depth, S, width, width)``. Cells draw on their own
+    generators, so threads may share the work (the draws release the GIL): on a GPU host
+    the CPU draws are otherwise the floor."""
+    first = configs[0]
+    dtype = first.precision.compute_dtype
+    stack = torch.empty(first.depth, len(configs), first.width, first.width, dtype=dtype)
+    stack = stack.to(first.device)
+    jobs = [(c, stack[:, j]) for j, c in enumerate(configs)]
     workers = min(len(configs), max(1, torch.get_num_threads()), os.cpu_count() or 1)
     if workers <= 1:
-        return [draw_weights(c) for c in configs]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(draw_weights, configs))
+        for c, out in jobs:
+            draw_weights(c, out)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda job: draw_weights(*job), jobs))
+    return stack
 
 
 def check_stackable(configs: Sequence[MLPConfig], batch: int) -> None:
@@ -91,7 +108,7 @@ def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStat
     fmt: DType | None = precision.format if precision.format.reduced else None
     round_dtype = precision.round_dtype
     s, depth = len(configs), first.depth
-    weights = torch.stack(_draw_all(configs), dim=1)  # (depth, S, width, width)
+    weights = _draw_all(configs)  # (depth, S, width, width)
     leaves = [weights[i].detach().requires_grad_() for i in range(depth)]
     x = torch.stack([input_batch(c, batch) for c in configs])  # (S, batch, width)
     activation = get_activation(first.activation).factory()
