@@ -76,8 +76,8 @@ def _draw_all(configs: Sequence[MLPConfig]) -> torch.Tensor:
     the CPU draws are otherwise the floor."""
     first = configs[0]
     dtype = first.precision.compute_dtype
-    stack = torch.empty(first.depth, len(configs), first.width, first.width, dtype=dtype)
-    stack = stack.to(first.device)
+    shape = (first.depth, len(configs), first.width, first.width)
+    stack = torch.empty(shape, dtype=dtype, device=first.device)
     jobs = [(c, stack[:, j]) for j, c in enumerate(configs)]
     workers = min(len(configs), max(1, torch.get_num_threads()), os.cpu_count() or 1)
     if workers <= 1:
