@@ -24,8 +24,12 @@ def rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _row_dot(flat: torch.Tensor) -> torch.Tensor:
-    """Per-row dot product with itself: a batched BLAS dot, no squared copy."""
-    return torch.bmm(flat.unsqueeze(1), flat.unsqueeze(2)).reshape(-1)
+    """Per-row dot product with itself, no squared copy. On CPU one BLAS dot per row (the
+    per-cell probe's kernel; a ``bmm`` of (S, 1, n) by (S, n, 1) took 8x as long there); on
+    a GPU one ``vecdot`` kernel for all rows."""
+    if flat.device.type == "cpu":
+        return torch.stack([torch.dot(row, row) for row in flat])
+    return torch.linalg.vecdot(flat, flat, dim=1)
 
 
 def two_pass_var(flat: torch.Tensor) -> torch.Tensor:
