@@ -29,7 +29,8 @@ def _row_dot(flat: torch.Tensor) -> torch.Tensor:
     a GPU one ``vecdot`` kernel for all rows."""
     if flat.device.type == "cpu":
         return torch.stack([torch.dot(row, row) for row in flat])
-    return torch.linalg.vecdot(flat, flat, dim=1)
+    dots: torch.Tensor = torch.linalg.vecdot(flat, flat, dim=1)
+    return dots
 
 
 def two_pass_var(flat: torch.Tensor) -> torch.Tensor:
