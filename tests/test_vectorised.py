@@ -149,3 +149,11 @@ def test_cli_per_cell_and_stacked_write_the_same_rows(tmp_path: Path) -> None:
     key = ["cell_key", "layer"]
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, rtol=1e-4)  # float32 reductions in another order
+
+
+def test_cli_bad_memory_budget_exits_2_naming_the_forms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sweep", "--memory-budget", "lots", "--db", str(tmp_path / "s.db")]) == 2
+    err = capsys.readouterr().err
+    assert "'lots'" in err and "512M, 2G or 1.5GiB" in err

@@ -67,7 +67,7 @@ def add_sweep(sub: SubParsers) -> None:
     )
     p.add_argument(
         "--memory-budget",
-        type=parse_budget,
+        type=_budget,
         default=None,
         metavar="SIZE",
         help="memory for the stacked networks, all workers together: 512M, 2G, or MiB "
@@ -167,6 +167,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"failed: {failure}", file=sys.stderr)
     flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
     return EXIT_FAILED if summary.failed or flagged else 0
+
+
+def _budget(text: str) -> int:
+    """``--memory-budget``'s parser: the library's message, as argparse's one line."""
+    try:
+        return parse_budget(text)
+    except StabilityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _executor(
