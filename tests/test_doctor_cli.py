@@ -41,7 +41,7 @@ def test_large_lr_names_step_layer_phase_and_cause(
     assert verdict["status"] == "diverged"
     assert verdict["phase"] in ("forward", "backward", "update")
     assert verdict["kind"] in (INF, NAN)
-    layers = pd.read_csv(tmp_path / "r" / "doctor_layers.csv")
+    layers = pd.read_csv(tmp_path / "r" / "doctor-layers.csv")
     assert layers["where"].tolist() == ["layer 1", "layer 2", "layer 3", "head"]
 
 
@@ -67,11 +67,11 @@ def test_lr_search_map_cost_and_loss_scaling_tables(
     assert run(tmp_path, *extra) == 0
     printed = capsys.readouterr().out
     assert "largest stable lr" in printed and "doctor / detect_anomaly" in printed
-    lr_map = pd.read_csv(tmp_path / "r" / "doctor_lr_map.csv")
+    lr_map = pd.read_csv(tmp_path / "r" / "doctor-lr-map.csv")
     assert lr_map.set_index("lr")["stable"].to_dict() == {0.01: True, 1000.0: False}
-    search = pd.read_csv(tmp_path / "r" / "doctor_lr_search.csv").iloc[0]
+    search = pd.read_csv(tmp_path / "r" / "doctor-lr-search.csv").iloc[0]
     assert 0.01 <= search["largest_stable_lr"] < search["smallest_divergent_lr"] <= 1000
-    scaling = pd.read_csv(tmp_path / "r" / "doctor_loss_scaling.csv")
+    scaling = pd.read_csv(tmp_path / "r" / "doctor-loss-scaling.csv")
     assert set(scaling["loss_scaling"]) == {False, True}
     assert (tmp_path / "r" / "map.png").stat().st_size > 0
     with Store.open(tmp_path / "r" / "s.db") as store:
@@ -142,7 +142,7 @@ def test_fail_on_divergence_exits_1_after_writing_every_table(
     assert captured.err.startswith("fail-on-divergence: the run diverged at step ")
     assert "first non-finite value: step" in captured.out
     assert pd.read_csv(tmp_path / "r" / "doctor.csv").loc[0, "status"] == "diverged"
-    assert (tmp_path / "r" / "doctor_layers.csv").exists()
+    assert (tmp_path / "r" / "doctor-layers.csv").exists()
     with Store.open(tmp_path / "r" / "s.db") as store:
         assert store.doctor_rows("diagnosis")["status"].tolist() == ["diverged"]
 

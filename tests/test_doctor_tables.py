@@ -102,8 +102,8 @@ def test_write_doctor_csvs_diagnosis_first_others_beside_it(tmp_path: Path) -> N
     written = write_doctor_csvs(out, _tables())
     assert written == [
         out,
-        tmp_path / "new" / "doc_layers.csv",
-        tmp_path / "new" / "doc_lr_map.csv",
+        tmp_path / "new" / "doc-layers.csv",
+        tmp_path / "new" / "doc-lr-map.csv",
     ]
     assert doctor_csv_path(out, "lr_map") == written[2]
     assert pd.read_csv(out)["status"].tolist() == ["stable"]

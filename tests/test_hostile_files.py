@@ -222,7 +222,7 @@ CASES = [
     Case("baseline-out-on-a-read-only-mount", baseline_on_read_only_mount, 2,
          ("not writable", "Read-only file system")),
     Case("doctor-out-is-the-store", doctor_out("{db}"), 2, ("is the results store",)),
-    Case("doctor-table-csv-is-the-store", doctor_out("{tmp}/d.csv", db_name="d_layers.csv"), 2,
+    Case("doctor-table-csv-is-the-store", doctor_out("{tmp}/d.csv", db_name="d-layers.csv"), 2,
          ("layers table", "is the results store")),
     Case("doctor-figure-is-the-store", doctor_out("{tmp}/d.csv", "--lr-map", "--figure", "{db}"),
          2, ("--figure", "is the results store")),

@@ -25,6 +25,7 @@ FLOORS = {
     "sweep": 2,
     "measure": 2,
     "testing": 2,
+    "usermodel": 2,
     "report": 3,
     "cli": 4,
     "__main__": 5,

@@ -13,10 +13,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from test_report_spectrum import tiny_tables
 
 from stability.cli import main
 from stability.core.config import MLPConfig
-from stability.report import doctor_cases
+from stability.report import doctor_cases, spectrum_cases
 from stability.results.store import Store
 from stability.sweep.run import SweepGrid, run_sweep
 from stability.train.trainer import TrainConfig
@@ -132,6 +133,7 @@ def build_tiny_report(root: Path) -> TinyReport:
             inits=("kaiming_normal",), activations=("relu", "tanh"),
         )  # fmt: skip
         doctor_cases.write(store, doctor, ["stability", "report", EVIL])
+        spectrum_cases.write(store, tiny_tables())
     (root / "properties").mkdir(parents=True, exist_ok=True)
     (root / "properties" / "test_fake.py").write_text(PROPERTY_FILE)
     (root / "results" / "properties-junit.xml").write_text(JUNIT)

@@ -15,7 +15,7 @@ from stability.core.probe import LayerStats
 from stability.errors import StabilityError
 from stability.results.store import Store
 from stability.sweep import vectorised
-from stability.sweep.cells import Cell, SweepGrid
+from stability.sweep.cells import Cell, SweepGrid, run_cell
 from stability.sweep.executors import InProcessExecutor
 from stability.sweep.run import run_sweep
 from stability.sweep.stacks import parse_budget, plan_stacks, stacked_cell_bytes
@@ -157,3 +157,16 @@ def test_cli_bad_memory_budget_exits_2_naming_the_forms(
     assert main(["sweep", "--memory-budget", "lots", "--db", str(tmp_path / "s.db")]) == 2
     err = capsys.readouterr().err
     assert "'lots'" in err and "512M, 2G or 1.5GiB" in err
+
+
+def test_cells_with_drawn_biases_take_the_per_cell_path() -> None:
+    """bias_var > 0: the stacked layers add no biases, so these cells run one by one and get
+    exactly run_cell's rows."""
+    grid = SweepGrid(("tanh",), ("xavier_normal",), (2,), (8,), ("float32",), (0, 1), (4,),
+                     bias_var=0.05)  # fmt: skip
+    cells = grid.cells()
+    landed = dict((c.key, o) for c, o in VectorisedExecutor(1, 2**30).run(cells))
+    for cell in cells:
+        outcome = landed[cell.key]
+        assert not isinstance(outcome, BaseException)
+        assert pd.DataFrame(outcome[0]).equals(pd.DataFrame(run_cell(cell)))

@@ -24,7 +24,7 @@ from stability.errors import StabilityError
 
 def commands() -> list[Callable[[SubParsers], None]]:
     """Every subcommand's ``add_<name>``, in ``--help`` order (imported here: see above)."""
-    from stability.cli import bench, diff, doctor, gate, report, sweep
+    from stability.cli import bench, criticality, diff, doctor, gate, probe, report, sweep
 
     return [
         sweep.add_sweep,
@@ -34,6 +34,8 @@ def commands() -> list[Callable[[SubParsers], None]]:
         gate.add_baseline,
         gate.add_gate,
         diff.add_diff,
+        probe.add_probe,
+        criticality.add_criticality,
     ]
 
 

@@ -7,12 +7,14 @@ is refused where the command needs values (``nonempty``).
 
 import argparse
 import contextlib
+import copy
 import io
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from stability.errors import StabilityError
 
@@ -108,8 +110,28 @@ def add_db_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+class TypedDefaults(argparse.HelpFormatter):
+    """``%(default)s`` as the user would type it: ``relu,tanh``, not ``['relu', 'tanh']``."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if isinstance(action.default, list | tuple):
+            action = copy.copy(action)
+            action.default = ",".join(str(v) for v in action.default)
+        return super()._expand_help(action)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # A comma list is one word: keep it whole (copyable) rather than cut mid-name.
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so every error takes the same one-line path."""
+    """argparse that raises instead of exiting, so every error takes the same one-line path,
+    and shows defaults in ``--help`` as they are typed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", TypedDefaults)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise StabilityError(message)

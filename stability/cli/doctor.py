@@ -1,6 +1,7 @@
 """``stability doctor``: train briefly, diagnose the first NaN/Inf, search stable learning rates."""
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +19,7 @@ from stability.cli.args import (
     names,
     nonempty,
 )
+from stability.cli.json_output import emit, human
 from stability.errors import StabilityError
 from stability.interrupts import deferred_interrupt
 from stability.results.files import check_outputs, save_figure
@@ -86,6 +88,12 @@ def add_doctor(sub: SubParsers) -> None:
         "lr-search/lr-map trials do not count (default: exit 0 either way)",
     )
     p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (schema stability-doctor/1, docs/json.md) on stdout; "
+        "the lines for a person go to stderr",
+    )
+    p.add_argument(
         "--figure",
         type=Path,
         default=None,
@@ -100,7 +108,7 @@ def add_doctor(sub: SubParsers) -> None:
         "--out",
         type=Path,
         default=DEFAULT_DOCTOR_CSV,
-        help="CSV of the diagnosis; other tables go beside it as <stem>_<table>.csv "
+        help="CSV of the diagnosis; other tables go beside it as <stem>-<table>.csv "
         "(default: %(default)s)",
     )
     add_db_argument(p)
@@ -117,26 +125,36 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     )
 
     cfg, extras = _parse(args)
-    diag = diagnose(cfg)
-    _print_diagnosis(diag)
-    verdict, layers = diagnosis_tables(diag)
-    tables: dict[str, pd.DataFrame] = {"diagnosis": verdict, "layers": layers}
-    for kind, table in extra_tables(cfg, extras):
-        tables[kind] = table
-        _PRINTERS[kind](table, args)
-    with deferred_interrupt():  # Ctrl-C: every table written (store and CSVs), or none
-        with Store.open(args.db) as store:  # first: a CSV that cannot be written loses nothing
-            run_id = write_doctor_run(store, tables, ["stability", *sys.argv[1:]], args.device)
-        written = write_doctor_csvs(args.out, tables)
-    print(f"tables: {', '.join(map(str, written))} (store: {args.db}, run {run_id})")
+    tables: dict[str, pd.DataFrame] = {}
+    with contextlib.redirect_stdout(human(args.json)):  # --json: stdout holds JSON only
+        diag = diagnose(cfg)
+        _print_diagnosis(diag)
+        verdict, layers = diagnosis_tables(diag)
+        tables.update(diagnosis=verdict, layers=layers)
+        for kind, table in extra_tables(cfg, extras):
+            tables[kind] = table
+            _PRINTERS[kind](table, args)
+        with deferred_interrupt():  # Ctrl-C: every table written (store and CSVs), or none
+            with Store.open(args.db) as store:  # first: a CSV that cannot be written loses nothing
+                command = ["stability", *sys.argv[1:]]
+                run_id = write_doctor_run(store, tables, command, args.device)
+            written = write_doctor_csvs(args.out, tables)
+        print(f"tables: {', '.join(map(str, written))} (store: {args.db}, run {run_id})")
+    code = 0
     if args.fail_on_divergence and diag.status == "diverged":
         print(
             f"fail-on-divergence: the run diverged at step {diag.step}, {diag.where}, "
             f"{diag.phase}: {diag.kind} ({diag.mechanism}); exit 1, tables written",
             file=sys.stderr,
         )
-        return EXIT_FAILED
-    return 0
+        code = EXIT_FAILED
+    if args.json:
+        emit("doctor", {
+            "exit_code": code, "run_id": run_id, "db": args.db, "files": written,
+            "summary": diag.summary(), "diagnosis": diag.as_row(),
+            "tables": {k: t.to_dict("records") for k, t in tables.items() if k != "diagnosis"},
+        })  # fmt: skip
+    return code
 
 
 def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":

@@ -71,6 +71,13 @@ def add_gate(sub: SubParsers) -> None:
     p.add_argument(
         "--format", choices=FORMATS, default="text", help="verdict on stdout (default: text)"
     )
+    p.add_argument(
+        "--json",
+        action="store_const",
+        const="json",
+        dest="format",
+        help="the same as --format json (schema stability-gate/1), as on the other commands",
+    )
     p.set_defaults(handler=_cmd_gate)
 
 

@@ -3,9 +3,14 @@
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stability.cli.args import EXIT_INTERRUPTED, SubParsers, add_db_argument
+from stability.cli.json_output import emit, human
 from stability.errors import StabilityError
+
+if TYPE_CHECKING:
+    from stability.report.build import BuildResult
 
 DEFAULT_REPORT = Path("reports") / "index.html"
 
@@ -31,6 +36,12 @@ def add_report(sub: SubParsers) -> None:
     )
     add_db_argument(p)
     p.add_argument("--jobs", type=int, default=None, help="sweep worker processes (default: cores)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (schema stability-report/1, docs/json.md) on stdout: "
+        "the page's state, each section's health and reason, the files written",
+    )
     p.set_defaults(handler=_cmd_report)
 
 
@@ -55,13 +66,48 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished work is kept in {args.db}; rerun to go on", file=sys.stderr)
         return EXIT_INTERRUPTED
-    counts: dict[str, int] = {}
+    code = 1 if result.failed else 0
+    text = human(args.json)
+    health: dict[str, int] = {}
     for section in result.sections:
-        counts[section.status] = counts.get(section.status, 0) + 1
-    states = ", ".join(f"{n} {status}" for status, n in counts.items())
-    print(f"report: {result.path} ({result.bytes / 1e6:.2f} MB, {len(result.csv_files)} CSV files)")
-    print(f"sections: {states}")
-    print(f"verdict: {result.headline}")
+        health[section.health] = health.get(section.health, 0) + 1
+    counts = ", ".join(f"{n} {h}" for h, n in health.items())
+    print(f"report: {result.path} ({result.bytes / 1e6:.2f} MB, {len(result.csv_files)} CSV files)",
+          file=text)  # fmt: skip
+    print(f"state: {result.state} (sections: {counts})", file=text)
+    for section in result.sections:
+        if section.health in ("warn", "fail"):
+            print(f"  {section.health}: {section.title}: {section.reason}", file=text)
+    print(f"verdict: {result.headline}", file=text)
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
-    return 1 if result.failed else 0
+    if args.json:
+        emit("report", _json_body(result, code))
+    return code
+
+
+def _json_body(result: "BuildResult", code: int) -> dict[str, object]:
+    """What ``--json`` prints: the page's state, every section's health, the files."""
+    return {
+        "exit_code": code,
+        "path": result.path,
+        "bytes": result.bytes,
+        "state": result.state,
+        "headline": result.headline,
+        "sections": [
+            {
+                "title": s.title,
+                "health": s.health,
+                "reason": s.reason,
+                "status": s.status,
+                "verdict": s.verdict,
+            }
+            for s in result.sections
+        ],
+        "steps": [
+            {"name": st.name, "status": st.status, "detail": st.detail} for st in result.steps
+        ],
+        "csv_files": result.csv_files,
+        "errors": result.errors,
+        "seconds": result.seconds,
+    }

@@ -14,15 +14,17 @@ from stability.cli.args import (
     ints,
     names,
 )
+from stability.cli.json_output import emit, human
 from stability.cli.limits import check_sweep
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.files import check_outputs, write_csv
+from stability.results.findings import findings_document, findings_lines
 from stability.results.store import Store
 from stability.results.tables import VERDICTS, summary_table, with_verdicts
 from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, SweepGrid
 from stability.sweep.executors import Executor, local_executor
-from stability.sweep.run import Progress, run_sweep
+from stability.sweep.run import Progress, SweepSummary, run_sweep
 from stability.sweep.stacks import default_budget, parse_budget
 from stability.sweep.vectorised import VectorisedExecutor
 
@@ -57,6 +59,13 @@ def add_sweep(sub: SubParsers) -> None:
     p.add_argument("--seeds", type=ints, default=[0, 1, 2], help="comma list (default: 0,1,2)")
     p.add_argument("--batch", type=ints, default=[256], help="comma list, >= 2 (default: 256)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument(
+        "--bias-var",
+        type=float,
+        default=0.0,
+        help="sigma_b^2: biases drawn from N(0, this) instead of 0 (default: 0; see "
+        "'stability criticality')",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument(
         "--per-cell",
@@ -93,7 +102,13 @@ def add_sweep(sub: SubParsers) -> None:
         action="store_true",
         help="run beyond the limit on --depth (see docs/exit-codes.md)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    p.add_argument("--quiet", action="store_true", help="no progress, no findings summary")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (schema stability-sweep/1, docs/json.md) on stdout; "
+        "the lines for a person go to stderr",
+    )
     p.add_argument(
         "--fail-on",
         type=names,
@@ -126,6 +141,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         batches=args.batch,
         device=args.device,
+        bias_var=args.bias_var,
     )
     cells = grid.cells()  # validates every name and size before any work
     jobs = check_sweep(cells, args.jobs, args.scheduler, args.yes)  # memory, bounds, --jobs
@@ -158,15 +174,47 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         rows = store.sweep_rows(c.key for c in cells)
     write_csv(rows, out, "--out")
+    text = human(args.json)
     if not args.quiet and not rows.empty:
-        with pd.option_context("display.width", 160, "display.max_rows", 500):
-            print(summary_table(rows).to_string(index=False))
-    print(summary.line())
-    print(f"rows: {len(rows)} -> {out} (store: {args.db})")
+        print("\n".join(findings_lines(rows, str(out))), file=text)
+    print(summary.line(), file=text)
+    print(f"rows: {len(rows)} -> {out} (store: {args.db})", file=text)
     for failure in summary.failures[:5]:
         print(f"failed: {failure}", file=sys.stderr)
     flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
-    return EXIT_FAILED if summary.failed or flagged else 0
+    code = EXIT_FAILED if summary.failed or flagged else 0
+    if args.json:
+        emit("sweep", _json_body(summary, rows, out, args.db, fail_on, flagged, code))
+    return code
+
+
+def _json_body(
+    summary: SweepSummary,
+    rows: pd.DataFrame,
+    out: Path,
+    db: Path,
+    fail_on: list[str],
+    flagged: int,
+    code: int,
+) -> dict[str, object]:
+    """What ``--json`` prints: the run's counts, where its rows are, and the findings."""
+    return {
+        "exit_code": code,
+        "run_id": summary.run_id,
+        "cells": {
+            "total": summary.total,
+            "done": summary.done,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+        },
+        "seconds": summary.seconds,
+        "failures": summary.failures,
+        "csv": out,
+        "db": db,
+        "rows": len(rows),
+        "fail_on": {"verdicts": fail_on, "flagged_configs": flagged},
+        **findings_document(rows),
+    }
 
 
 def _budget(text: str) -> int:

@@ -5,6 +5,7 @@ and drawable with ``st.sampled_from``. Validation happens once, here, with messa
 name the bad value and the valid choices.
 """
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -27,8 +28,9 @@ MAX_SEED = 2**63 - 1
 class MLPConfig:
     """Depth-``depth`` stack of ``Linear(width, width)`` + activation blocks.
 
-    ``seed`` fixes the weights (and LSUV's calibration batch); ``bias`` adds zero-initialised
-    biases. ``dtype`` is a registry name; on CPU, float16/bfloat16 are emulated.
+    ``seed`` fixes the weights (and LSUV's calibration batch); ``bias`` adds biases, zero
+    unless ``bias_var`` (sigma_b^2 of the edge-of-chaos picture) draws them from
+    ``N(0, bias_var)``. ``dtype`` is a registry name; on CPU, float16/bfloat16 are emulated.
     """
 
     depth: int = 50
@@ -39,6 +41,7 @@ class MLPConfig:
     bias: bool = True
     seed: int = 0
     device: str = "cpu"
+    bias_var: float = 0.0
 
     def __post_init__(self) -> None:
         lookup("activation", self.activation, ACTIVATIONS)
@@ -55,14 +58,22 @@ class MLPConfig:
                 "or 'cuda:N' for the N-th GPU"
             )
 
+        _check_bias_var(self.bias_var, self.bias)
+
     @cached_property
     def precision(self) -> Precision:
         """The dtype resolved on the device, once (emulated or native)."""
         return Precision(get_dtype(self.dtype), self.device)
 
     def as_dict(self) -> dict[str, Any]:
-        """Field name -> value, in declaration order (a DataFrame row)."""
-        return asdict(self)
+        """Field name -> value, in declaration order (a DataFrame row).
+
+        ``bias_var`` appears only when it is not 0: absent means 0, so every cell key, row
+        and baseline written before it existed stays byte-identical."""
+        row = asdict(self)
+        if row["bias_var"] == 0:
+            del row["bias_var"]
+        return row
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -70,6 +81,15 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise StabilityError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise StabilityError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_bias_var(value: object, bias: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StabilityError(f"bias_var must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise StabilityError(f"bias_var must be finite and >= 0, got {value!r}")
+    if value > 0 and not bias:
+        raise StabilityError(f"bias_var {value!r} needs bias=True (a network without biases)")
 
 
 def check_batch(batch: object) -> int:

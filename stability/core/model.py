@@ -1,9 +1,10 @@
 """``build_mlp``: the depth-L probe network of the design, deterministic for a seed.
 
 Layer ``l`` is one block: ``Linear(width, width)`` (its output is the pre-activation) then
-the activation (its output is the layer output). Biases start at zero. Under emulated
-reduced precision the weights are stored rounded and each block rounds its pre-activation
-and output (and their gradients) to the target dtype.
+the activation (its output is the layer output). Biases start at zero, or ``N(0, bias_var)``
+drawn from a generator of their own (the weights of a seed do not depend on bias_var).
+Under emulated reduced precision the weights are stored rounded and each block rounds its
+pre-activation and output (and their gradients) to the target dtype.
 """
 
 import torch
@@ -15,6 +16,7 @@ from stability.core.emulation import round_to, round_with_grad
 from stability.core.inits import get_init, init_linear_, lsuv_rescale_
 
 LSUV_BATCH = 512
+BIAS_SEED_OFFSET = 2_000_003  # apart from the input batch (seed + 1_000_003)
 
 
 class MLPBlock(nn.Module):
@@ -67,6 +69,12 @@ def build_mlp(config: MLPConfig) -> MLP:
     model = MLP(config)
     for block in model.layers:
         init_linear_(block.linear, config.init, gen)
+    if config.bias_var > 0:
+        bias_gen = torch.Generator().manual_seed(config.seed + BIAS_SEED_OFFSET)
+        with torch.no_grad():
+            for block in model.layers:
+                if block.linear.bias is not None:
+                    block.linear.bias.normal_(0.0, config.bias_var**0.5, generator=bias_gen)
     if get_init(config.init).data_driven:
         apply_lsuv_(model, torch.randn(LSUV_BATCH, config.width, generator=gen))
     precision = config.precision

@@ -36,13 +36,19 @@ from stability.core.model import build_mlp, input_batch
 from stability.core.probe import PROJECTION_SEED, LayerStats
 from stability.core.stacked_stats import event_counts, nonfinite_count, rows, summary, two_pass_var
 
-ShapeKey = tuple[str, int, int, str, bool, str, int]
+ShapeKey = tuple[str, int, int, str, bool, float, str, int]
 
 
 def shape_key(config: MLPConfig, batch: int) -> ShapeKey:
     """What cells of one stack share: everything but the init and the seed."""
     c = config
-    return (c.activation, c.depth, c.width, c.dtype, c.bias, c.device, batch)
+    return (c.activation, c.depth, c.width, c.dtype, c.bias, c.bias_var, c.device, batch)
+
+
+def stackable(config: MLPConfig) -> bool:
+    """Whether ``probe_stack`` computes this cell: biases must start at zero (``bias_var``
+    0), since the stacked layers add none; other cells take the per-cell path."""
+    return not (config.bias and config.bias_var > 0)
 
 
 def draw_weights(config: MLPConfig, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,6 +100,8 @@ def check_stackable(configs: Sequence[MLPConfig], batch: int) -> None:
     if not configs:
         raise ValueError("a stack needs at least one cell")
     check_batch(batch)
+    if not all(stackable(c) for c in configs):
+        raise ValueError("a stack's biases start at zero: cells with bias_var > 0 run per cell")
     keys = {shape_key(c, batch) for c in configs}
     if len(keys) != 1:
         raise ValueError(f"cells of one stack must share a shape, got {sorted(keys)}")

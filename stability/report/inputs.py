@@ -111,7 +111,8 @@ class ReportData:
         if frame.empty:
             return frame
         newest = frame["run_id"].max()
-        return frame[frame["run_id"] == newest].reset_index(drop=True)
+        rows: pd.DataFrame = frame[frame["run_id"] == newest].reset_index(drop=True)
+        return rows
 
 
 DOCTOR_KINDS = ("diagnosis", "layers", "lr_map")

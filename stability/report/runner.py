@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from stability.errors import StabilityError
-from stability.report import doctor_cases, plan
+from stability.report import doctor_cases, plan, spectrum_cases
 from stability.report.cache import Cache, code_state, fingerprint, property_run
 from stability.report.gate_run import figures_step, gate_result, throughput_step
 from stability.report.inputs import GateResult, PropertyRun, Step, StepStatus
@@ -90,6 +90,7 @@ class Runner:
         steps.append(prop_step)
         steps.append(self.benchmarks())
         steps.append(self.doctor())
+        steps.append(self.spectrum())
         gate_steps, verdict = self.gate()
         steps += gate_steps
         return RunResult(steps, prop_run, verdict)
@@ -281,5 +282,30 @@ class Runner:
             },
         )
         detail = f"doctor run {run_id} in {seconds:.0f} s ({label})"
+        self.display.say(f"{name}: {detail}")
+        return Step(name, "ran", detail, seconds)
+
+    # -- Jacobian spectrum and edge of chaos ----------------------------------------------------
+    def spectrum(self) -> Step:
+        """The spectrum and phase-diagram tables (seconds when quick), once per code version."""
+        name = "spectrum and phase diagram"
+        code_hash, label = self.code
+        options = {"version": spectrum_cases.VERSION, "quick": self.quick}
+        fp = fingerprint(code_hash, "spectrum", options)
+        cached = self.cache.find("spectrum", fp)
+        if cached is not None and _run_exists(self.db, int(cached["run_id"])):
+            detail = f"reused spectrum run {cached['run_id']} of {cached['finished']} ({label})"
+            self.display.say(f"{name}: {detail}")
+            return Step(name, "reused", detail)
+        self.display.say(f"{name}: Jacobian spectra per depth, tanh phase diagram")
+        start = time.perf_counter()
+        tables = spectrum_cases.compute(self.quick)
+        with Store.open(self.db) as store:
+            run_id = spectrum_cases.write(store, tables)
+        seconds = time.perf_counter() - start
+        entry = {"fingerprint": fp, "code": label, "run_id": run_id, "seconds": round(seconds, 1),
+                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+        self.cache.add("spectrum", entry)
+        detail = f"spectrum run {run_id} in {seconds:.0f} s ({label})"
         self.display.say(f"{name}: {detail}")
         return Step(name, "ran", detail, seconds)

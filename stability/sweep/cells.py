@@ -8,6 +8,7 @@ skips them by their key.
 import functools
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ class SweepGrid:
     batches: Sequence[int] = (256,)
     device: str = "cpu"
     bias: bool = True
+    bias_var: float = 0.0  # sigma_b^2; 0 leaves every cell key as it was
 
     def cells(self) -> list[Cell]:
         """Every cell, validated up front so a bad name fails before any work."""
@@ -70,7 +72,7 @@ class SweepGrid:
             self.batches,
         )
         return [
-            Cell(MLPConfig(d, w, a, i, dt, self.bias, s, self.device), b)
+            Cell(MLPConfig(d, w, a, i, dt, self.bias, s, self.device, self.bias_var), b)
             for a, i, dt, d, w, s, b in product
         ]
 
@@ -94,6 +96,8 @@ def cell_rows(cell: Cell, stats: Sequence[LayerStats]) -> list[dict[str, Any]]:
     them: the config, the statistics and the theory, one row per layer."""
     config = cell.config
     predicted = theory(config.activation, config.init, config.depth, config.width, cell.batch)
+    if config.bias_var > 0:  # theory.predict assumes zero biases: mark, do not mislead
+        predicted = [LayerPrediction(t.layer, *[math.nan] * 4) for t in predicted]
     mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
     return [

@@ -9,7 +9,8 @@ come from ``plan_stacks`` (shape and memory budget); each runs in this process
 A stack that fails is split back to cells, so one failure never costs its neighbours their
 rows: out of memory, it is halved and each half tried again; any other error, each of its
 cells runs on the per-cell path (``run_cell``) and is recorded done or failed on its own. A
-stack of one cell takes the per-cell path directly: stacking it gains nothing.
+stack of one cell takes the per-cell path directly (stacking it gains nothing), and so do
+cells whose biases are drawn (``bias_var > 0``: the stacked layers add no biases).
 """
 
 import concurrent.futures
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stability.core.stacked import probe_stack
+from stability.core.stacked import probe_stack, stackable
 from stability.errors import StabilityError
 from stability.sweep.cells import Cell, cell_rows
 from stability.sweep.executors import Outcome, init_pool_worker, timed_cell
@@ -50,7 +51,7 @@ def run_stack(cells: Sequence[Cell]) -> Landed:
     """Every cell of one stack with its outcome; a cell's seconds are its share of the stack.
 
     Failure is split back to cells (halves when out of memory, else the per-cell path)."""
-    if len(cells) == 1:
+    if len(cells) == 1 or not stackable(cells[0].config):
         return _per_cell(cells)
     start = time.perf_counter()
     try:

@@ -20,9 +20,12 @@ from stability.report.sections import (
     heatmap,
     history,
     notes,
+    phase,
     precision,
     properties,
+    spectrum,
     throughput,
+    your_model,
 )
 from stability.report.sections.page import Figure, Section, Table
 
@@ -37,6 +40,9 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     gate.gate,
     doctor.doctor,
     history.history,
+    your_model.your_model,
+    spectrum.spectrum_section,
+    phase.phase_section,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]

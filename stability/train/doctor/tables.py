@@ -26,8 +26,12 @@ def diagnosis_tables(diag: Diagnosis) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def doctor_csv_path(out: Path, kind: str) -> Path:
-    """Where a table goes: the diagnosis at ``out``, every other one beside it."""
-    return out if kind == "diagnosis" else out.with_name(f"{out.stem}_{kind}.csv")
+    """Where a table goes: the diagnosis at ``out``, every other one beside it as
+    ``<stem>-<kind>.csv`` (output files are lowercase words joined by hyphens, as the
+    report's CSVs are: ``doctor-layers.csv``, ``doctor-lr-map.csv``)."""
+    if kind == "diagnosis":
+        return out
+    return out.with_name(f"{out.stem}-{kind.replace('_', '-')}.csv")
 
 
 OPTIONAL_TABLES = ("cost", "lr_search", "lr_map", "loss_scaling")  # the studies' tables

@@ -1,0 +1,169 @@
+"""The edge of chaos and the Jacobian's spectrum: mean field against simulated networks.
+
+- The critical line: for a random sigma_b^2, the sigma_w^2 where mean field puts chi_1 = 1
+  is where simulated networks sit between order and chaos: the measured chi_1 (a tangent's
+  per-layer growth, ``core.depth_scales``) is 1 there within 5 standard errors; at 40 %
+  less sigma_w^2 it is below 1, at 60 % more above, each matching mean field's chi_1.
+- The correlation depth scale: in the ordered phase ``1 - c_l`` decays as
+  ``exp(-l / xi_c)``; the measured per-layer decay rate matches ``exp(-1 / xi_c)``.
+- The Jacobian's moments: mean and variance of the eigenvalues of J J^T (exact product)
+  against the free-probability prediction (``core.jacobian_theory``), for linear, relu and
+  tanh, Gaussian and orthogonal weights.
+
+Standard errors come from the spread over independent seeds (networks), each seed's value
+being an average over layers or inputs; bounds are 5 of them (DESIGN.md).
+"""
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import seeds
+from witness import assert_fails_on
+
+from stability.core.criticality import critical_sigma_w2, mean_field
+from stability.core.depth_scales import measured_chi_1, simulate
+from stability.core.jacobian import spectrum
+from stability.core.jacobian_theory import MomentPrediction, predicted_moments
+from stability.core.model import input_batch
+from stability.core.scaled import scaled_mlp
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CHAPTER = "Numerical stability: initialisation and the edge of chaos"
+SIGMAS = 5.0
+WIDTH, NETS, LAYERS, SKIP = 128, 8, 10, 2  # simulated networks for chi_1 and xi_c
+SPEC_DEPTH, SPEC_WIDTH, SPEC_BATCH, SPEC_NETS = 8, 64, 4, 8  # Jacobian moments
+SLOW = settings(max_examples=4, deadline=None)  # ~1 s an example on a quiet core
+
+CriticalLine = Callable[[float], float]
+
+
+def mean_field_line(sb2: float) -> float:
+    return float(critical_sigma_w2("tanh", [sb2])[0])
+
+
+def bias_blind_line(sb2: float) -> float:
+    """Known-bad: the critical point without bias (sigma_w^2 = 1 for tanh) for every sb2."""
+    return float(critical_sigma_w2("tanh", [0.0])[0])
+
+
+def chi_1_measured(sw2: float, sb2: float, seed: int) -> tuple[float, float]:
+    q = mean_field("tanh", [sw2], [sb2])[0].q_star
+    trace = simulate("tanh", sw2, sb2, LAYERS, WIDTH, NETS, max(q, 1e-3), 0.5, 1, seed)
+    return measured_chi_1(trace, SKIP)
+
+
+def check_critical_line(line: CriticalLine, sb2: float, seed: int) -> None:
+    """Measured chi_1 = 1 on the line (5 SE); below it < 1, above it > 1, as predicted (5 SE)."""
+    sw2 = line(sb2)
+    chi, se = chi_1_measured(sw2, sb2, seed)
+    assert abs(chi - 1.0) < SIGMAS * se, f"on the line: chi_1 {chi:.4f} +- {se:.4f}"
+    for factor, side in ((0.6, "below"), (1.6, "above")):
+        got, se_side = chi_1_measured(factor * sw2, sb2, seed)
+        want = mean_field("tanh", [factor * sw2], [sb2])[0].chi_1
+        assert (want < 1.0) == (side == "below"), f"{side} the line, mean field says {want:.4f}"
+        assert abs(got - want) < SIGMAS * se_side, f"{side}: chi_1 {got:.4f} +- {se_side:.4f}"
+        assert (got < 1.0) == (side == "below"), f"{side} the line, measured {got:.4f}"
+
+
+@SLOW
+@given(sb2=st.floats(0.02, 0.5), seed=seeds())
+def test_critical_line_separates_order_from_chaos(sb2: float, seed: int) -> None:
+    check_critical_line(mean_field_line, sb2, seed)
+
+
+def test_witness_critical_line() -> None:
+    """The line that forgets the bias (sigma_w^2 = 1) is in the ordered phase at sb2 = 0.1."""
+    assert_fails_on(bias_blind_line, check_critical_line, 0.1, 3)
+
+
+def xi_c_mean_field(sw2: float, sb2: float) -> float:
+    return mean_field("tanh", [sw2], [sb2])[0].xi_c
+
+
+def xi_c_amplitude(sw2: float, sb2: float) -> float:
+    """Known-bad: xi from the amplitude (sqrt chi_1) instead of the variance: twice as long."""
+    return 2.0 * xi_c_mean_field(sw2, sb2)
+
+
+def check_xi_c(xi: Callable[[float, float], float], sw2: float, sb2: float, seed: int) -> None:
+    """Per network, the least-squares slope of log(1 - c_l) over layers; their mean against
+    -1/xi within 5 standard errors of the mean over networks."""
+    point = mean_field("tanh", [sw2], [sb2])[0]
+    trace = simulate("tanh", sw2, sb2, LAYERS, WIDTH, NETS, point.q_star, 0.99, 2, seed)
+    logs = (1.0 - trace.c).clamp(min=1e-300).log()  # (layers, nets)
+    layers = torch.arange(1, LAYERS + 1, dtype=torch.float64)[:, None]
+    centred = layers - layers.mean()
+    slopes = (centred * (logs - logs.mean(dim=0))).sum(dim=0) / (centred**2).sum()
+    se = float(slopes.std()) / math.sqrt(NETS)
+    want = -1.0 / xi(sw2, sb2)
+    got = float(slopes.mean())
+    assert abs(got - want) < SIGMAS * se, f"slope {got:.4f} +- {se:.4f}, xi says {want:.4f}"
+
+
+@SLOW
+@given(sw2=st.floats(0.8, 1.5), sb2=st.floats(0.05, 0.5), seed=seeds())
+def test_xi_c_matches_measured_decay(sw2: float, sb2: float, seed: int) -> None:
+    """Ordered phase only (chi_1 <= 0.9, so 1 - c_l stays far above rounding for 10 layers)."""
+    point = mean_field("tanh", [sw2], [sb2])[0]
+    if point.chi_1 > 0.9:
+        sw2 = sw2 * 0.9 / point.chi_1  # chi_1 is about proportional to sigma_w^2
+    check_xi_c(xi_c_mean_field, sw2, sb2, seed)
+
+
+def test_witness_xi_c() -> None:
+    assert_fails_on(xi_c_amplitude, check_xi_c, 1.2, 0.3, 5)
+
+
+Predict = Callable[[str, float, float, int, str], list[MomentPrediction]]
+POINTS = {"identity": 1.0, "relu": 2.0, "tanh": 1.5}  # sigma_w^2 where chi_1 is about 1
+
+
+def ignoring_weight_spread(
+    act: str, sw2: float, sb2: float, depth: int, law: str
+) -> list[MomentPrediction]:
+    """Known-bad: every weight law treated as orthogonal (W W^T's own spread forgotten)."""
+    return predicted_moments(act, sw2, sb2, depth, "orthogonal")
+
+
+def check_moments(predict: Predict, act: str, law: str, sb2: float, seed: int) -> None:
+    """Mean and variance of J J^T's eigenvalues, pooled over a batch, per network; their
+    means over networks against the prediction within 5 standard errors, plus a floor of
+    1e-9 relative for the exactly degenerate orthogonal-linear case (variance 0)."""
+    sw2 = POINTS[act]
+    means, variances = [], []
+    for net in range(SPEC_NETS):
+        model = scaled_mlp(act, SPEC_DEPTH, SPEC_WIDTH, sw2, sb2, law, seed=seed + net)  # type: ignore[arg-type]
+        row = spectrum(model, input_batch(model.config, SPEC_BATCH), [SPEC_DEPTH], "exact")[0]
+        means.append(row.jj_mean)
+        variances.append(row.jj_var)
+    want = predict(act, sw2, sb2, SPEC_DEPTH, law)[-1]
+    for name, got, expected in (
+        ("mean", torch.tensor(means), want.jj_mean),
+        ("variance", torch.tensor(variances), want.jj_var),
+    ):
+        se = float(got.std()) / math.sqrt(SPEC_NETS)
+        bound = SIGMAS * se + 1e-9 * want.jj_mean**2
+        assert abs(float(got.mean()) - expected) < bound, (
+            f"{act}/{law}: {name} {float(got.mean()):.4g} +- {se:.3g}, predicted {expected:.4g}"
+        )
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    act=st.sampled_from(sorted(POINTS)),
+    law=st.sampled_from(["gaussian", "orthogonal"]),
+    sb2=st.sampled_from([0.0, 0.1]),
+    seed=st.integers(0, 10_000),
+)
+def test_jacobian_moments_match_free_probability(act: str, law: str, sb2: float, seed: int) -> None:
+    check_moments(predicted_moments, act, law, sb2, seed)
+
+
+def test_witness_jacobian_moments() -> None:
+    """Gaussian linear layers: the orthogonal prediction says variance 0, they spread ~L."""
+    assert_fails_on(ignoring_weight_spread, check_moments, "identity", "gaussian", 0.0, 7)

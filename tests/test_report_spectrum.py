@@ -1,0 +1,87 @@
+"""The spectrum and phase-diagram sections, drawn from tiny stored records."""
+
+import functools
+import io
+from pathlib import Path
+
+import pytest
+
+from stability.measure.threads import threads
+from stability.report import spectrum_cases
+from stability.report.inputs import gather
+from stability.report.progress import Display
+from stability.report.runner import Runner
+from stability.report.sections.phase import phase_section
+from stability.report.sections.spectrum import spectrum_section
+from stability.results.store import Store
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("spectrum") / "s.db"
+    with Store.open(path) as store:
+        spectrum_cases.write(store, tiny_tables())
+    return path
+
+
+@functools.cache
+def tiny_tables() -> dict[str, spectrum_cases.Rows]:
+    """Every table of the two sections at toy size, once per test process (the tiny report
+    of test_report.py stores them too); one thread: a second only waits (~5 s on one)."""
+    with threads(1):
+        return _tables()
+
+
+def _tables() -> dict[str, spectrum_cases.Rows]:
+    return {
+        "spectrum_depth": spectrum_cases.spectrum_rows(16, 2, (1, 2, 4)),
+        "spectrum_d2l": spectrum_cases.d2l_rows(count=20, seeds=2),
+        "phase_diagram": spectrum_cases.phase_rows(
+            [(1.2, 0.3)], quick=True, sw2_grid=(0.5, 1.5, 3.0), sb2_grid=(0.0, 0.2)
+        ),
+        "critical_line": spectrum_cases.critical_rows(),
+    }
+
+
+def test_spectrum_section_draws_and_judges(db: Path) -> None:
+    section = spectrum_section(gather(db, db.parent, None))
+    assert section.status == "complete"
+    assert len(section.figures) == 2
+    assert {t.slug for t in section.tables} == {"spectrum-depth", "spectrum-d2l"}
+    frame = section.tables[0].frame
+    # orthogonal linear layers are exactly isometric: every singular value is 1
+    iso = frame[(frame["activation"] == "identity") & (frame["weights"] == "orthogonal")]
+    assert (iso["within_10"] == 1.0).all()
+    assert section.health in ("pass", "warn")
+
+
+def test_phase_section_compares_measured_with_mean_field(db: Path) -> None:
+    section = phase_section(gather(db, db.parent, None))
+    assert section.status == "complete"
+    measured = section.tables[0].frame
+    assert len(measured) == 1
+    assert section.health == "pass", section.reason  # chi_1 within 5 standard errors
+
+
+def test_sections_say_not_run_without_records(tmp_path: Path) -> None:
+    data = gather(tmp_path / "none.db", tmp_path, None)
+    assert spectrum_section(data).status == "not run"
+    assert phase_section(data).status == "not run"
+
+
+def test_runner_step_computes_once_per_code_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bool] = []
+
+    def fake(quick: bool) -> dict[str, spectrum_cases.Rows]:
+        calls.append(quick)
+        return {"critical_line": [{"activation": "tanh", "sigma_b2": 0.0, "sigma_w2": 1.0}]}
+
+    monkeypatch.setattr(spectrum_cases, "compute", fake)
+    runner = Runner(tmp_path / "s.db", tmp_path, quick=True, display=Display(io.StringIO()))
+    assert runner.spectrum().status == "ran"
+    assert runner.spectrum().status == "reused"
+    assert calls == [True]
+    with Store.open(tmp_path / "s.db") as store:
+        assert store.records("critical_line")["sigma_w2"].tolist() == [1.0]
