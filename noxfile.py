@@ -63,13 +63,28 @@ def report(session: nox.Session) -> None:
     session.run("stability", "report", *session.posargs)
 
 
+# ``nox -s bench -- --compare``: judge this run against the previous one saved under
+# results/benchmarks/. The threshold and why are in docs/benchmarks.md (an A/A run of the
+# quick grid on unchanged code passes it).
+BENCH_STORAGE = "file://results/benchmarks"
+BENCH_COMPARE_FAIL = "median:25%"
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Run the benchmark grid (``-- --quick`` for the reduced one) and store the results."""
+    """Run the benchmark grid (``-- --quick`` for the reduced one) and store the results;
+    ``-- --compare`` also saves the run and fails on a slowdown against the previous one."""
     install(session, "bench")
-    session.run(
-        "pytest", "benchmarks", "--benchmark-json=results/bench.json", "-q", *session.posargs
-    )
+    args = list(session.posargs)
+    if "--compare" in args:
+        args.remove("--compare")
+        args += [
+            f"--benchmark-storage={BENCH_STORAGE}",
+            "--benchmark-autosave",
+            "--benchmark-compare",
+            f"--benchmark-compare-fail={BENCH_COMPARE_FAIL}",
+        ]
+    session.run("pytest", "benchmarks", "--benchmark-json=results/bench.json", "-q", *args)
     session.run("stability", "bench-ingest", "results/bench.json")
 
 

@@ -6,6 +6,10 @@ so the JSON holds the raw rounds; the same-run GEMM is timed in ``pedantic``'s u
 ``setup`` between the rounds (interleaved, one GEMM block per round), and the efficiency per
 round and every raw round of both go into ``extra_info``. A round is one block of
 ``iterations`` calls: pytest-benchmark's own stats are per block, ``extra_info`` is per call.
+The calls per block are fixed by the step's work (``fixed_iterations``), never by a timing,
+and recorded in ``extra_info["iterations"]``: two runs time the same blocks, so
+``pytest-benchmark compare`` judges like with like (docs/benchmarks.md). A result whose
+relative IQR is >= 5 % at batch >= 64 is marked ``extra_info["unstable"]``.
 
 ``--quick`` (CI and the report, < 3 minutes on 2 cores): the small shape, CPU float32.
 """
@@ -20,7 +24,7 @@ import pytest
 import torch
 
 from stability.core.config import MLPConfig
-from stability.measure.bench import Throughput, measure
+from stability.measure.bench import Throughput, fixed_iterations, measure, unstable
 from stability.measure.interleave import RoundRunner
 from stability.measure.steps import Step
 from stability.measure.threads import threads as intra_op_threads
@@ -142,8 +146,10 @@ def run_step(benchmark: Any, threads: int, pedantic: RoundRunner) -> Measure:
         rounds, warmup = DEFAULT_ROUNDS, DEFAULT_WARMUP
         if _one_call_seconds(step) > SLOW_CALL_S:
             rounds, warmup = 5, 1
-        result = measure(step, rounds=rounds, warmup=warmup, threads=threads, runner=pedantic)
+        iterations = fixed_iterations(step.flops)
+        result = measure(step, rounds, warmup, threads, pedantic, iterations=iterations)
         benchmark.extra_info.update(result.as_dict())
+        benchmark.extra_info["unstable"] = unstable(step.batch, result.rel_iqr)
         step.close()
         return result
 

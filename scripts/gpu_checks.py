@@ -11,6 +11,12 @@ CUDA build of torch:
 Writes ``results/gpu_bench.json`` (pytest-benchmark), stores it in the results database,
 and prints one table: throughput, efficiency against the same-run GEMM, spread. Exit
 codes: 0 all passed, 1 a check failed, 2 no CUDA device (nothing was run).
+
+The vectorised sweep on CUDA (issue 16): the same grid run per cell and as stacks, in this
+process, timed with a device sync; the stacked path must be at least ``VECTORISED_GOAL``
+times faster, and its rows must agree with the per-cell rows (cuBLAS may pick another
+kernel for a batched product, so agreement is to ``CUDA_ROWS_RTOL``, not to the bit, and
+is judged on the non-chaotic cells only).
 """
 
 import argparse
@@ -20,6 +26,9 @@ import sys
 from pathlib import Path
 
 JSON = Path("results") / "gpu_bench.json"
+VECTORISED_GOAL = 20.0  # stacked over per-cell, on CUDA
+CUDA_ROWS_RTOL = 1e-2  # variances, stacked against per-cell (float32; 5x that for 16 bits)
+ROW_COLUMNS = ("preact_var", "act_var", "grad_var", "weight_grad_var")
 
 
 def cuda_device() -> str | None:
@@ -55,6 +64,66 @@ def table(path: Path) -> str:
             f"{r['nonfinite_losses']:>6}"
         )
     return "\n".join(lines)
+
+
+def vectorised_check(device: str, quick: bool) -> tuple[bool, str]:
+    """Time one grid per cell and stacked on ``device``; compare their rows. (ok, summary)"""
+    import time
+
+    import torch
+
+    from stability.sweep.cells import SweepGrid
+    from stability.sweep.executors import InProcessExecutor
+    from stability.sweep.stacks import default_budget
+    from stability.sweep.vectorised import VectorisedExecutor
+
+    grid = SweepGrid(
+        activations=("relu", "tanh") if quick else ("relu", "tanh", "scaled_logistic", "selu"),
+        inits=("kaiming_normal", "xavier_normal", "lecun_normal", "orthogonal"),
+        depths=(20,) if quick else (50,),
+        widths=(256,),
+        dtypes=("float32", "float16", "bfloat16"),
+        seeds=(0, 1) if quick else (0, 1, 2, 3),
+        batches=(256,),
+        device=device,
+    )
+    cells = grid.cells()
+    per_cell, stacked = InProcessExecutor(), VectorisedExecutor(1, default_budget(device))
+
+    def timed(executor: object) -> tuple[float, dict[str, list[dict[str, object]]]]:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        landed = list(executor.run(cells))  # type: ignore[attr-defined]
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        failed = [c.key for c, o in landed if isinstance(o, BaseException)]
+        if failed:
+            raise RuntimeError(f"{len(failed)} cells failed, first {failed[0]}")
+        return seconds, {c.key: o[0] for c, o in landed}
+
+    timed(VectorisedExecutor(1, default_budget(device)))  # warm-up: kernels, allocator, theory
+    t_stacked, rows_stacked = timed(stacked)
+    t_cell, rows_cell = timed(per_cell)
+    worst: dict[str, float] = {}
+    for cell in cells:
+        if cell.config.init == "orthogonal" and cell.config.activation == "tanh":
+            continue  # the chaotic edge: kernels that differ in the last bit drift apart
+        for a, b in zip(rows_stacked[cell.key], rows_cell[cell.key], strict=True):
+            for col in ROW_COLUMNS:
+                va, vb = float(a[col]), float(b[col])  # type: ignore[arg-type]
+                if vb != 0 and vb == vb and va == va:
+                    dev = abs(va - vb) / abs(vb)
+                    worst[cell.config.dtype] = max(worst.get(cell.config.dtype, 0.0), dev)
+    speedup = t_cell / t_stacked
+    rows_ok = all(
+        v <= CUDA_ROWS_RTOL * (1 if dtype == "float32" else 5) for dtype, v in worst.items()
+    )
+    summary = (
+        f"vectorised on {device}: {len(cells)} cells, per cell {t_cell:.2f} s, stacked "
+        f"{t_stacked:.2f} s, speedup {speedup:.1f}x (goal >= {VECTORISED_GOAL:g}x); worst "
+        f"relative row deviation {', '.join(f'{k} {v:.2g}' for k, v in sorted(worst.items()))}"
+    )
+    return speedup >= VECTORISED_GOAL and rows_ok, summary
 
 
 def main() -> int:
@@ -136,6 +205,12 @@ def main() -> int:
             ]
         ),
     }
+    try:
+        ok, summary = vectorised_check("cuda", args.quick)
+    except Exception as exc:  # reported as a failed check, the others still count
+        ok, summary = False, f"vectorised check raised {type(exc).__name__}: {exc}"
+    print(summary, flush=True)
+    codes["cuda vectorised sweep (>= 20x per cell)"] = 0 if ok else 1
     if JSON.exists():
         codes["ingest"] = run([py, "-m", "stability.cli", "bench-ingest", str(JSON)])
         print(table(JSON))

@@ -48,3 +48,13 @@ def test_quiet_is_silent() -> None:
     for _ in range(3):
         progress.advance()
     assert out.getvalue() == ""
+
+
+def test_eta_shares_a_stacks_time_among_its_cells() -> None:
+    """A stack of 5 cells lands at once every 10 s: 2 s a cell, not 0 s for 4 cells of 5."""
+    progress, _ = run(([10.0] + [0.0] * 4) * 3, every=1e9)
+    progress.total = 115  # 100 cells left at 2 s each
+    assert progress.eta() == 200.0
+    # The witness: the median of the raw gaps between cells is 0 s, an ETA of nothing.
+    gaps = ([10.0] + [0.0] * 4) * 3
+    assert (progress.total - progress.count) * sorted(gaps[5:])[len(gaps[5:]) // 2] == 0.0

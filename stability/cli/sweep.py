@@ -23,9 +23,10 @@ from stability.results.findings import findings_document, findings_lines
 from stability.results.store import Store
 from stability.results.tables import VERDICTS, summary_table, with_verdicts
 from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, SweepGrid
-from stability.sweep.dask_executor import DaskExecutor
 from stability.sweep.executors import Executor, local_executor
 from stability.sweep.run import Progress, SweepSummary, run_sweep
+from stability.sweep.stacks import default_budget, parse_budget
+from stability.sweep.vectorised import VectorisedExecutor
 
 DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
 
@@ -66,6 +67,22 @@ def add_sweep(sub: SubParsers) -> None:
         "'stability criticality')",
     )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument(
+        "--per-cell",
+        action="store_true",
+        help="run every cell as its own network (default: cells sharing activation, depth, "
+        "width, dtype and batch run as one stacked network; rows are the same to float "
+        "rounding; --scheduler always runs per cell)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=_budget,
+        default=None,
+        metavar="SIZE",
+        help="memory for the stacked networks, all workers together: 512M, 2G, or MiB "
+        "(default: a quarter of the free memory on CPU, at most 4 GiB; half the free GPU "
+        "memory on CUDA)",
+    )
     p.add_argument(
         "--scheduler",
         default=None,
@@ -128,7 +145,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     cells = grid.cells()  # validates every name and size before any work
     jobs = check_sweep(cells, args.jobs, args.scheduler, args.yes)  # memory, bounds, --jobs
-    executor = _executor(jobs, args.scheduler)  # a missing dask extra fails here
+    executor = _executor(jobs, args.scheduler, args.per_cell, args.memory_budget, args.device)
     fail_on = _fail_on_verdicts(args.fail_on)
     out = args.out
     check_outputs({"--out": out}, store=args.db)  # not the store, not a database, writable
@@ -200,12 +217,27 @@ def _json_body(
     }
 
 
-def _executor(jobs: int, scheduler: str | None) -> Executor:
+def _budget(text: str) -> int:
+    """``--memory-budget``'s parser: the library's message, as argparse's one line."""
+    try:
+        return parse_budget(text)
+    except StabilityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _executor(
+    jobs: int, scheduler: str | None, per_cell: bool, budget: int | None, device: str
+) -> Executor:
     """``--scheduler`` runs the cells on Dask (``--jobs`` local workers for 'local');
-    without it ``--jobs`` 1 runs them in this process, more in a local process pool."""
+    without it ``--jobs`` 1 runs them in this process, more in a local process pool, as
+    stacks of cells of one shape unless ``--per-cell``."""
     if scheduler is not None:
+        from stability.sweep.dask_executor import DaskExecutor  # a missing extra fails here
+
         return DaskExecutor(scheduler, workers=jobs)
-    return local_executor(jobs)
+    if per_cell:
+        return local_executor(jobs)
+    return VectorisedExecutor(jobs, default_budget(device) if budget is None else budget)
 
 
 def _fail_on_verdicts(given: list[str] | None) -> list[str]:

@@ -90,21 +90,45 @@ def record(step: Step, eff: Efficiency, threads: int) -> Throughput:
     )
 
 
+BLOCK_FLOPS = 2 * 10**9  # a fixed block's work: ~20 ms at 100 GFLOP/s, a perf_counter-safe span
+STABLE_REL_IQR = 0.05  # at batch >= STABLE_MIN_BATCH, a wider spread marks a result unstable
+STABLE_MIN_BATCH = 64
+
+
+def fixed_iterations(flops: int, block_flops: int = BLOCK_FLOPS) -> int:
+    """Calls per timed block from the work alone, never from a timing: two runs of the same
+    benchmark then time blocks of the same length, and pytest-benchmark's per-block stats
+    compare like with like (a block sized by a timing was 2 calls in one run, 3 in the next,
+    and read as a 75 % regression)."""
+    return max(1, min(1000, -(-block_flops // max(1, flops))))
+
+
+def unstable(batch: int, rel_iqr: float) -> bool:
+    """A result too noisy to compare: relative IQR >= 5 % at batch >= 64 (small batches are
+    dominated by per-call overhead and are not held to it)."""
+    return batch >= STABLE_MIN_BATCH and not rel_iqr < STABLE_REL_IQR
+
+
 def measure(
     step: Step,
     rounds: int = DEFAULT_ROUNDS,
     warmup: int = DEFAULT_WARMUP,
     threads: int | None = None,
     runner: RoundRunner | None = None,
+    iterations: int | None = None,
 ) -> Throughput:
     """Time ``step`` and its GEMM in alternating blocks; ``runner`` may be pytest-benchmark's.
 
-    ``threads`` (None or 0: keep the current count) holds only for this call.
+    ``threads`` (None or 0: keep the current count) holds only for this call. ``iterations``
+    fixes the calls per block of the step (the GEMM's follow from its work); None sizes
+    both blocks by a first timed call.
     """
     with intra_op_threads(threads) as used:
-        timed = Timer(step, step.device, warmup=warmup)
+        timed = Timer(step, step.device, warmup=warmup, iterations=iterations)
         gemm = Gemm(step.batch, step.config.width, compute_dtype(step), step.device)
-        eff = efficiency(timed, step.flops, Timer(gemm, step.device), gemm.flops, rounds, runner)
+        gemm_iterations = None if iterations is None else fixed_iterations(gemm.flops)
+        gemm_timer = Timer(gemm, step.device, iterations=gemm_iterations)
+        eff = efficiency(timed, step.flops, gemm_timer, gemm.flops, rounds, runner)
     return record(step, eff, used)
 
 

@@ -32,8 +32,9 @@ from stability.report.gate_run import figures_step, gate_result, throughput_step
 from stability.report.inputs import GateResult, PropertyRun, Step, StepStatus
 from stability.report.progress import Display, SweepProgress, stream, tail
 from stability.results.store import Store
-from stability.sweep.executors import local_executor
 from stability.sweep.run import SweepGrid, default_jobs, run_sweep
+from stability.sweep.stacks import default_budget
+from stability.sweep.vectorised import VectorisedExecutor
 
 PYTEST_COMPLETED = (0, 1, 5)  # all passed, some failed, none collected: a result to keep
 
@@ -118,7 +119,7 @@ class Runner:
         self.display.say(f"{name}: {len(todo)} of {len(cells)} cells to run, {self.jobs} jobs")
         progress = SweepProgress(len(todo), self.display, name)
         command = ["stability", "report", f"({name})"]
-        executor = local_executor(self.jobs)
+        executor = VectorisedExecutor(self.jobs, default_budget(grid.device))
         summary = run_sweep(grid, store, command, executor, resume=True, progress=progress)
         status: StepStatus = "failed" if summary.failed else "ran"
         detail = (

@@ -5,6 +5,7 @@ are independent, so any executor may run them in any order, anywhere, and ``--re
 skips them by their key.
 """
 
+import functools
 import itertools
 import json
 import math
@@ -15,7 +16,7 @@ from typing import Any
 from stability.core.config import MLPConfig, check_batch
 from stability.core.finite_width import BandLayer, predict_band
 from stability.core.model import build_mlp, input_batch
-from stability.core.probe import probe
+from stability.core.probe import LayerStats, probe
 from stability.core.theory import LayerPrediction, predict
 
 BIAS_CAVEAT = "bias_var > 0: the mean-field prediction and its band assume zero biases"
@@ -82,11 +83,24 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     """Probe one cell: one tidy row per layer, measured beside the mean-field prediction."""
     config = cell.config
     model = build_mlp(config)
-    stats = probe(model, input_batch(config, cell.batch))
-    theory = predict(config, cell.batch)
-    band = predict_band(config, cell.batch)
+    return cell_rows(cell, probe(model, input_batch(config, cell.batch)))
+
+
+@functools.lru_cache(maxsize=256)
+def theory(activation: str, init: str, depth: int, width: int, batch: int) -> list[LayerPrediction]:
+    """``predict`` once per shape: it depends on none of seed, dtype, device or bias, and a
+    sweep asks for it once per cell (quadrature at every layer, ~5 ms at depth 50)."""
+    return predict(MLPConfig(depth, width, activation, init), batch)
+
+
+def cell_rows(cell: Cell, stats: Sequence[LayerStats]) -> list[dict[str, Any]]:
+    """A cell's rows from its probe statistics, whichever path (per cell, stacked) measured
+    them: the config, the statistics, the theory and its finite-width band, one per layer."""
+    config = cell.config
+    predicted = theory(config.activation, config.init, config.depth, config.width, cell.batch)
+    band = predict_band(config, cell.batch)  # cached per shape in core/finite_width.py
     if config.bias_var > 0:  # mean field and the band assume zero biases: mark, not mislead
-        theory = [LayerPrediction(t.layer, *[math.nan] * 4) for t in theory]
+        predicted = [LayerPrediction(t.layer, *[math.nan] * 4) for t in predicted]
         band = [BandLayer(b.layer, *[math.nan] * 7, BIAS_CAVEAT) for b in band]
     mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
@@ -106,5 +120,5 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
             "pred_log10_grad_var_hi": b.grad_hi,
             "theory_caveat": b.caveat,
         }
-        for s, t, b in zip(stats, theory, band, strict=True)
+        for s, t, b in zip(stats, predicted, band, strict=True)
     ]

@@ -35,6 +35,10 @@ ONLY_SWEEP = "The latest benchmark run timed only sweep cells: no training steps
 HEALTHY = "benchmark run {run_id}: {n} results, median efficiency {eff}"
 NO_OVERHEAD = "Probe overhead: not available (no benchmark with a probe attached)."
 OVERHEAD = "Probe overhead: step time with the probe over without"
+UNSTABLE = (
+    "Unstable (relative IQR >= 5 % at batch >= 64; too noisy to compare between runs): "
+    "{n} results: {names}."
+)
 GROUP_COLUMNS = ["kind", "shape", "dtype", "device", "precision_mode", "probe"]
 
 
@@ -85,10 +89,15 @@ def throughput(data: ReportData) -> Section:
     columns = [
         c for c in [*GROUP_COLUMNS, "name", "batch_size", "samples_per_s", "samples_per_s_q1",
                     "samples_per_s_q3", "gflops", "calib_gflops", "efficiency", "rel_iqr",
-                    "threads", "torch_version"]
+                    "unstable", "threads", "torch_version"]
         if c in bench.columns
     ]  # fmt: skip
     section.tables.append(Table("throughput", TABLE, bench[columns]))
+    if "unstable" in bench.columns and bench["unstable"].fillna(False).astype(bool).any():
+        shaky = bench[bench["unstable"].fillna(False).astype(bool)]
+        section.notes.append(
+            UNSTABLE.format(n=len(shaky), names=", ".join(map(str, shaky["name"])))
+        )
     overhead = _probe_overhead(bench)
     if overhead.empty:
         section.notes.append(NO_OVERHEAD)

@@ -1,0 +1,190 @@
+"""Stacked probe networks: S cells of one shape run as one network of batched matmuls.
+
+A sweep's cells that share (activation, depth, width, dtype, bias, device, batch) differ
+only in their weights and inputs (init and seed). ``probe_stack`` runs them together: layer
+``l`` is one ``torch.bmm`` over an ``(S, batch, width)`` input and ``(S, width, width)``
+weights, one weight matrix per cell, and every statistic is one batched reduction over S
+rows (``core/stacked_stats.py``). Per layer the Python, dispatch and autograd cost is paid
+once for the stack instead of once per cell: at width 256 on CPU that cost is comparable to
+the GEMM itself, and on a GPU a per-cell loop is launch-bound.
+
+What each cell computes is the per-cell path's arithmetic, so its rows equal
+``probe(build_mlp(config), input_batch(config, batch))`` to float rounding:
+
+- weights are drawn by ``draw_weights`` exactly as ``build_mlp`` draws them (one generator
+  seeded with the cell's seed, layer after layer; LSUV through ``build_mlp`` itself; rounded
+  to the target dtype when emulating); inputs are ``input_batch``'s, one per cell;
+- biases start at zero, so ``x @ W.T`` without them gives the same values and gradients;
+- emulated reduced precision rounds the pre-activation and the output with
+  ``round_with_grad``, as ``MLPBlock`` does; the backward pass is autograd's, through the
+  same activation modules, from the same projection ``R`` (``projection_loss``'s seed).
+"""
+
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from stability.core.activations import get_activation
+from stability.core.config import MLPConfig, check_batch
+from stability.core.dtypes import DType
+from stability.core.emulation import round_to, round_with_grad
+from stability.core.inits import get_init
+from stability.core.model import build_mlp, input_batch
+from stability.core.probe import PROJECTION_SEED, LayerStats
+from stability.core.stacked_stats import event_counts, nonfinite_count, rows, summary, two_pass_var
+
+ShapeKey = tuple[str, int, int, str, bool, float, str, int]
+
+
+def shape_key(config: MLPConfig, batch: int) -> ShapeKey:
+    """What cells of one stack share: everything but the init and the seed."""
+    c = config
+    return (c.activation, c.depth, c.width, c.dtype, c.bias, c.bias_var, c.device, batch)
+
+
+def stackable(config: MLPConfig) -> bool:
+    """Whether ``probe_stack`` computes this cell: biases must start at zero (``bias_var``
+    0), since the stacked layers add none; other cells take the per-cell path."""
+    return not (config.bias and config.bias_var > 0)
+
+
+def draw_weights(config: MLPConfig, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``(depth, width, width)`` weights ``build_mlp(config)`` would hold, bit for bit,
+    on the config's device in its compute dtype; drawn straight into ``out`` if given (a
+    slice of the stack's weights, so the stack needs no second copy)."""
+    precision = config.precision
+    init = get_init(config.init)
+    if init.data_driven:  # LSUV rescales on forward passes: let the model do it
+        model = build_mlp(config)
+        drawn = torch.stack([b.linear.weight.detach() for b in model.layers])
+        return drawn if out is None else out.copy_(drawn)
+    direct = out is not None and out.device.type == "cpu" and out.dtype == torch.float32
+    weights = (
+        out if direct and out is not None else torch.empty(config.depth, *([config.width] * 2))
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    for layer in weights:  # the same draws, in the same order, as build_mlp's init_linear_
+        init.apply(layer, gen)
+    if precision.round_dtype is not None:
+        weights.copy_(round_to(weights, precision.round_dtype))
+    if direct and out is not None:
+        return out
+    moved = weights.to(device=config.device, dtype=precision.compute_dtype)
+    return moved if out is None else out.copy_(moved)
+
+
+def _draw_all(configs: Sequence[MLPConfig]) -> torch.Tensor:
+    """Every cell's weights, ``(depth, S, width, width)``. Cells draw on their own
+    generators, so threads may share the work (the draws release the GIL): on a GPU host
+    the CPU draws are otherwise the floor."""
+    first = configs[0]
+    dtype = first.precision.compute_dtype
+    shape = (first.depth, len(configs), first.width, first.width)
+    stack = torch.empty(shape, dtype=dtype, device=first.device)
+    jobs = [(c, stack[:, j]) for j, c in enumerate(configs)]
+    workers = min(len(configs), max(1, torch.get_num_threads()), os.cpu_count() or 1)
+    if workers <= 1:
+        for c, out in jobs:
+            draw_weights(c, out)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda job: draw_weights(*job), jobs))
+    return stack
+
+
+def check_stackable(configs: Sequence[MLPConfig], batch: int) -> None:
+    """Refuse a stack whose cells do not share a shape (a bug in the caller, not bad input)."""
+    if not configs:
+        raise ValueError("a stack needs at least one cell")
+    check_batch(batch)
+    if not all(stackable(c) for c in configs):
+        raise ValueError("a stack's biases start at zero: cells with bias_var > 0 run per cell")
+    keys = {shape_key(c, batch) for c in configs}
+    if len(keys) != 1:
+        raise ValueError(f"cells of one stack must share a shape, got {sorted(keys)}")
+
+
+def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStats]]:
+    """One forward and backward pass of every cell, stacked; per cell, per-layer statistics
+    (the same ``LayerStats`` as ``probe(build_mlp(config), input_batch(config, batch))``)."""
+    check_stackable(configs, batch)
+    first = configs[0]
+    precision = first.precision
+    fmt: DType | None = precision.format if precision.format.reduced else None
+    round_dtype = precision.round_dtype
+    s, depth = len(configs), first.depth
+    weights = _draw_all(configs)  # (depth, S, width, width)
+    leaves = [weights[i].detach().requires_grad_() for i in range(depth)]
+    x = torch.stack([input_batch(c, batch) for c in configs])  # (S, batch, width)
+    activation = get_activation(first.activation).factory()
+    zeros = torch.zeros(s, 3, dtype=torch.float64, device=x.device)
+    fwd: list[torch.Tensor] = []
+    pre: list[torch.Tensor] = []
+    bwd: list[torch.Tensor | None] = [None] * depth
+
+    def on_grad(index: int, grad: torch.Tensor) -> None:
+        g = grad.detach()
+        rounded = g if fmt is None or g.dtype == fmt.dtype else round_to(g, fmt.dtype)
+        stats = summary(rows(rounded), extremes=False)
+        nonfinite = stats[:, 3] if rounded is g else nonfinite_count(rows(g))
+        events = zeros if fmt is None else event_counts(g, fmt)
+        bwd[index] = torch.cat([stats[:, 1:2], nonfinite.unsqueeze(1), events], dim=1)
+
+    for i in range(depth):
+        h = torch.bmm(x, leaves[i].transpose(1, 2))  # zero biases add nothing
+        events = zeros
+        if round_dtype is not None and fmt is not None:
+            events = event_counts(h, fmt)
+            h = round_with_grad(h, round_dtype)
+        pre.append(summary(rows(h), extremes=False)[:, :2])
+        a: torch.Tensor = activation(h)
+        if round_dtype is not None and fmt is not None:
+            events = torch.maximum(events, event_counts(a, fmt))
+            a = round_with_grad(a, round_dtype)
+        elif fmt is not None:  # native reduced precision: the damage present in the output
+            events = event_counts(a, fmt)
+        fwd.append(torch.cat([summary(rows(a), extremes=True), events], dim=1))
+        a.register_hook(lambda g, i=i: on_grad(i, g))  # type: ignore[no-untyped-call]
+        x = a
+    gen = torch.Generator().manual_seed(PROJECTION_SEED)
+    r = torch.randn(x.shape[1:], generator=gen).to(device=x.device, dtype=x.dtype)
+    torch.autograd.backward(x, r.expand_as(x))  # d(sum(out * R))/d(out) = R, per cell
+    nan = torch.full((s, 5), math.nan, dtype=torch.float64, device=x.device)
+    wgv = [nan[:, 0] if w.grad is None else two_pass_var(rows(w.grad)).double() for w in leaves]
+    table = torch.stack(
+        [
+            torch.cat([f, p, nan if b is None else b, w.unsqueeze(1)], dim=1)
+            for f, p, b, w in zip(fwd, pre, bwd, wgv, strict=True)
+        ]
+    ).tolist()  # (depth, S, 15): the only read back to the host
+    n = batch * first.width
+    return [[_layer_stats(i + 1, table[i][j], n) for i in range(depth)] for j in range(s)]
+
+
+def _layer_stats(layer: int, v: list[float], n: int) -> LayerStats:
+    """Slots: 0-3 mean, var, max_abs, nonfinite; 4-6 events; 7-8 preact mean, var;
+    9-13 grad var, grad nonfinite, grad events; 14 weight grad var."""
+    return LayerStats(
+        layer=layer,
+        preact_mean=v[7],
+        preact_var=v[8],
+        act_mean=v[0],
+        act_var=v[1],
+        act_max_abs=v[2],
+        grad_var=v[9],
+        weight_grad_var=v[14],
+        nonfinite=int(_nan_to_zero(v[3]) + _nan_to_zero(v[10])),
+        overflow_frac=v[4] / n,
+        subnormal_frac=v[5] / n,
+        flush_frac=v[6] / n,
+        grad_overflow_frac=v[11] / n,
+        grad_subnormal_frac=v[12] / n,
+        grad_flush_frac=v[13] / n,
+    )
+
+
+def _nan_to_zero(v: float) -> float:
+    return 0.0 if math.isnan(v) else v

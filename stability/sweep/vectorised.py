@@ -1,0 +1,116 @@
+"""The vectorised executor: cells of one shape run as one stacked network (``--jobs`` as ever).
+
+``VectorisedExecutor`` is an ``Executor`` like the others: it yields ``(cell, outcome)``
+once per cell and never touches the store, so the run loop still commits one cell at a
+time, ``--resume`` still skips cells by key, and progress still counts cells. The stacks
+come from ``plan_stacks`` (shape and memory budget); each runs in this process
+(``jobs == 1``) or on a pool worker of one thread (``jobs > 1``), whole.
+
+A stack that fails is split back to cells, so one failure never costs its neighbours their
+rows: out of memory, it is halved and each half tried again; any other error, each of its
+cells runs on the per-cell path (``run_cell``) and is recorded done or failed on its own. A
+stack of one cell takes the per-cell path directly (stacking it gains nothing), and so do
+cells whose biases are drawn (``bias_var > 0``: the stacked layers add no biases).
+"""
+
+import concurrent.futures
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from stability.core.stacked import probe_stack, stackable
+from stability.errors import StabilityError
+from stability.sweep.cells import Cell, cell_rows
+from stability.sweep.executors import Outcome, init_pool_worker, timed_cell
+from stability.sweep.stacks import plan_stacks
+
+Landed = list[tuple[Cell, Outcome]]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _per_cell(cells: Sequence[Cell]) -> Landed:
+    landed: Landed = []
+    for cell in cells:
+        try:
+            landed.append((cell, timed_cell(cell)))
+        except Exception as exc:  # recorded per cell, the sweep goes on
+            landed.append((cell, exc))
+    return landed
+
+
+def run_stack(cells: Sequence[Cell]) -> Landed:
+    """Every cell of one stack with its outcome; a cell's seconds are its share of the stack.
+
+    Failure is split back to cells (halves when out of memory, else the per-cell path)."""
+    if len(cells) == 1 or not stackable(cells[0].config):
+        return _per_cell(cells)
+    start = time.perf_counter()
+    try:
+        stats = probe_stack([c.config for c in cells], cells[0].batch)
+        rows = [cell_rows(c, s) for c, s in zip(cells, stats, strict=True)]
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            return _per_cell(cells)
+        half = len(cells) // 2
+        return run_stack(cells[:half]) + run_stack(cells[half:])
+    seconds = (time.perf_counter() - start) / len(cells)
+    return [(c, (r, seconds)) for c, r in zip(cells, rows, strict=True)]
+
+
+@dataclass(frozen=True)
+class VectorisedExecutor:
+    """Stacks of cells on ``jobs`` workers (1: this process), each stack within
+    ``budget`` bytes; the budget is shared by the workers."""
+
+    jobs: int
+    budget: int
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise StabilityError(f"jobs must be >= 1, got {self.jobs}")
+        if self.budget <= 0:
+            raise StabilityError(f"memory budget must be positive, got {self.budget} bytes")
+
+    def stacks(self, cells: Sequence[Cell]) -> list[list[Cell]]:
+        """The plan: each worker's stacks fit its share of the budget."""
+        return plan_stacks(cells, max(1, self.budget // self.jobs), self.jobs)
+
+    def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
+        stacks = self.stacks(cells)
+        if not stacks:
+            return
+        if self.jobs == 1:
+            for stack in stacks:
+                yield from run_stack(stack)
+            return
+        yield from self._pool(stacks)
+
+    def _pool(self, stacks: list[list[Cell]]) -> Iterator[tuple[Cell, Outcome]]:
+        context = multiprocessing.get_context()
+        parent = os.getpid() if context.get_start_method() in ("fork", "spawn") else None
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(self.jobs, len(stacks)),
+            mp_context=context,
+            initializer=init_pool_worker,
+            initargs=(parent,),
+        ) as pool:
+            futures = {pool.submit(run_stack, s): s for s in stacks}
+            try:
+                for fut in concurrent.futures.as_completed(futures):
+                    error = fut.exception()
+                    if error is None:
+                        yield from fut.result()
+                    else:  # the worker itself died: every cell of its stack failed with it
+                        yield from ((c, error) for c in futures[fut])
+            finally:  # closed early (interrupted): queued stacks never start
+                for fut in futures:
+                    fut.cancel()
