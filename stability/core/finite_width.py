@@ -146,6 +146,12 @@ class BandLayer:
     caveat: str  # "" where the band's assumptions hold, else why not
 
 
+def no_band(layer: int, reason: str) -> BandLayer:
+    """A layer with no prediction (NaN everywhere), and the reason in its caveat."""
+    nan = math.nan
+    return BandLayer(layer, nan, nan, nan, nan, nan, nan, nan, reason)
+
+
 def predict_band(config: MLPConfig, batch: int) -> list[BandLayer]:
     """Per layer, the band a seed's log10 preact_var and grad_var should fall in."""
     return list(_band(config.activation, config.init, config.depth, config.width, batch))
@@ -153,14 +159,11 @@ def predict_band(config: MLPConfig, batch: int) -> list[BandLayer]:
 
 @lru_cache(maxsize=256)
 def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tuple[BandLayer, ...]:
-    nan = math.nan
     s2 = sigma_w2(init, width, width)
     mf = predict(MLPConfig(depth=depth, width=width, activation=activation, init=init), batch)
     if s2 is None or not all(math.isfinite(t.preact_var) and t.preact_var > 0 for t in mf):
         reason = "data-driven init: no prediction" if s2 is None else "mean-field variance 0/inf"
-        return tuple(
-            BandLayer(i + 1, nan, nan, nan, nan, nan, nan, nan, reason) for i in range(depth)
-        )
+        return tuple(no_band(i + 1, reason) for i in range(depth))
     n, b = float(width), float(batch)
     q = [t.preact_var for t in mf]
     shapes, c, spread = [], 0.0, 1.0 / n  # independent N(0, 1) inputs: c = 0 +- 1/sqrt(n)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stability.core.config import MLPConfig, check_batch
-from stability.core.finite_width import BandLayer, predict_band
+from stability.core.finite_width import no_band, predict_band
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import LayerStats, probe
 from stability.core.theory import LayerPrediction, predict
@@ -101,7 +101,7 @@ def cell_rows(cell: Cell, stats: Sequence[LayerStats]) -> list[dict[str, Any]]:
     band = predict_band(config, cell.batch)  # cached per shape in core/finite_width.py
     if config.bias_var > 0:  # mean field and the band assume zero biases: mark, not mislead
         predicted = [LayerPrediction(t.layer, *[math.nan] * 4) for t in predicted]
-        band = [BandLayer(b.layer, *[math.nan] * 7, BIAS_CAVEAT) for b in band]
+        band = [no_band(b.layer, BIAS_CAVEAT) for b in band]
     mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
     return [
