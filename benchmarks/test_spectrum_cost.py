@@ -39,6 +39,14 @@ def test_spectrum_cost(device: str, benchmark: object) -> None:
     met, p_over = meets_goal(spec.samples, base.samples, GOAL)
     benchmark.extra_info.update(  # type: ignore[attr-defined]
         {
+            # The fields every stored benchmark row carries (measure/bench_schema.py): a
+            # "sample" here is one input of the batch whose Jacobian spectrum was taken.
+            "kind": "spectrum cost",
+            "batch_size": BATCH,
+            "samples_per_s": BATCH / spec.median,
+            "device": device,
+            "dtype": CONFIG.dtype,
+            "median_s": spec.median,
             "spectrum_over_probe": ratio,
             "goal": GOAL,
             "goal_met": met,

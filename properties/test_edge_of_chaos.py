@@ -76,7 +76,7 @@ def test_critical_line_separates_order_from_chaos(sb2: float, seed: int) -> None
     check_critical_line(mean_field_line, sb2, seed)
 
 
-def test_witness_critical_line() -> None:
+def test_witness_critical_line_separates_order_from_chaos() -> None:
     """The line that forgets the bias (sigma_w^2 = 1) is in the ordered phase at sb2 = 0.1."""
     assert_fails_on(bias_blind_line, check_critical_line, 0.1, 3)
 
@@ -115,7 +115,7 @@ def test_xi_c_matches_measured_decay(sw2: float, sb2: float, seed: int) -> None:
     check_xi_c(xi_c_mean_field, sw2, sb2, seed)
 
 
-def test_witness_xi_c() -> None:
+def test_witness_xi_c_matches_measured_decay() -> None:
     assert_fails_on(xi_c_amplitude, check_xi_c, 1.2, 0.3, 5)
 
 
@@ -164,6 +164,6 @@ def test_jacobian_moments_match_free_probability(act: str, law: str, sb2: float,
     check_moments(predicted_moments, act, law, sb2, seed)
 
 
-def test_witness_jacobian_moments() -> None:
+def test_witness_jacobian_moments_match_free_probability() -> None:
     """Gaussian linear layers: the orthogonal prediction says variance 0, they spread ~L."""
     assert_fails_on(ignoring_weight_spread, check_moments, "identity", "gaussian", 0.0, 7)

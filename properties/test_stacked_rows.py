@@ -114,23 +114,40 @@ def test_stacked_rows_equal_per_cell_rows(impl: StackImpl, grid: SweepGrid) -> N
         assert_rows_close(got, run_cell(cell), cell.config.width, cell.config.dtype)
 
 
-def test_witness_a_stack_sharing_one_seed_fails() -> None:
+def test_witness_stacked_rows_equal_per_cell_rows() -> None:
     assert_fails_on(shared_seed_stack, test_stacked_rows_equal_per_cell_rows)
 
 
-def test_emulated_float16_stack_counts_the_same_damage() -> None:
+def check_float16_damage(impl: StackImpl) -> None:
     """A vanishing float16 net (tanh, N(0, 0.01^2)) goes subnormal: the stacked counts are
     the per-cell counts exactly, and they are not all zero."""
     grid = SweepGrid(("tanh",), ("normal",), (6,), (16,), ("float16",), (0, 1), (8,))
     cells = grid.cells()
-    rows = stacked(cells)
+    rows = impl(cells)
     for cell, got in zip(cells, rows, strict=True):
         assert_rows_close(got, run_cell(cell), 16, "float16")
     assert max(r["subnormal_frac"] + r["flush_frac"] for rs in rows for r in rs) > 0.05
 
 
-def test_lsuv_and_orthogonal_cells_stack_with_the_others() -> None:
-    configs = [MLPConfig(depth=3, width=16, init=i, seed=5) for i in ("lsuv", "orthogonal")]
-    cells = [Cell(c, 4) for c in configs]
-    for cell, got in zip(cells, stacked(cells), strict=True):
+def test_emulated_float16_stack_counts_the_same_damage() -> None:
+    check_float16_damage(stacked)
+
+
+def test_witness_emulated_float16_stack_counts_the_same_damage() -> None:
+    assert_fails_on(shared_seed_stack, check_float16_damage)
+
+
+def check_data_driven_and_orthogonal(impl: StackImpl) -> None:
+    """LSUV (data-driven) and orthogonal cells stack with each other, each with its seed."""
+    pairs = (("lsuv", 5), ("orthogonal", 6))
+    cells = [Cell(MLPConfig(depth=3, width=16, init=i, seed=s), 4) for i, s in pairs]
+    for cell, got in zip(cells, impl(cells), strict=True):
         assert_rows_close(got, run_cell(cell), 16, "float32")
+
+
+def test_lsuv_and_orthogonal_cells_stack_with_the_others() -> None:
+    check_data_driven_and_orthogonal(stacked)
+
+
+def test_witness_lsuv_and_orthogonal_cells_stack_with_the_others() -> None:
+    assert_fails_on(shared_seed_stack, check_data_driven_and_orthogonal)

@@ -131,7 +131,7 @@ def test_residual_variance_grows_linearly_with_depth(
 
 
 @pytest.mark.parametrize("variant", [resmlp_without_skips, plain_kaiming_mlp])
-def test_witness_flat_stacks_do_not_grow(variant: Any) -> None:
+def test_witness_residual_variance_grows_linearly_with_depth(variant: Any) -> None:
     assert_fails_on(variant, test_residual_variance_grows_linearly_with_depth)
 
 
@@ -158,7 +158,7 @@ def test_layernorm_resets_scale(norm: bool, log10_scale: float) -> None:
     assert abs(normalised - 1.0) <= LN_TOLERANCE, (log10_scale, embedded, normalised)
 
 
-def test_witness_without_layernorm_the_scale_passes_through() -> None:
+def test_witness_layernorm_resets_scale() -> None:
     assert_fails_on(False, test_layernorm_resets_scale, variant_name="no LayerNorm")
 
 
@@ -189,5 +189,5 @@ def test_float16_attention_softmax_is_finite(kind: str, logits: torch.Tensor) ->
     assert bool(((sums - 1).abs() <= logits.shape[-1] * 2.0**-10).all()), sums
 
 
-def test_witness_naive_softmax_overflows_in_float16() -> None:
+def test_witness_float16_attention_softmax_is_finite() -> None:
     assert_fails_on("naive", test_float16_attention_softmax_is_finite)

@@ -76,7 +76,7 @@ def test_planted_overflow_is_named_by_module_phase_operator(
 
 
 @given(depth_block=blocks, seed=st.integers(0, 2**16))
-def test_witness_output_only_detection_cannot_name_the_module(
+def test_witness_planted_overflow_is_named_by_module_phase_operator(
     depth_block: tuple[int, int], seed: int
 ) -> None:
     assert_fails_on(OutputOnlyWatch, check_attributed, *depth_block, seed)

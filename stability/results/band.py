@@ -24,10 +24,10 @@ COLUMNS = ("pred_log10_preact_var_lo", "pred_log10_preact_var_hi")
 
 
 def _z(values: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
-    v = np.log10(values.astype(float).to_numpy())
     lo_, hi_ = lo.astype(float).to_numpy(), hi.astype(float).to_numpy()
     centre, half = (lo_ + hi_) / 2.0, (hi_ - lo_) / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.log10(values.astype(float).to_numpy())  # a variance of 0 (underflow): -inf
         # A zero-width band (the top layer's fixed projection) judges by the value alone.
         return np.where(half > 0, (v - centre) / half * BAND_Z, np.where(v == centre, 0.0, np.inf))
 

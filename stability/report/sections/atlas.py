@@ -59,8 +59,8 @@ ELSEWHERE = (
     "(section 3) and every config's per-layer variances in atlas.csv."
 )
 TABLE = "Per-layer variances of every stored config (median and range over seeds)"
-HEALTH = "{bad} of {total} drawn configs leave the band ({dtype})"
-HEALTHY = "all {total} drawn configs stay within the band ({dtype})"
+HEALTH = "{bad} of {total} drawn configs leave the ±2-decade stable band ({dtype})"
+HEALTHY = "all {total} drawn configs stay within the ±2-decade stable band ({dtype})"
 
 
 def atlas(data: ReportData) -> Section:
