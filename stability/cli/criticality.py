@@ -6,11 +6,11 @@ the point of the critical line chi_1 = 1 whose predicted Jacobian spectrum stays
 """
 
 import argparse
-import json
 import math
 import sys
 
 from stability.cli.args import SubParsers
+from stability.cli.json_output import add_json_argument, emit
 from stability.core.activations import ACTIVATIONS
 from stability.core.registry import lookup
 from stability.errors import StabilityError
@@ -47,7 +47,7 @@ def add_criticality(sub: SubParsers) -> None:
         help="also print the phase diagram: the critical line and xi_c over a "
         "(sigma_w^2, sigma_b^2) grid, for this activation",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_argument(p, "criticality")
     p.set_defaults(handler=_cmd_criticality)
 
 
@@ -70,7 +70,7 @@ def _cmd_criticality(args: argparse.Namespace) -> int:
         row: dict[str, object] = _plain(rec.as_dict())
         if phase is not None:
             row["phase_diagram"] = phase
-        print(json.dumps(row, indent=2))
+        emit("criticality", {"exit_code": 0, **row})
         return 0
     if phase is not None:
         print(

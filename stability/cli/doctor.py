@@ -20,7 +20,7 @@ from stability.cli.args import (
     nonempty,
 )
 from stability.cli.doctor_model import cmd_doctor_model
-from stability.cli.json_output import emit, human
+from stability.cli.json_output import add_json_argument, emit, human
 from stability.cli.model_args import add_model_arguments
 from stability.errors import StabilityError
 from stability.interrupts import deferred_interrupt
@@ -92,12 +92,7 @@ def add_doctor(sub: SubParsers) -> None:
         help="exit 1 if the run diverged (a NaN/Inf appeared), after writing every table; "
         "lr-search/lr-map trials do not count (default: exit 0 either way)",
     )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON document (schema stability-doctor/1, docs/json.md) on stdout; "
-        "the lines for a person go to stderr",
-    )
+    add_json_argument(p, "doctor")
     p.add_argument(
         "--figure",
         type=Path,

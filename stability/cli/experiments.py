@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, names, nonempty
-from stability.cli.json_output import emit, human
+from stability.cli.json_output import add_json_argument, emit, human
 from stability.errors import StabilityError
 from stability.experiments.names import NAMES
 
@@ -49,12 +49,7 @@ def add_experiments(sub: SubParsers) -> None:
         help="folder for the CSVs and figures (default: %(default)s)",
     )
     p.add_argument("--format", default="png", help="figure format: png or svg (default: png)")
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON document (schema stability-experiments/1, docs/json.md) on stdout; "
-        "the lines for a person go to stderr",
-    )
+    add_json_argument(p, "experiments")
     add_db_argument(p)
     p.set_defaults(handler=_cmd_experiments)  # fmt: skip
 

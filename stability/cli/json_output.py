@@ -6,6 +6,7 @@ in docs/json.md. Non-finite floats (a variance that overflowed) become ``null``,
 has no inf or NaN, and numpy scalars become plain numbers.
 """
 
+import argparse
 import json
 import math
 import sys
@@ -52,3 +53,13 @@ def emit(command: str, body: Mapping[str, Any], stream: TextIO | None = None) ->
 def human(json_mode: bool) -> TextIO:
     """Where lines for a person go: stderr under ``--json``, else stdout."""
     return sys.stderr if json_mode else sys.stdout
+
+
+def add_json_argument(p: argparse.ArgumentParser, command: str) -> None:
+    """``--json`` with one help text everywhere, naming the command's schema."""
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print one JSON document (schema stability-{command}/1, docs/json.md) on "
+        "stdout; the lines for a person go to stderr",
+    )

@@ -14,7 +14,6 @@ speed), so a refusal means the run certainly does not fit. docs/exit-codes.md li
 limits.
 """
 
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 from stability.core.config import MLPConfig
 from stability.errors import StabilityError
 from stability.sweep.cells import Cell
+from stability.sweep.stacks import available_bytes  # one reader of free memory
 
 if TYPE_CHECKING:
     from stability.train.trainer import TrainConfig
@@ -54,28 +54,6 @@ def train_bytes(cfg: "TrainConfig") -> int:
     states = OPTIMIZER_STATES.get(cfg.optimizer, 2)
     weights = (2 + states) * parameters(c)
     return item * (weights + 4 * c.depth * cfg.batch * c.width + cfg.samples * (c.width + 1))
-
-
-def available_bytes(device: str = "cpu") -> int | None:
-    """Memory free for a new allocation on ``device``; None when it cannot be told."""
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            return None  # the missing device is refused with its own message
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def human_bytes(n: float) -> str:

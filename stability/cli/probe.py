@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, names
-from stability.cli.json_output import document, emit, human
+from stability.cli.json_output import add_json_argument, document, emit, human
 from stability.cli.model_args import add_model_arguments, setup_from_args
 from stability.core.registry import lookup
 from stability.errors import StabilityError
@@ -64,12 +64,7 @@ def add_probe(sub: SubParsers) -> None:
         help="comma list from " + ",".join(PROBE_VERDICTS) + ": after writing the results, "
         "name each module with one of them on stderr and exit 1",
     )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON document (schema stability-probe/1: rows and summary) on "
-        "stdout; the lines for a person go to stderr",
-    )
+    add_json_argument(p, "probe")
     p.set_defaults(handler=_cmd_probe)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stability.cli.args import EXIT_INTERRUPTED, SubParsers, add_db_argument
-from stability.cli.json_output import emit, human
+from stability.cli.json_output import add_json_argument, emit, human
 from stability.errors import StabilityError
 
 if TYPE_CHECKING:
@@ -36,12 +36,7 @@ def add_report(sub: SubParsers) -> None:
     )
     add_db_argument(p)
     p.add_argument("--jobs", type=int, default=None, help="sweep worker processes (default: cores)")
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON document (schema stability-report/1, docs/json.md) on stdout: "
-        "the page's state, each section's health and reason, the files written",
-    )
+    add_json_argument(p, "report")
     p.set_defaults(handler=_cmd_report)
 
 

@@ -14,7 +14,7 @@ from stability.cli.args import (
     ints,
     names,
 )
-from stability.cli.json_output import emit, human
+from stability.cli.json_output import add_json_argument, emit, human
 from stability.cli.limits import check_sweep
 from stability.core.registry import lookup
 from stability.errors import StabilityError
@@ -103,12 +103,7 @@ def add_sweep(sub: SubParsers) -> None:
         help="run beyond the limit on --depth (see docs/exit-codes.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress, no findings summary")
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON document (schema stability-sweep/1, docs/json.md) on stdout; "
-        "the lines for a person go to stderr",
-    )
+    add_json_argument(p, "sweep")
     p.add_argument(
         "--fail-on",
         type=names,

@@ -37,7 +37,8 @@ from torch.utils.hooks import RemovableHandle
 from stability.core.probe import LayerStats, Probe
 from stability.errors import StabilityError
 from stability.integrations.watch_report import write_watch_report
-from stability.train.attribution import Attribution, attribute, is_finite, tensors_of
+from stability.train.attribution import Attribution, attribute, is_finite
+from stability.train.doctor.replay import tensors_of
 from stability.usermodel.probe import default_modules as usermodel_defaults
 
 ON_NONFINITE = ("raise", "warn")

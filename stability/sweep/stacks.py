@@ -48,20 +48,23 @@ def parse_budget(text: str) -> int:
 
 def default_budget(device: str) -> int:
     """A share of the memory free on ``device``: a stack that fits leaves room for the rest."""
-    if device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            free, _ = torch.cuda.mem_get_info(torch.device(device))
-            return int(free * CUDA_BUDGET_SHARE)
-        return FALLBACK_BUDGET
-    available = _available_cpu_bytes()
+    available = available_bytes(device)
     if available is None:
         return FALLBACK_BUDGET
+    if device.startswith("cuda"):
+        return int(available * CUDA_BUDGET_SHARE)
     return int(min(CPU_BUDGET_CAP, available * CPU_BUDGET_SHARE))
 
 
-def _available_cpu_bytes() -> int | None:
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory free for a new allocation on ``device``; None when it cannot be told."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None  # the missing device is refused with its own message
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from stability.train.doctor.diagnosis import INF, NAN, OpEvent
-from stability.train.doctor.replay import _FirstNonFinite
+from stability.train.doctor.replay import _FirstNonFinite, tensors_of
 
 ROOT = "<model>"  # the label of the model's own code, outside every watched child
 
@@ -42,17 +42,6 @@ class Attribution:
         op = f", operator {self.op}" if self.op else ""
         detail = f"; {self.detail}" if self.detail else ""
         return f"{where}: {what}{op}{detail}"
-
-
-def tensors_of(obj: object) -> list[torch.Tensor]:
-    """The floating-point tensors in a (nested) output: a tensor, tuple, list or dict."""
-    if isinstance(obj, torch.Tensor):
-        return [obj] if obj.is_floating_point() else []
-    if isinstance(obj, list | tuple):
-        return [t for o in obj for t in tensors_of(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in tensors_of(o)]
-    return []
 
 
 def is_finite(t: torch.Tensor) -> bool:

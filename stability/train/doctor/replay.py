@@ -27,13 +27,14 @@ _DIVISIONS = {"div", "div_", "true_divide"}
 _FACTORIES = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
 
 
-def _tensors(obj: object) -> list[torch.Tensor]:
+def tensors_of(obj: object) -> list[torch.Tensor]:
+    """The floating-point tensors in a (nested) value: a tensor, tuple, list or dict."""
     if isinstance(obj, torch.Tensor):
         return [obj] if obj.is_floating_point() else []
     if isinstance(obj, list | tuple):
-        return [t for o in obj for t in _tensors(o)]
+        return [t for o in obj for t in tensors_of(o)]
     if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
+        return [t for o in obj.values() for t in tensors_of(o)]
     return []
 
 
@@ -104,7 +105,7 @@ class _FirstNonFinite(TorchDispatchMode):  # type: ignore[no-untyped-call]
     ) -> Any:
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        ins = _tensors(args) + _tensors(kwargs)
+        ins = tensors_of(args) + tensors_of(kwargs)
         scan = self.first_nan is None and bool(ins) and name not in _FACTORIES
         mutable = bool(func._schema.is_mutable)
         if scan:  # judge inputs before the call: in-place operators overwrite them
@@ -114,7 +115,7 @@ class _FirstNonFinite(TorchDispatchMode):  # type: ignore[no-untyped-call]
         out = func(*args, **kwargs)
         if not scan:
             return out
-        outs = _tensors(out)
+        outs = tensors_of(out)
         where, phase = self.context[-1]
         if self.first_inf is None and not (in_inf or in_nan) and _has(outs, torch.isinf):
             if math.isnan(biggest):
