@@ -310,26 +310,37 @@ class Probe:
             if weight is not None and weight.grad is not None:
                 wgv = float(_moments(weight.grad)[1])
             n = self._elements.get(i, 0) or 1
-            rows.append(
-                LayerStats(
-                    layer=i + 1,
-                    preact_mean=pre[0],
-                    preact_var=pre[1],
-                    act_mean=fwd[0],
-                    act_var=fwd[1],
-                    act_max_abs=fwd[2],
-                    grad_var=bwd[0],
-                    weight_grad_var=wgv,
-                    nonfinite=int(_nan_to_zero(fwd[3]) + _nan_to_zero(bwd[1])),
-                    overflow_frac=fwd[4] / n,
-                    subnormal_frac=fwd[5] / n,
-                    flush_frac=fwd[6] / n,
-                    grad_overflow_frac=bwd[2] / n,
-                    grad_subnormal_frac=bwd[3] / n,
-                    grad_flush_frac=bwd[4] / n,
-                )
-            )
+            rows.append(layer_stats(i + 1, fwd, pre, bwd, wgv, n))
         return rows
+
+
+def layer_stats(
+    layer: int,
+    fwd: Sequence[float],
+    pre: Sequence[float],
+    bwd: Sequence[float],
+    weight_grad_var: float,
+    n: int,
+) -> LayerStats:
+    """One layer's ``LayerStats`` from its reduced slots (``_FWD``, ``_PRE``, ``_BWD`` order)
+    and its element count: the one place a slot is given its meaning, for every probe path."""
+    return LayerStats(
+        layer=layer,
+        preact_mean=pre[0],
+        preact_var=pre[1],
+        act_mean=fwd[0],
+        act_var=fwd[1],
+        act_max_abs=fwd[2],
+        grad_var=bwd[0],
+        weight_grad_var=weight_grad_var,
+        nonfinite=int(_nan_to_zero(fwd[3]) + _nan_to_zero(bwd[1])),
+        overflow_frac=fwd[4] / n,
+        subnormal_frac=fwd[5] / n,
+        flush_frac=fwd[6] / n,
+        grad_overflow_frac=bwd[2] / n,
+        grad_subnormal_frac=bwd[3] / n,
+        grad_flush_frac=bwd[4] / n,
+    )
 
 
 def _values(stored: torch.Tensor | list[float] | None, n: int) -> list[float]:

@@ -33,7 +33,7 @@ from stability.core.dtypes import DType
 from stability.core.emulation import round_to, round_with_grad
 from stability.core.inits import get_init
 from stability.core.model import build_mlp, input_batch
-from stability.core.probe import PROJECTION_SEED, LayerStats
+from stability.core.probe import PROJECTION_SEED, LayerStats, layer_stats
 from stability.core.stacked_stats import event_counts, nonfinite_count, rows, summary, two_pass_var
 
 ShapeKey = tuple[str, int, int, str, bool, float, str, int]
@@ -165,26 +165,6 @@ def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStat
 
 
 def _layer_stats(layer: int, v: list[float], n: int) -> LayerStats:
-    """Slots: 0-3 mean, var, max_abs, nonfinite; 4-6 events; 7-8 preact mean, var;
-    9-13 grad var, grad nonfinite, grad events; 14 weight grad var."""
-    return LayerStats(
-        layer=layer,
-        preact_mean=v[7],
-        preact_var=v[8],
-        act_mean=v[0],
-        act_var=v[1],
-        act_max_abs=v[2],
-        grad_var=v[9],
-        weight_grad_var=v[14],
-        nonfinite=int(_nan_to_zero(v[3]) + _nan_to_zero(v[10])),
-        overflow_frac=v[4] / n,
-        subnormal_frac=v[5] / n,
-        flush_frac=v[6] / n,
-        grad_overflow_frac=v[11] / n,
-        grad_subnormal_frac=v[12] / n,
-        grad_flush_frac=v[13] / n,
-    )
-
-
-def _nan_to_zero(v: float) -> float:
-    return 0.0 if math.isnan(v) else v
+    """Slots: 0-6 the forward's (``_FWD``), 7-8 the pre-activation's, 9-13 the gradient's,
+    14 the weight gradient's variance."""
+    return layer_stats(layer, v[0:7], v[7:9], v[9:14], v[14], n)
