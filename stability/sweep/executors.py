@@ -97,6 +97,20 @@ def timed_cell(cell: Cell) -> tuple[Rows, float]:
     return rows, time.perf_counter() - start
 
 
+def worker_pool(jobs: int, tasks: int) -> concurrent.futures.ProcessPoolExecutor:
+    """A pool of at most ``jobs`` workers (no more than ``tasks``: no idle workers, see
+    stability.cli.limits), each ignoring Ctrl-C and dying with this process."""
+    context = multiprocessing.get_context()
+    # Under a fork server the workers' parent is that server, not this process.
+    parent = os.getpid() if context.get_start_method() in ("fork", "spawn") else None
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(jobs, tasks),
+        mp_context=context,
+        initializer=init_pool_worker,
+        initargs=(parent,),
+    )
+
+
 class InProcessExecutor:
     """Cells one after another in this process, with torch's own thread count (``--jobs 1``)."""
 
@@ -121,15 +135,7 @@ class PoolExecutor:
     def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
         if not cells:
             return
-        context = multiprocessing.get_context()
-        # Under a fork server the workers' parent is that server, not this process.
-        parent = os.getpid() if context.get_start_method() in ("fork", "spawn") else None
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(self.jobs, len(cells)),  # no idle workers: see stability.cli.limits
-            mp_context=context,
-            initializer=init_pool_worker,
-            initargs=(parent,),
-        ) as pool:
+        with worker_pool(self.jobs, len(cells)) as pool:
             futures = {pool.submit(timed_cell, c): c for c in cells}
             try:
                 for fut in concurrent.futures.as_completed(futures):

@@ -14,8 +14,6 @@ cells whose biases are drawn (``bias_var > 0``: the stacked layers add no biases
 """
 
 import concurrent.futures
-import multiprocessing
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ import torch
 from stability.core.stacked import probe_stack, stackable
 from stability.errors import StabilityError
 from stability.sweep.cells import Cell, cell_rows
-from stability.sweep.executors import Outcome, init_pool_worker, timed_cell
+from stability.sweep.executors import Outcome, timed_cell, worker_pool
 from stability.sweep.stacks import plan_stacks
 
 Landed = list[tuple[Cell, Outcome]]
@@ -95,14 +93,7 @@ class VectorisedExecutor:
         yield from self._pool(stacks)
 
     def _pool(self, stacks: list[list[Cell]]) -> Iterator[tuple[Cell, Outcome]]:
-        context = multiprocessing.get_context()
-        parent = os.getpid() if context.get_start_method() in ("fork", "spawn") else None
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(self.jobs, len(stacks)),
-            mp_context=context,
-            initializer=init_pool_worker,
-            initargs=(parent,),
-        ) as pool:
+        with worker_pool(self.jobs, len(stacks)) as pool:
             futures = {pool.submit(run_stack, s): s for s in stacks}
             try:
                 for fut in concurrent.futures.as_completed(futures):
