@@ -10,7 +10,8 @@ import hashlib
 import importlib.metadata
 import json
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,20 @@ class Cache:
         data = self.load()
         data.setdefault(kind, []).append(entry)
         write_text(self.index, json.dumps(data, indent=1), "report cache index")
+
+    def stored_run(
+        self, kind: str, fp: str, has_run: Callable[[int], bool]
+    ) -> dict[str, Any] | None:
+        """The entry of a run of ``kind`` made for ``fp`` whose rows are still in the store
+        (a replaced or trimmed store invalidates it); None: compute again."""
+        cached = self.find(kind, fp)
+        return cached if cached is not None and has_run(int(cached["run_id"])) else None
+
+    def add_run(self, kind: str, fp: str, label: str, run_id: int, seconds: float) -> None:
+        """Record a stored run of ``kind`` made for ``fp``, stamped now."""
+        self.add(kind, {"fingerprint": fp, "code": label, "run_id": run_id,
+                        "seconds": round(seconds, 1),
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
 
 
 def property_run(entry: dict[str, Any], current: bool | None, how: str) -> PropertyRun:

@@ -20,8 +20,8 @@ def experiments_step(store: Store, cache: Cache, code: tuple[str, str], display:
     """Reuse the stored quick run made by this code; else run all five quickly and store."""
     code_hash, label = code
     fp = fingerprint(code_hash, KIND, {"version": VERSION, "quick": True})
-    cached = cache.find(KIND, fp)
-    if cached is not None and store.has_run(int(cached["run_id"])):
+    cached = cache.stored_run(KIND, fp, store.has_run)
+    if cached is not None:
         detail = f"reused experiments run {cached['run_id']} of {cached['finished']} ({label})"
         display.say(f"{NAME}: {detail}")
         return Step(NAME, "reused", detail)
@@ -30,9 +30,7 @@ def experiments_step(store: Store, cache: Cache, code: tuple[str, str], display:
     results = run_experiments(select(None), quick=True, say=display.say)
     run_id = store_results(store, results, ["stability", "report", MARKER])
     seconds = time.perf_counter() - start
-    cache.add(KIND, {"fingerprint": fp, "code": label, "run_id": run_id,
-                     "seconds": round(seconds, 1),
-                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
+    cache.add_run(KIND, fp, label, run_id, seconds)
     held = sum(c.ok for r in results for c in r.claims)
     total = sum(len(r.claims) for r in results)
     detail = f"experiments run {run_id}: {held} of {total} claims hold, {seconds:.0f} s ({label})"

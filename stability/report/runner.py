@@ -265,8 +265,8 @@ class Runner:
         name = "doctor defaults"
         code_hash, label = self.code
         fp = fingerprint(code_hash, "doctor", {"version": doctor_cases.VERSION})
-        cached = self.cache.find("doctor", fp)
-        if cached is not None and _run_exists(self.db, int(cached["run_id"])):
+        cached = self.cache.stored_run("doctor", fp, lambda run: _run_exists(self.db, run))
+        if cached is not None:
             detail = f"reused doctor run {cached['run_id']} of {cached['finished']} ({label})"
             self.display.say(f"{name}: {detail}")
             return Step(name, "reused", detail)
@@ -276,16 +276,7 @@ class Runner:
         with Store.open(self.db) as store:
             run_id = doctor_cases.write(store, tables)
         seconds = time.perf_counter() - start
-        self.cache.add(
-            "doctor",
-            {
-                "fingerprint": fp,
-                "code": label,
-                "run_id": run_id,
-                "seconds": round(seconds, 1),
-                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            },
-        )
+        self.cache.add_run("doctor", fp, label, run_id, seconds)
         detail = f"doctor run {run_id} in {seconds:.0f} s ({label})"
         self.display.say(f"{name}: {detail}")
         return Step(name, "ran", detail, seconds)
@@ -297,8 +288,8 @@ class Runner:
         code_hash, label = self.code
         options = {"version": spectrum_cases.VERSION, "quick": self.quick}
         fp = fingerprint(code_hash, "spectrum", options)
-        cached = self.cache.find("spectrum", fp)
-        if cached is not None and _run_exists(self.db, int(cached["run_id"])):
+        cached = self.cache.stored_run("spectrum", fp, lambda run: _run_exists(self.db, run))
+        if cached is not None:
             detail = f"reused spectrum run {cached['run_id']} of {cached['finished']} ({label})"
             self.display.say(f"{name}: {detail}")
             return Step(name, "reused", detail)
@@ -308,9 +299,7 @@ class Runner:
         with Store.open(self.db) as store:
             run_id = spectrum_cases.write(store, tables)
         seconds = time.perf_counter() - start
-        entry = {"fingerprint": fp, "code": label, "run_id": run_id, "seconds": round(seconds, 1),
-                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
-        self.cache.add("spectrum", entry)
+        self.cache.add_run("spectrum", fp, label, run_id, seconds)
         detail = f"spectrum run {run_id} in {seconds:.0f} s ({label})"
         self.display.say(f"{name}: {detail}")
         return Step(name, "ran", detail, seconds)
