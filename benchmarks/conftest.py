@@ -25,6 +25,7 @@ import torch
 
 from stability.core.config import MLPConfig
 from stability.measure.bench import Throughput, fixed_iterations, measure, unstable
+from stability.measure.bench_schema import extra_info_problems
 from stability.measure.interleave import RoundRunner
 from stability.measure.steps import Step
 from stability.measure.threads import threads as intra_op_threads
@@ -103,6 +104,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for c in cases
         ]
         metafunc.parametrize("case", params)
+
+
+@pytest.fixture(autouse=True)
+def stored_fields(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a benchmark whose ``extra_info`` the store would refuse, at the benchmark itself.
+
+    The report stores every benchmark row (``measure/bench_schema.py``); without this check a
+    benchmark that forgets ``batch_size`` or ``device`` passes here and breaks the report later.
+    """
+    yield
+    bench = request.node.funcargs.get("benchmark")
+    if bench is None or getattr(bench, "disabled", False) or bench.stats is None:
+        return
+    problems = extra_info_problems(bench.extra_info)
+    if problems:
+        pytest.fail(f"{request.node.nodeid}: the store would refuse it: {'; '.join(problems)}")
 
 
 @pytest.fixture

@@ -29,19 +29,8 @@ import time
 from pathlib import Path
 
 PY = sys.executable
-HALVE_KAIMING = """
-import dataclasses, math, sys
-from stability.core.inits import INITS
-from stability.cli import main
-k = INITS["kaiming_normal"]
-def halved(weight, gen):
-    k.apply(weight, gen)
-    weight.data.mul_(math.sqrt(0.5))
-INITS["kaiming_normal"] = dataclasses.replace(k, apply=halved)
-sys.exit(main(sys.argv[1:]))
-"""
-
-
+# Kaiming's std scaled by sqrt(1/2) when the package is imported (appended to a copy's
+# ``__init__``), or, run with ``-c``, before the CLI starts in this process.
 HALVE_KAIMING_ON_IMPORT = """
 import dataclasses as _dc, math as _math
 from stability.core.inits import INITS as _INITS
@@ -51,6 +40,14 @@ def _halved(weight, gen):
     weight.data.mul_(_math.sqrt(0.5))
 _INITS["kaiming_normal"] = _dc.replace(_k, apply=_halved)
 """
+HALVE_KAIMING = (
+    HALVE_KAIMING_ON_IMPORT
+    + """
+import sys
+from stability.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+)
 
 
 def git(*args: str) -> str:

@@ -44,7 +44,8 @@ def _stats_problems(stats: Any) -> list[str]:
     return problems
 
 
-def _extra_problems(extra: Any) -> list[str]:
+def extra_info_problems(extra: Any) -> list[str]:
+    """What a benchmark must attach before it can be stored (checked after each benchmark too)."""
     if not isinstance(extra, Mapping):
         return [f"'extra_info' must be an object, got {type(extra).__name__}"]
     missing = [k for k in REQUIRED_EXTRA if k not in extra]
@@ -77,7 +78,7 @@ def entry_problems(entry: Any) -> list[str]:
         if entry.get(key) is not None and not isinstance(entry[key], str):
             problems.append(f"{key!r} must be a string, got {entry[key]!r:.40}")
     problems += _stats_problems(entry.get("stats"))
-    problems += _extra_problems(entry.get("extra_info"))
+    problems += extra_info_problems(entry.get("extra_info"))
     return problems
 
 
