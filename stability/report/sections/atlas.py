@@ -97,6 +97,7 @@ def atlas(data: ReportData) -> Section:
                 ),
                 ALT.format(rows=len(acts), cols=len(inits), direction=direction),
                 caption + (" " + BAND_CAPTION if has_band else ""),
+                fmt="png",  # dozens of panels of dense lines: an SVG of them weighs ~0.8 MB
             )
         )
     skipped = left_out(data, rows, ELSEWHERE)
