@@ -135,7 +135,7 @@ def ignoring_weight_spread(
 
 Band = Callable[[str, float, float, int, int, int, str], list[MeanBand]]
 # The spread check: (K - 1) s^2 / sd^2 ~ chi-square(K - 1) for K networks, two-sided at
-# 99.9 %; the band's own model error (its sd is 0.9x-1.4x the measured over 48 networks at
+# 99.9 %; the band's own model error (the measured sd is 0.87-1.24x its sd over 48 networks at
 # these points, docs/spectrum.md) widens each side by BAND_MODEL = 1.5 in sd.
 SPREAD_LO = float(chi2.ppf(0.0005, SPEC_NETS - 1)) / (SPEC_NETS - 1)
 SPREAD_HI = float(chi2.ppf(0.9995, SPEC_NETS - 1)) / (SPEC_NETS - 1)
