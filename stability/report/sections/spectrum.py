@@ -19,13 +19,16 @@ INTRO = (
     "(mean eigenvalue of J J^T = 1 at every depth): linear and relu at sigma_w^2 = 1 and 2, "
     "tanh at the point 'stability criticality' recommends. Free probability is "
     "width-infinite: one network's mean eigenvalue of J J^T sits below it by half the "
-    "variance of its log and spreads by that sd, so the measured mean is judged against "
-    "that finite-width band (warned beyond 3 sd). Derivations: docs/spectrum.md."
+    "variance of its log (tanh: slightly above, through the inputs' own norm) and spreads "
+    "by that sd, so the measured mean is judged against that finite-width band, warned "
+    "beyond 3 of its sds (taken 1.5x for the band's own error). Derivations: "
+    "docs/spectrum.md."
 )
 BANDS_ALT = "Quantiles of log10 singular values of J against depth, per activation and weight law."
 BANDS_CAPTION = (
-    "Conclude: only orthogonal weights with tanh (or linear) keep the singular values "
-    "near 1 (grey band: within a factor 10) as depth grows. Gaussian weights, and relu "
+    "Conclude: only orthogonal weights with tanh at its critical point (or linear) keep "
+    "the singular values near 1 (grey band: within a factor 10) as depth grows. Gaussian "
+    "weights, and relu "
     "with either law, spread them over decades even though their mean stays 1: "
     "variance-preserving is not enough, the spectrum's width grows like depth."
 )
@@ -41,7 +44,7 @@ MOMENTS_CAPTION = (
 TABLE = (
     "Per depth: mean and variance of J J^T's eigenvalues, measured and predicted; "
     "'mean_off' is log10(measured / predicted mean), judged against the finite-width band "
-    "(band_offset +- band_sd: where one network's log10 mean falls, docs/spectrum.md)"
+    "(band_log10_offset +- band_log10_sd: where one network's log10 mean falls)"
 )
 D2L = (
     "The notes' product of 100 random 4x4 N(0, 1) matrices as a spectrum (8 seeds, float64): "
