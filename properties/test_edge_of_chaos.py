@@ -8,7 +8,8 @@
   ``exp(-l / xi_c)``; the measured per-layer decay rate matches ``exp(-1 / xi_c)``.
 - The Jacobian's moments: mean and variance of the eigenvalues of J J^T (exact product)
   against the free-probability prediction (``core.jacobian_theory``), for linear, relu and
-  tanh, Gaussian and orthogonal weights.
+  tanh, Gaussian and orthogonal weights; and the finite-width band of one network's log10
+  mean (``core.jacobian_width``): its average and its spread over networks.
 
 Standard errors come from the spread over independent seeds (networks), each seed's value
 being an average over layers or inputs; bounds are 5 of them (DESIGN.md).
@@ -21,6 +22,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import chi2
 from strategies import seeds
 from witness import assert_fails_on
 
@@ -28,6 +30,7 @@ from stability.core.criticality import critical_sigma_w2, mean_field
 from stability.core.depth_scales import measured_chi_1, simulate
 from stability.core.jacobian import spectrum
 from stability.core.jacobian_theory import MomentPrediction, predicted_moments
+from stability.core.jacobian_width import MeanBand, mean_band
 from stability.core.model import input_batch
 from stability.core.scaled import scaled_mlp
 
@@ -130,10 +133,33 @@ def ignoring_weight_spread(
     return predicted_moments(act, sw2, sb2, depth, "orthogonal")
 
 
-def check_moments(predict: Predict, act: str, law: str, sb2: float, seed: int) -> None:
+Band = Callable[[str, float, float, int, int, int, str], list[MeanBand]]
+# The spread check: (K - 1) s^2 / sd^2 ~ chi-square(K - 1) for K networks, two-sided at
+# 99.9 %; the band's own model error (the measured sd is 0.87-1.24x its sd over 48 networks at
+# these points, docs/spectrum.md) widens each side by BAND_MODEL = 1.5 in sd.
+SPREAD_LO = float(chi2.ppf(0.0005, SPEC_NETS - 1)) / (SPEC_NETS - 1)
+SPREAD_HI = float(chi2.ppf(0.9995, SPEC_NETS - 1)) / (SPEC_NETS - 1)
+BAND_MODEL = 1.5
+ROUNDING = 1e-6  # decades: float32 weights' spread where the band says exactly 0
+
+
+def width_infinite(
+    act: str, sw2: float, sb2: float, depth: int, width: int, batch: int, law: str
+) -> list[MeanBand]:
+    """Known-bad: free probability taken as it is at any width (no offset, no spread)."""
+    return [
+        MeanBand(b.depth, 0.0, 0.0, 0.0) for b in mean_band(act, sw2, sb2, depth, width, batch, law)
+    ]
+
+
+def check_moments(
+    predict: Predict, act: str, law: str, sb2: float, seed: int, band: Band = mean_band
+) -> None:
     """Mean and variance of J J^T's eigenvalues, pooled over a batch, per network; their
     means over networks against the prediction within 5 standard errors, plus a floor of
-    1e-9 relative for the exactly degenerate orthogonal-linear case (variance 0)."""
+    1e-9 relative for the exactly degenerate orthogonal-linear case (variance 0). Then
+    the finite-width band: the networks' log10 mean averages to the band's offset within
+    5 standard errors, and spreads by its sd (chi-square bounds, see SPREAD_LO/HI)."""
     sw2 = POINTS[act]
     means, variances = [], []
     for net in range(SPEC_NETS):
@@ -142,15 +168,35 @@ def check_moments(predict: Predict, act: str, law: str, sb2: float, seed: int) -
         means.append(row.jj_mean)
         variances.append(row.jj_var)
     want = predict(act, sw2, sb2, SPEC_DEPTH, law)[-1]
-    for name, got, expected in (
-        ("mean", torch.tensor(means), want.jj_mean),
-        ("variance", torch.tensor(variances), want.jj_var),
+    b = band(act, sw2, sb2, SPEC_DEPTH, SPEC_WIDTH, SPEC_BATCH, law)[-1]
+    # One network's mean is log-normal-like (relative sd sqrt(exp(var_ln) - 1)), its
+    # variance ~ s mean^2 twice as wide in log: 8 skewed draws understate their sd now and
+    # then (1 in 168 trials at 5 sample SE), so each SE is the larger of the sample's and
+    # the band's.
+    mean_sd = want.jj_mean * math.sqrt(math.expm1(b.var_ln))
+    var_sd = want.jj_var * math.sqrt(math.expm1(4.0 * b.var_ln))
+    for name, got, expected, floor in (
+        ("mean", torch.tensor(means), want.jj_mean, mean_sd),
+        ("variance", torch.tensor(variances), want.jj_var, var_sd),
     ):
-        se = float(got.std()) / math.sqrt(SPEC_NETS)
+        se = max(float(got.std()), floor) / math.sqrt(SPEC_NETS)
         bound = SIGMAS * se + 1e-9 * want.jj_mean**2
         assert abs(float(got.mean()) - expected) < bound, (
             f"{act}/{law}: {name} {float(got.mean()):.4g} +- {se:.3g}, predicted {expected:.4g}"
         )
+    logs = torch.tensor(means, dtype=torch.float64).log10() - math.log10(want.jj_mean)
+    sd = float(logs.std())
+    where = f"{act}/{law}: log10 mean {float(logs.mean()):+.4f} sd {sd:.4f}"
+    assert abs(float(logs.mean()) - b.log10_offset) <= SIGMAS * sd / math.sqrt(SPEC_NETS) + (
+        ROUNDING
+    ), f"{where}, band offset {b.log10_offset:+.4f}"
+    if b.log10_sd == 0.0:
+        assert sd < ROUNDING, f"{where}, band says no spread"
+        return
+    ratio = (sd / b.log10_sd) ** 2
+    assert SPREAD_LO / BAND_MODEL**2 <= ratio <= SPREAD_HI * BAND_MODEL**2, (
+        f"{where}, band sd {b.log10_sd:.4f}"
+    )
 
 
 @settings(max_examples=8, deadline=None)
@@ -165,5 +211,11 @@ def test_jacobian_moments_match_free_probability(act: str, law: str, sb2: float,
 
 
 def test_witness_jacobian_moments_match_free_probability() -> None:
-    """Gaussian linear layers: the orthogonal prediction says variance 0, they spread ~L."""
+    """Gaussian linear layers: the orthogonal prediction says variance 0, they spread ~L;
+    and free probability read as one network's value (no finite-width spread) fails too."""
     assert_fails_on(ignoring_weight_spread, check_moments, "identity", "gaussian", 0.0, 7)
+    failure = assert_fails_on(
+        width_infinite, lambda band, *a: check_moments(predicted_moments, *a, band=band),
+        "relu", "gaussian", 0.0, 7,
+    )  # fmt: skip
+    assert "band says no spread" in str(failure)

@@ -17,6 +17,10 @@ process, timed with a device sync; the stacked path must be at least ``VECTORISE
 times faster, and its rows must agree with the per-cell rows (cuBLAS may pick another
 kernel for a batched product, so agreement is to ``CUDA_ROWS_RTOL``, not to the bit, and
 is judged on the non-chaotic cells only).
+
+The Jacobian spectrum on CUDA (issue 17): ``stability.core.jacobian.spectrum`` with
+``device='cuda'`` against the same call on CPU, exact (width 64) and Lanczos (width 256),
+float64 throughout: every moment and quantile must agree to ``SPECTRUM_RTOL``.
 """
 
 import argparse
@@ -29,6 +33,7 @@ JSON = Path("results") / "gpu_bench.json"
 VECTORISED_GOAL = 20.0  # stacked over per-cell, on CUDA
 CUDA_ROWS_RTOL = 1e-2  # variances, stacked against per-cell (float32; 5x that for 16 bits)
 ROW_COLUMNS = ("preact_var", "act_var", "grad_var", "weight_grad_var")
+SPECTRUM_RTOL = 1e-8  # float64 on both devices: only the order of summation differs
 
 
 def cuda_device() -> str | None:
@@ -126,6 +131,26 @@ def vectorised_check(device: str, quick: bool) -> tuple[bool, str]:
     return speedup >= VECTORISED_GOAL and rows_ok, summary
 
 
+def spectrum_check(device: str) -> tuple[bool, str]:
+    """The Jacobian's spectrum on ``device`` against CPU, exact and Lanczos. (ok, summary)"""
+    from stability.core.jacobian import spectrum
+    from stability.core.model import input_batch
+    from stability.core.scaled import scaled_mlp
+
+    worst = 0.0
+    for method, width in (("exact", 64), ("lanczos", 256)):
+        model = scaled_mlp("tanh", 16, width, 1.2, 0.05, "gaussian", seed=3)
+        x = input_batch(model.config, 8)
+        cpu = spectrum(model, x, [4, 16], method)  # type: ignore[arg-type]
+        gpu = spectrum(model, x, [4, 16], method, device=device)  # type: ignore[arg-type]
+        for a, b in zip(cpu, gpu, strict=True):
+            for col in ("jj_mean", "jj_var", "within_10", "q05", "q50", "q95"):
+                va, vb = float(getattr(a, col)), float(getattr(b, col))
+                worst = max(worst, abs(va - vb) / max(abs(va), 1e-12))
+    summary = f"spectrum on {device} against CPU: worst relative deviation {worst:.2g}"
+    return worst <= SPECTRUM_RTOL, summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shape only")
@@ -211,6 +236,12 @@ def main() -> int:
         ok, summary = False, f"vectorised check raised {type(exc).__name__}: {exc}"
     print(summary, flush=True)
     codes["cuda vectorised sweep (>= 20x per cell)"] = 0 if ok else 1
+    try:
+        ok, summary = spectrum_check("cuda")
+    except Exception as exc:  # reported as a failed check, the others still count
+        ok, summary = False, f"spectrum check raised {type(exc).__name__}: {exc}"
+    print(summary, flush=True)
+    codes["cuda Jacobian spectrum (= CPU)"] = 0 if ok else 1
     if JSON.exists():
         codes["ingest"] = run([py, "-m", "stability.cli", "bench-ingest", str(JSON)])
         print(table(JSON))

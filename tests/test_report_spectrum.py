@@ -4,6 +4,8 @@ import functools
 import io
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from stability.measure.threads import threads
@@ -12,7 +14,7 @@ from stability.report.inputs import gather
 from stability.report.progress import Display
 from stability.report.runner import Runner
 from stability.report.sections.phase import phase_section
-from stability.report.sections.spectrum import spectrum_section
+from stability.report.sections.spectrum import BAND_Z, judge_mean, spectrum_section
 from stability.results.store import Store
 
 
@@ -85,3 +87,23 @@ def test_runner_step_computes_once_per_code_version(
     assert calls == [True]
     with Store.open(tmp_path / "s.db") as store:
         assert store.records("critical_line")["sigma_w2"].tolist() == [1.0]
+
+
+def test_spectrum_section_judges_the_mean_by_its_finite_width_band() -> None:
+    """A row 0.4 decades below free probability passes where the band puts one network
+    there (centre -0.3, sd 0.2) and warns where the band is narrow (centre 0, sd 0.02)."""
+    base = {"activation": "relu", "weights": "gaussian", "depth": 64, "width": 128,
+            "jj_mean": 10**-0.4, "predicted_jj_mean": 1.0}  # fmt: skip
+    wide = pd.DataFrame([{**base, "band_log10_offset": -0.3, "band_log10_sd": 0.2}])
+    narrow = pd.DataFrame([{**base, "band_log10_offset": 0.0, "band_log10_sd": 0.02}])
+    for frame in (wide, narrow):
+        frame["mean_off"] = np.log10(frame["jj_mean"] / frame["predicted_jj_mean"])
+    assert float(judge_mean(wide)["z"].iloc[0]) < BAND_Z
+    assert float(judge_mean(narrow)["z"].iloc[0]) > BAND_Z
+
+
+def test_spectrum_section_passes_on_its_own_band(db: Path) -> None:
+    section = spectrum_section(gather(db, db.parent, None))
+    assert section.health == "pass", section.reason
+    assert "finite-width band" in section.verdict
+    assert any("depth <= width/4" in note for note in section.notes)

@@ -77,12 +77,28 @@ def test_spectrum_rows_say_what_they_measured() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_spectrum_on_cuda_matches_cpu() -> None:
+@pytest.mark.parametrize("method", ["exact", "lanczos"])
+def test_spectrum_on_cuda_matches_cpu(method: str) -> None:
+    """device='cuda' from a CPU model: float64 on both, so only summation order differs."""
     model = scaled_mlp("tanh", 4, 32, 1.2, 0.05, "gaussian", seed=1)
     x = input_batch(model.config, 4)
-    cpu = spectrum(model, x, [4], "lanczos")[0]
-    gpu = spectrum(model.to("cuda"), x.to("cuda"), [4], "lanczos")[0]
-    assert gpu.jj_mean == pytest.approx(cpu.jj_mean, rel=1e-9)
+    cpu = spectrum(model, x, [2, 4], method)  # type: ignore[arg-type]
+    gpu = spectrum(model, x, [2, 4], method, device="cuda")  # type: ignore[arg-type]
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.jj_mean == pytest.approx(a.jj_mean, rel=1e-9)
+        assert b.jj_var == pytest.approx(a.jj_var, rel=1e-9)
+        assert b.q50 == pytest.approx(a.q50, rel=1e-9)
+    assert next(model.parameters()).device.type == "cpu"  # the model was not moved
+
+
+def test_spectrum_device_argument_on_cpu_changes_nothing() -> None:
+    """The device argument is plumbed: naming the CPU gives the default's numbers."""
+    model = scaled_mlp("tanh", 4, 16, 1.2, 0.05, "gaussian", seed=1)
+    x = input_batch(model.config, 3)
+    for method in ("exact", "lanczos"):
+        plain = spectrum(model, x, [4], method)[0]  # type: ignore[arg-type]
+        named = spectrum(model, x, [4], method, device="cpu")[0]  # type: ignore[arg-type]
+        assert named == plain
 
 
 def _cli(*args: str) -> tuple[int, str]:

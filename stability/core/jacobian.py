@@ -14,10 +14,12 @@ layer-``l`` output with respect to the input is ``J_l = D_l W_l ... D_1 W_1`` wi
   moment are unbiased, the extremes are Ritz bounds (the condition number from them is a
   lower bound on the true one).
 
-The spectrum is of the exact map in float64 (``dtype``), on the model's device: emulated
+The spectrum is of the exact map in float64 (``dtype``), on ``device`` (CPU or CUDA; every
+tensor read back to the host goes through ``.cpu()`` or ``float()``): emulated
 rounding of reduced-precision cells is left out, it is the weights' and slopes' spectrum.
 """
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -43,23 +45,40 @@ class Factors:
     slopes: list[torch.Tensor]
 
 
-def factors(model: MLP, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> Factors:
-    """One forward pass storing each block's weight and activation slope at ``x``."""
+def factors(
+    model: MLP,
+    x: torch.Tensor,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+) -> Factors:
+    """One forward pass storing each block's weight and activation slope at ``x``, on
+    ``device`` (default: where ``x`` is); the model itself is not moved."""
+    target = torch.device(device) if device is not None else x.device
     weights, slopes = [], []
-    a = x.detach().to(dtype)
+    a = x.detach().to(device=target, dtype=dtype)
     for block in model.layers:
-        w = block.linear.weight.detach().to(dtype)
+        w = block.linear.weight.detach().to(device=target, dtype=dtype)
         h = a @ w.T
         if block.linear.bias is not None:
-            h = h + block.linear.bias.detach().to(dtype)
+            h = h + block.linear.bias.detach().to(device=target, dtype=dtype)
         pre = h.requires_grad_(True)
+        activation = _on(block.activation, target)
         with torch.enable_grad():
-            out = block.activation(pre)
+            out = activation(pre)
             (slope,) = torch.autograd.grad(out.sum(), pre)
         weights.append(w)
         slopes.append(slope.detach())
         a = out.detach()
     return Factors(weights, slopes)
+
+
+def _on(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The activation on ``device``: a copy only if it holds tensors (a stateless one, the
+    usual case, runs anywhere), so the caller's model stays where it is."""
+    held = [*module.parameters(), *module.buffers()]
+    if all(t.device == device for t in held):
+        return module
+    return copy.deepcopy(module).to(device)
 
 
 def exact_singular_values(f: Factors, depths: list[int]) -> dict[int, torch.Tensor]:
@@ -186,15 +205,17 @@ def spectrum(
     method: Method = "auto",
     steps: int = LANCZOS_STEPS,
     dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
 ) -> list[SpectrumRow]:
-    """The Jacobian's spectrum at ``depths`` (default: the last layer) for the batch ``x``."""
+    """The Jacobian's spectrum at ``depths`` (default: the last layer) for the batch ``x``,
+    computed on ``device`` (default: where ``x`` is; 'cuda' works from a CPU model)."""
     total = len(model.layers)
     depths = sorted(set(depths or [total]))
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
     if depths[0] < 1 or depths[-1] > total:
         raise ValueError(f"depths must lie in [1, {total}], got {depths}")
-    f = factors(model, x, dtype)
+    f = factors(model, x, dtype, device)
     width = f.slopes[0].shape[1]
     use = ("exact" if width <= EXACT_MAX_WIDTH else "lanczos") if method == "auto" else method
     rows = []

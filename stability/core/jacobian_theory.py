@@ -14,6 +14,14 @@ variance v has ``S(z) = (1/m) (1 - (v / m^2) z + O(z^2))``, so means multiply an
 Hence ``mean = prod_l sigma_w^2 mu_1(q_l)`` (chi^L at a fixed point) and
 ``variance = mean^2 * sum_l (r_W + mu_2(q_l) / mu_1(q_l)^2 - 1)``, i.e. the second moment
 is ``chi^{2L} (1 + L s)`` at a fixed point, with s = r_W + mu_2/mu_1^2 - 1.
+
+Every term of that sum is >= 0 (``E[phi'^4] >= E[phi'^2]^2`` by Cauchy-Schwarz), so a
+negative one is quadrature rounding and is clamped to 0. For linear layers with orthogonal
+weights the variance is exactly 0: ``phi' = 1`` gives ``mu_1 = mu_2 = 1`` and ``r_W = 0``,
+and indeed ``J J^T = sigma_w^{2L} I`` (a product of orthogonal matrices is orthogonal). The
+quadrature's weights sum to 1 only to rounding, which left ``-2e-14`` before the clamp.
+
+At finite width one network's mean sits below and around this mean: ``core/jacobian_width``.
 """
 
 from dataclasses import asdict, dataclass
@@ -24,6 +32,12 @@ import torch
 from stability.core.criticality import Q_LOW, q_map, slope_moment
 
 WEIGHT_VARIANCE = {"gaussian": 1.0, "orthogonal": 0.0}  # normalised variance of W W^T
+
+
+def normalised_slope_variance(mu1: float, mu2: float) -> float:
+    """``mu_2 / mu_1^2 - 1`` (>= 0 by Cauchy-Schwarz; rounding negatives are 0), inf if
+    ``mu_1 = 0`` (a dead activation: no backward signal at all)."""
+    return max(mu2 / mu1**2 - 1.0, 0.0) if mu1 > 0 else float("inf")
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,7 @@ def predicted_moments(
         mu1 = float(slope_moment(activation, qq, 2)[0])
         mu2 = float(slope_moment(activation, qq, 4)[0])
         mean *= float(sw2[0]) * mu1
-        spread += r_w + (mu2 / mu1**2 - 1.0 if mu1 > 0 else float("inf"))
+        spread += r_w + normalised_slope_variance(mu1, mu2)
         out.append(MomentPrediction(layer, float(q[0]), mean, mean**2 * spread, spread))
         q = q_map(activation, sw2, sb2, q)
     return out

@@ -37,7 +37,8 @@ def spectrum_bands(rows: pd.DataFrame) -> Figure:
 
 @styled
 def moment_agreement(rows: pd.DataFrame) -> Figure:
-    """Measured against predicted normalised variance of J J^T's eigenvalues, per depth."""
+    """Measured against predicted normalised variance of J J^T's eigenvalues, per depth:
+    filled where depth <= width/4 (judged), hollow beyond (finite width bends it)."""
     fig = new_figure(height=2.6)
     ax = fig.subplots()
     markers = {"identity": "o", "relu": "s", "tanh": "^"}
@@ -45,8 +46,13 @@ def moment_agreement(rows: pd.DataFrame) -> Figure:
         pred = part["predicted_jj_var"] / part["predicted_jj_mean"] ** 2
         meas = part["jj_var"] / part["jj_mean"] ** 2
         ok = (pred > 1e-6) & (meas > 1e-6)
-        ax.scatter(pred[ok], meas[ok], marker=markers.get(str(act), "o"), s=14,
-                   color=LAW_COLORS.get(str(law), THEORY_COLOR), label=f"{act}, {law}")  # fmt: skip
+        shallow = part["depth"] <= part["width"] / 4  # where the prediction is judged
+        color = LAW_COLORS.get(str(law), THEORY_COLOR)
+        marker = markers.get(str(act), "o")
+        ax.scatter(pred[ok & shallow], meas[ok & shallow], marker=marker, s=14, color=color,
+                   label=f"{act}, {law}")  # fmt: skip
+        ax.scatter(pred[ok & ~shallow], meas[ok & ~shallow], marker=marker, s=14,
+                   facecolors="none", edgecolors=color)  # fmt: skip
     lim = np.array([1e-2, 1e2])
     ax.plot(lim, lim, color=THEORY_COLOR, lw=0.8, ls=":")
     ax.set_xscale("log")

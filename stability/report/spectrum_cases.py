@@ -3,7 +3,8 @@
 - ``spectrum_depth``: the input-output Jacobian's spectrum per depth (exact product) for
   linear, relu and tanh with Gaussian and orthogonal weights, each at its critical point
   (tanh at ``best_init``'s point for the deepest depth, inputs at its q*), beside the
-  free-probability mean and variance of J J^T.
+  free-probability mean and variance of J J^T, and the finite-width band of one network's
+  log10 mean (``core/jacobian_width.py``) that the section judges the measured mean by.
 - ``spectrum_d2l``: the notes' product of 100 random 4x4 N(0, 1) matrices, as a spectrum.
 - ``phase_diagram``: mean field over a (sigma_w^2, sigma_b^2) grid for tanh, and on a few
   points the measured chi_1 and depth scales of simulated networks.
@@ -23,6 +24,7 @@ from stability.core.best_init import best_init
 from stability.core.depth_scales import fitted_depth_scale, measured_chi_1, simulate
 from stability.core.jacobian import spectrum
 from stability.core.jacobian_theory import predicted_moments
+from stability.core.jacobian_width import mean_band
 from stability.core.model import input_batch
 from stability.core.scaled import scaled_mlp
 from stability.measure.threads import threads
@@ -62,13 +64,15 @@ def spectrum_rows(width: int, batch: int, depth_list: Sequence[int]) -> Rows:
             x = input_batch(model.config, batch) * math.sqrt(input_second)
             measured = spectrum(model, x, depths, "exact")
             predicted = predicted_moments(act, sw2, sb2, depths[-1], law, input_second)
+            band = mean_band(act, sw2, sb2, depths[-1], width, batch, law, input_second)
             for m in measured:
-                p = predicted[m.depth - 1]
+                p, b = predicted[m.depth - 1], band[m.depth - 1]
                 rows.append(_finite({
                     "activation": act, "weights": law, "sigma_w2": sw2, "sigma_b2": sb2,
                     **m.as_dict(),
                     "predicted_jj_mean": p.jj_mean, "predicted_jj_var": p.jj_var,
                     "predicted_normalised_var": p.normalised_var,
+                    "band_log10_offset": b.log10_offset, "band_log10_sd": b.log10_sd,
                 }))  # fmt: skip
     return rows
 
