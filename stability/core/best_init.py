@@ -48,10 +48,13 @@ class Recommendation:
 
 
 def spread_per_layer(activation: str, q: torch.Tensor, weights: str) -> torch.Tensor:
-    """``s = r_W + mu_2 / mu_1^2 - 1`` at pre-activation variance q (q* = 0: its limit)."""
+    """``s = r_W + mu_2 / mu_1^2 - 1`` at pre-activation variance q (q* = 0: its limit).
+
+    ``mu_2 >= mu_1^2`` (Cauchy-Schwarz), so s < 0 is rounding (linear, orthogonal: exactly 0).
+    """
     q = q.clamp(min=Q_LOW)
     mu1, mu2 = slope_moment(activation, q, 2), slope_moment(activation, q, 4)
-    return WEIGHT_VARIANCE[weights] + mu2 / mu1**2 - 1.0
+    return (WEIGHT_VARIANCE[weights] + mu2 / mu1**2 - 1.0).clamp(min=0.0)
 
 
 def best_init(

@@ -26,6 +26,7 @@ import torch
 from stability.core.gauss import POINTS_1D, POINTS_2D, derivatives, normal_rule, values
 
 Q_LOW = 1e-30
+MARGINAL_RTOL = 1e-9  # |q_map(q) - q| / q below this at both ends: every q is fixed
 Q_BISECTIONS = 80  # log-range 138 halved 80 times: relative precision 1e-22 (float64-bound)
 Q_DIVERGED = 1e30  # an unbounded activation in the chaotic phase: q grows without limit
 C_NEWTON_STEPS = 60
@@ -77,7 +78,12 @@ def q_star(activation: str, sw2: Any, sb2: Any) -> torch.Tensor:
 
     lo = torch.full_like(sw2, math.log(Q_LOW))
     hi = torch.full_like(sw2, math.log(Q_DIVERGED))
-    zero, diverged = g(lo.exp()) < 0, g(hi.exp()) > 0
+    g_lo, g_hi = g(lo.exp()), g(hi.exp())
+    # A linear map at its critical sigma_w^2 (identity at 1, relu at 2, no bias) keeps every
+    # q: g is rounding at both ends, and its sign would pick 0 or inf by chance. Take 0, the
+    # limit the rest of the module reads as "q* = 0" (chi_1 is the same at every q).
+    marginal = (g_lo.abs() <= MARGINAL_RTOL * lo.exp()) & (g_hi.abs() <= MARGINAL_RTOL * hi.exp())
+    zero, diverged = (g_lo < 0) | marginal, (g_hi > 0) & ~marginal
     for _ in range(Q_BISECTIONS):
         mid = 0.5 * (lo + hi)
         up = g(mid.exp()) > 0
