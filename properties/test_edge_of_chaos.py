@@ -6,6 +6,8 @@
   less sigma_w^2 it is below 1, at 60 % more above, each matching mean field's chi_1.
 - The correlation depth scale: in the ordered phase ``1 - c_l`` decays as
   ``exp(-l / xi_c)``; the measured per-layer decay rate matches ``exp(-1 / xi_c)``.
+- The length depth scale: ``q_l - q*`` decays as ``exp(-l / xi_q)``, measured as the
+  distance between two trajectories through the same networks (``check_xi_q``).
 - The Jacobian's moments: mean and variance of the eigenvalues of J J^T (exact product)
   against the free-probability prediction (``core.jacobian_theory``), for linear, relu and
   tanh, Gaussian and orthogonal weights.
@@ -25,7 +27,7 @@ from strategies import seeds
 from witness import assert_fails_on
 
 from stability.core.criticality import critical_sigma_w2, mean_field
-from stability.core.depth_scales import measured_chi_1, simulate
+from stability.core.depth_scales import length_map_decay, measured_chi_1, simulate
 from stability.core.jacobian import spectrum
 from stability.core.jacobian_theory import MomentPrediction, predicted_moments
 from stability.core.model import input_batch
@@ -117,6 +119,52 @@ def test_xi_c_matches_measured_decay(sw2: float, sb2: float, seed: int) -> None:
 
 def test_witness_xi_c_matches_measured_decay() -> None:
     assert_fails_on(xi_c_amplitude, check_xi_c, 1.2, 0.3, 5)
+
+
+XI_Q_LAYERS, XI_Q_WIDTH, XI_Q_NETS = 3, 256, 16
+
+
+def xi_q_mean_field(sw2: float, sb2: float) -> float:
+    return mean_field("tanh", [sw2], [sb2])[0].xi_q
+
+
+def xi_q_from_chi_1(sw2: float, sb2: float) -> float:
+    """Known-bad: the length scale taken from chi_1 (xi_c's ordered-phase rate), forgetting
+    the ``sigma_w^2 E[phi'' phi]`` term of the length map's slope (Schoenholz eq. 5)."""
+    return -1.0 / math.log(mean_field("tanh", [sw2], [sb2])[0].chi_1)
+
+
+def check_xi_q(xi: Callable[[float, float], float], sw2: float, sb2: float, seed: int) -> None:
+    """The measured decay of ``q_l - q*`` (``depth_scales.length_map_decay``: common random
+    numbers, first ``XI_Q_LAYERS`` layers) against ``-1/xi`` within 5 jackknife standard
+    errors plus a bound on its finite-width bias. That bias: the perturbation's transverse
+    part grows as chi_1^l against the radial part's exp(-l/xi_q) and feeds back into q with
+    weight 1/width, so the mean distance at layer l is off by at most a relative
+    ``(chi_1 exp(1/xi_q))^l / width``; a least-squares slope over layers 1..K moves by at
+    most the value at K (the centred weights are -1, 0, 1 over 2 for K = 3)."""
+    point = mean_field("tanh", [sw2], [sb2])[0]
+    got, se = length_map_decay(
+        "tanh", sw2, sb2, point.q_star, XI_Q_LAYERS, XI_Q_WIDTH, XI_Q_NETS, seed=seed
+    )
+    rate = math.exp(-1.0 / point.xi_q)
+    bias = (point.chi_1 / rate) ** XI_Q_LAYERS / XI_Q_WIDTH
+    want = -1.0 / xi(sw2, sb2)
+    assert abs(got - want) < SIGMAS * se + bias, (
+        f"ln decay per layer {got:.4f} +- {se:.4f} (bias bound {bias:.3f}), xi_q says {want:.4f}"
+    )
+
+
+@settings(max_examples=3, deadline=None)
+@given(sw2=st.floats(0.8, 2.5), sb2=st.floats(0.02, 0.5), seed=seeds())
+def test_xi_q_matches_measured_decay(sw2: float, sb2: float, seed: int) -> None:
+    """tanh on both sides of the critical line: q_l approaches q* as exp(-l / xi_q)."""
+    check_xi_q(xi_q_mean_field, sw2, sb2, seed)
+
+
+def test_witness_xi_q_matches_measured_decay() -> None:
+    """At sigma_w^2 = 1.5, sigma_b^2 = 0.1, chi_1's rate (0.88) is far slower than the length
+    map's (0.47): the measured decay tells them apart."""
+    assert_fails_on(xi_q_from_chi_1, check_xi_q, 1.5, 0.1, 11)
 
 
 Predict = Callable[[str, float, float, int, str], list[MomentPrediction]]
