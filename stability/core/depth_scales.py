@@ -16,6 +16,7 @@ seeds at once (batched matmuls), carry two inputs and a tangent:
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from stability.core.gauss import derivatives
@@ -92,7 +93,13 @@ def fitted_depth_scale(distance: torch.Tensor, floor: float, min_points: int = 3
 
 def measured_chi_1(trace: Trace, skip: int = 0) -> tuple[float, float]:
     """(mean, standard error) of the tangent's per-layer ratio after ``skip`` layers: the
-    error is the spread of per-seed means over sqrt(seeds) (seeds are independent)."""
+    error is the spread of per-seed means over sqrt(seeds) (seeds are independent).
+
+    The error is estimated from ``seeds`` values, so ``(mean - chi_1) / se`` follows
+    Student's t with ``seeds - 1`` degrees of freedom, not a normal: judge it with
+    ``t_sigmas(seeds - 1)`` (8 seeds: 17.1, not 5, for a 5-sigma tail). Its finite-width
+    bias is small: measured ``width * (mean - chi_1)`` within +-0.5 for tanh at widths 16 to
+    256 (docs/theory.md), so ``1 / width`` bounds it."""
     per_seed = trace.ratio[skip:].mean(dim=0)
     seeds = per_seed.numel()
     return float(per_seed.mean()), float(
@@ -141,3 +148,29 @@ def length_map_decay(
     )
     spread = float(((leave_one_out - leave_one_out.mean()) ** 2).sum())
     return slope, math.sqrt((seeds - 1) / seeds * spread)
+
+
+NORMAL_TAIL_5_SIGMA = 5.733e-7  # two-sided P(|z| > 5) for z ~ N(0, 1)
+_LEGENDRE = np.polynomial.legendre.leggauss(64)
+
+
+def _t_tail(x: float, dof: int) -> float:
+    """Two-sided ``P(|T| > x)`` for Student's t: with ``x = sqrt(dof) tan(theta)`` the tail
+    is ``2 c int_theta^{pi/2} cos(u)^(dof - 1) du``, smooth, so 64 Gauss-Legendre nodes."""
+    theta = math.atan(x / math.sqrt(dof))
+    nodes, weights = _LEGENDRE
+    half = (math.pi / 2 - theta) / 2
+    u = theta + half * (nodes + 1.0)
+    log_c = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(math.pi)
+    return float(2.0 * math.exp(log_c) * half * (weights * np.cos(u) ** (dof - 1)).sum())
+
+
+def t_sigmas(dof: int, tail: float = NORMAL_TAIL_5_SIGMA) -> float:
+    """How many estimated standard errors make a two-sided ``tail`` for a mean whose error
+    was estimated with ``dof`` degrees of freedom (Student's t; bisection). 5 for a known
+    error, 17.1 for 7 degrees of freedom, 8.3 for 15."""
+    lo, hi = 0.0, 1e8
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _t_tail(mid, dof) > tail else (lo, mid)
+    return 0.5 * (lo + hi)
