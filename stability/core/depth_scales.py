@@ -98,8 +98,8 @@ def measured_chi_1(trace: Trace, skip: int = 0) -> tuple[float, float]:
     The error is estimated from ``seeds`` values, so ``(mean - chi_1) / se`` follows
     Student's t with ``seeds - 1`` degrees of freedom, not a normal: judge it with
     ``t_sigmas(seeds - 1)`` (8 seeds: 17.1, not 5, for a 5-sigma tail). Its finite-width
-    bias is small: measured ``width * (mean - chi_1)`` within +-0.5 for tanh at widths 16 to
-    256 (docs/theory.md), so ``1 / width`` bounds it."""
+    bias is small: measured ``width * (mean - chi_1)`` between -0.02 and -0.52 for tanh at
+    widths 16 to 128 (docs/theory.md), so ``1 / width`` bounds it."""
     per_seed = trace.ratio[skip:].mean(dim=0)
     seeds = per_seed.numel()
     return float(per_seed.mean()), float(
