@@ -42,7 +42,9 @@ def test_predict_iterates_the_criticality_length_map(
     assert qs[0] == pytest.approx(s2 + sb2, rel=1e-15)
     f64 = torch.float64
     mapped = q_map(
-        activation, torch.tensor([s2], dtype=f64), torch.tensor([sb2], dtype=f64),
+        activation,
+        torch.tensor([s2], dtype=f64),
+        torch.tensor([sb2], dtype=f64),
         torch.tensor(qs[:-1], dtype=f64),
     )
     assert mapped.tolist() == pytest.approx(qs[1:], rel=1e-10)
