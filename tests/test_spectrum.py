@@ -141,11 +141,16 @@ def test_criticality_phase_diagram_for_any_activation() -> None:
     assert chaotic and all(p["phase"] == "chaotic" for p in chaotic)
 
 
-def test_sweep_rows_with_bias_var_carry_no_bias_free_theory() -> None:
+def test_sweep_rows_with_bias_var_carry_theory_with_bias() -> None:
+    """Mean field with sigma_b^2 (q_1 = sigma_w^2 + sigma_b^2); the band, which assumes
+    sigma_b^2 = 0, is withheld with its reason."""
     from stability.sweep.cells import run_cell
 
     rows = run_cell(Cell(MLPConfig(depth=2, width=8, activation="tanh", bias_var=0.1), 4))
-    assert all(r["bias_var"] == 0.1 for r in rows)
-    assert all(math.isnan(r["theory_preact_var"]) for r in rows)
     plain = run_cell(Cell(MLPConfig(depth=2, width=8, activation="tanh"), 4))
+    assert all(r["bias_var"] == 0.1 for r in rows)
+    assert rows[0]["theory_preact_var"] == pytest.approx(plain[0]["theory_preact_var"] + 0.1)
+    assert all(math.isfinite(r[f"theory_{c}_var"]) for r in rows for c in ("act", "weight_grad"))
+    assert all(math.isnan(r["pred_log10_preact_var_lo"]) for r in rows)
+    assert all("sigma_b^2 = 0" in r["theory_caveat"] for r in rows)
     assert "bias_var" not in plain[0] and math.isfinite(plain[0]["theory_preact_var"])

@@ -1,7 +1,14 @@
 """Mean-field predictions of per-layer variance, forward and backward.
 
 Forward (Poole et al. 2016): ``q_l = sigma_w^2 * E[phi(sqrt(q_{l-1}) z)^2] + sigma_b^2`` with
-``z ~ N(0, 1)``; layer 1 sees the input directly, ``q_1 = sigma_w^2 * E[x^2]`` with ``E[x^2] = 1``.
+``z ~ N(0, 1)``; layer 1 sees the input directly, ``q_1 = sigma_w^2 * E[x^2] + sigma_b^2`` with
+``E[x^2] = 1``. ``sigma_b^2`` is the config's ``bias_var``: the probe draws each unit's bias
+once per network from ``N(0, bias_var)``, so over the units and the batch a layer's
+pre-activation ``W a + b`` has variance ``q`` (the bias draw included), and its mean over
+units is 0 up to ``O(sqrt(bias_var / width))``. This is the recursion of
+``criticality.q_map`` started from the input rather than from a fixed point (a test holds
+the two to each other); it stays here, on closed forms where they exist, so that at
+``bias_var = 0`` every number is the one it was (adding ``0.0`` is exact).
 Backward (Schoenholz et al. 2017): the gradient variance at a layer's output is multiplied,
 going down one square layer, by ``sigma_w^2 * E[phi'(h)^2]``, ``h ~ N(0, q_l)``. The top
 gradient has variance 1 (the probe's random-projection loss). Expectations use
@@ -104,11 +111,12 @@ def predict(config: MLPConfig, batch: int = 1) -> list[LayerPrediction]:
     if s2 is None:
         nan = math.nan
         return [LayerPrediction(i + 1, nan, nan, nan, nan) for i in range(config.depth)]
+    sb2 = float(config.bias_var)  # > 0 only with biases (MLPConfig checks)
     preact: list[float] = []
     moments: list[Moments] = []
     input_second = 1.0  # E[x^2] of the probe input
     for _ in range(config.depth):
-        q = s2 * input_second  # sigma_b^2 = 0: biases start at zero
+        q = s2 * input_second + sb2
         m = gaussian_moments(config.activation, q)
         preact.append(q)
         moments.append(m)

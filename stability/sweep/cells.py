@@ -8,7 +8,6 @@ skips them by their key.
 import functools
 import itertools
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,10 @@ from stability.core.model import build_mlp, input_batch
 from stability.core.probe import LayerStats, probe
 from stability.core.theory import LayerPrediction, predict
 
-BIAS_CAVEAT = "bias_var > 0: the mean-field prediction and its band assume zero biases"
+BIAS_CAVEAT = (
+    "bias_var > 0: no finite-width band (it assumes sigma_b^2 = 0); the mean-field "
+    "columns include sigma_b^2"
+)
 DEFAULT_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "scaled_logistic", "selu")
 DEFAULT_INITS = (
     "normal",
@@ -87,20 +89,25 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=256)
-def theory(activation: str, init: str, depth: int, width: int, batch: int) -> list[LayerPrediction]:
-    """``predict`` once per shape: it depends on none of seed, dtype, device or bias, and a
-    sweep asks for it once per cell (quadrature at every layer, ~5 ms at depth 50)."""
-    return predict(MLPConfig(depth, width, activation, init), batch)
+def theory(
+    activation: str, init: str, depth: int, width: int, batch: int, bias_var: float = 0.0
+) -> list[LayerPrediction]:
+    """``predict`` once per shape and sigma_b^2: it depends on none of seed, dtype or device,
+    and a sweep asks for it once per cell (quadrature at every layer, ~5 ms at depth 50).
+    ``bias_var > 0`` implies biases; at 0 their presence changes nothing (they start at 0)."""
+    return predict(MLPConfig(depth, width, activation, init, bias_var=bias_var), batch)
 
 
 def cell_rows(cell: Cell, stats: Sequence[LayerStats]) -> list[dict[str, Any]]:
     """A cell's rows from its probe statistics, whichever path (per cell, stacked) measured
     them: the config, the statistics, the theory and its finite-width band, one per layer."""
     config = cell.config
-    predicted = theory(config.activation, config.init, config.depth, config.width, cell.batch)
+    bias_var = config.bias_var  # > 0 only with biases (MLPConfig checks)
+    predicted = theory(
+        config.activation, config.init, config.depth, config.width, cell.batch, bias_var
+    )
     band = predict_band(config, cell.batch)  # cached per shape in core/finite_width.py
-    if config.bias_var > 0:  # mean field and the band assume zero biases: mark, not mislead
-        predicted = [LayerPrediction(t.layer, *[math.nan] * 4) for t in predicted]
+    if bias_var > 0:  # mean field includes sigma_b^2, the band does not: mark, not mislead
         band = [no_band(b.layer, BIAS_CAVEAT) for b in band]
     mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
