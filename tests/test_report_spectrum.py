@@ -13,7 +13,7 @@ from stability.report import spectrum_cases
 from stability.report.inputs import gather
 from stability.report.progress import Display
 from stability.report.runner import Runner
-from stability.report.sections.phase import phase_section
+from stability.report.sections.phase import chi_1_bounds, phase_section
 from stability.report.sections.spectrum import BAND_Z, judge_mean, spectrum_section
 from stability.results.store import Store
 
@@ -63,6 +63,19 @@ def test_phase_section_compares_measured_with_mean_field(db: Path) -> None:
     measured = section.tables[0].frame
     assert len(measured) == 1
     assert section.health == "pass", section.reason  # chi_1 within 5 standard errors
+
+
+def test_chi_1_is_judged_with_students_t_for_its_network_count() -> None:
+    """10 standard errors off: a miss with 16 networks (bound 8.3), chance with 8 (17.1)."""
+    rows = pd.DataFrame(
+        {"chi_1": [1.0, 1.0], "measured_chi_1": [1.104, 1.104], "measured_chi_1_se": [0.01, 0.01],
+         "measured_nets": [16, 8], "measured_width": [250, 250]}
+    )  # fmt: skip
+    bound, excess = chi_1_bounds(rows)
+    assert np.allclose(excess, 10.0) and 8.2 < bound[0] < 8.4 and 17.0 < bound[1] < 17.2
+    assert list(excess > bound) == [True, False]
+    old = rows.drop(columns=["measured_nets", "measured_width"])  # stored before the count
+    assert list(chi_1_bounds(old)[0]) == [5.0, 5.0]
 
 
 def test_sections_say_not_run_without_records(tmp_path: Path) -> None:

@@ -21,7 +21,12 @@ import torch
 
 from stability.core import criticality as cr
 from stability.core.best_init import best_init
-from stability.core.depth_scales import fitted_depth_scale, measured_chi_1, simulate
+from stability.core.depth_scales import (
+    fitted_depth_scale,
+    length_map_decay,
+    measured_chi_1,
+    simulate,
+)
 from stability.core.jacobian import spectrum
 from stability.core.jacobian_theory import predicted_moments
 from stability.core.jacobian_width import mean_band
@@ -99,6 +104,9 @@ def d2l_rows(count: int = 100, seeds: int = 8) -> Rows:
     return rows
 
 
+XI_Q_LAYERS = 3  # xi_q ~ 1: beyond a few layers q - q* is below the networks' wander
+
+
 def phase_rows(
     points: Sequence[tuple[float, float]],
     quick: bool,
@@ -110,7 +118,9 @@ def phase_rows(
     sw2 = [w for w, _ in grid] + [w for w, _ in points]
     sb2 = [b for _, b in grid] + [b for _, b in points]
     theory = cr.mean_field(ACTIVATION, sw2, sb2)
-    width, nets, depth = (128, 4, 12) if quick else (256, 8, 20)
+    # 16 networks in full: chi_1's error is estimated from them, so its 5-sigma bound is
+    # Student's t_sigmas(nets - 1) standard errors (8.3 for 16, 17.1 for 8; phase.py).
+    width, nets, depth = (128, 4, 12) if quick else (256, 16, 20)
     rows: Rows = []
     for i, mf in enumerate(theory):
         row = {**mf.as_dict(), "measured": i >= len(grid)}
@@ -128,16 +138,18 @@ def _measure(mf: cr.MeanField, width: int, nets: int, depth: int) -> dict[str, f
     chi, se = measured_chi_1(trace, 2)
     dc = (trace.c - mf.c_star).mean(dim=1).abs()
     floor_c = 5.0 * (1.0 - mf.c_star**2) / math.sqrt(width * nets * 4) if chaotic else 1e-9
-    q_trace = simulate(ACTIVATION, w, b, depth, width, nets, 3.0 * q, 0.0, 4, seed=1)
-    dq = (q_trace.q - q).mean(dim=1).abs()
-    floor_q = 5.0 * q * math.sqrt(2.0 / (width * nets * 8))
+    # q's approach to q*: two trajectories through the same networks (common random
+    # numbers), the first XI_Q_LAYERS layers, as the xi_q property measures it.
+    decay, _ = length_map_decay(ACTIVATION, w, b, q, XI_Q_LAYERS, width, nets, seed=1)
     xi_c = fitted_depth_scale(dc, floor_c)
     return {
         "measured_chi_1": chi,
         "measured_chi_1_se": se,
+        "measured_nets": nets,
+        "measured_width": width,
         # a depth scale longer than a third of the simulated depth cannot be fitted
         "measured_xi_c": xi_c if xi_c < depth / 3 else math.nan,
-        "measured_xi_q": fitted_depth_scale(dq, floor_q, min_points=2),  # xi_q ~ 1: few layers
+        "measured_xi_q": -1.0 / decay if decay < 0 else math.nan,
     }
 
 
