@@ -42,6 +42,7 @@ from stability.core.layer_shape import (
     phi_and_slope,
     second_moments,
 )
+from stability.core.probe import PROJECTION_SEED
 from stability.core.theory import predict
 
 COVERAGE = 0.90  # the band's stated two-sided coverage
@@ -103,7 +104,6 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
                               cross_rho=noisy.cross_rho, c_eff=c_next_eff))  # fmt: skip
         c = shape.c_next
         spread = slope**2 * spread + (1.0 - c * c) ** 2 / n
-    var_in = 2.0 / (n * b)  # the input's own mean square; also the projection's at the top
     # A square orthogonal W keeps every norm: its chi-square is exactly 0, not 2/n.
     chi = 0.0 if init in NORM_PRESERVING else 1.0
     fwd, v_fresh = _forward_variances(shapes, n, b, chi)
@@ -118,14 +118,15 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
     zeta, cross = _backward_noise(shapes, n, b, chi)
     rank_one = _rank_one(activation, q, [t.grad_var for t in mf], shapes, n, s2)
     d, measure = _forward_shift(shapes, single, n, b, chi)
+    top = _top(width, batch)
     signal = _signal_caveat(activation, q)
     layers, tail_zeta, tail_fresh, tail_shift, tail_cross = [], 0.0, 0.0, 0.0, 0.0
     for layer in range(depth, 0, -1):
         above = fwd[layer] * u[layer + 1] ** 2 if layer < depth else 0.0
-        bwd = var_in + tail_zeta + tail_cross + above + tail_fresh
+        bwd = tail_zeta + tail_cross + above + tail_fresh
         # ln E[preact_var] and E[ln grad_var] at width n (``_forward_shift``, ``_backward_shift``)
         q_mean = q[layer - 1] * math.exp(d[layer - 1] + measure[layer - 1])
-        shift_b = tail_shift - (var_in + tail_zeta) / 2.0
+        shift_b = top + tail_shift - tail_zeta / 2.0
         layers.append(_layer(layer, q_mean, fwd[layer - 1], mf[layer - 1].grad_var,
                              rank_one[layer - 1], (bwd, shift_b), (bent[layer - 1], bent[-1]),
                              signal))  # fmt: skip
@@ -139,6 +140,16 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
         if layer < depth:
             tail_fresh += v_fresh[layer] * u[layer + 1] ** 2
     return tuple(reversed(layers))
+
+
+@lru_cache(maxsize=64)
+def _top(width: int, batch: int) -> float:
+    """ln of the top gradient's measured variance: the probe's projection ``R`` is one fixed
+    draw (``projection_loss``), the same for every seed, so its sample variance is not noise
+    across seeds but a known offset of every layer's gradient (sd ``sqrt(2/(nB))`` in ln)."""
+    gen = torch.Generator().manual_seed(PROJECTION_SEED)
+    r = torch.randn((batch, width), generator=gen).double()
+    return math.log(float(r.var(unbiased=False)))
 
 
 def _forward_variances(
@@ -292,13 +303,14 @@ def _rank_one(
     ]
     out = [0.0] * depth
     r, injected = second[-1], 0.0
-    out[-1] = 1.0 / n
+    # Mean-field already gives every direction (the signal's too) a 1/n share of G_l: only
+    # the excess over it is added (0 at the top, where the gradient is R; 0 for relu).
     for layer in range(depth - 1, 0, -1):  # layer l (1-based): its next is index ``layer``
         r = shapes[layer].g ** 2 * r + remainder[layer] * grad_mf[layer]
         gain = shapes[layer].g ** 2 * second[layer] / second[layer - 1] if second[layer - 1] else 0
         injected = gain * injected + s2 * float(bend2[layer]) * q[layer] * grad_mf[layer]
         top = r / second[layer - 1] if second[layer - 1] > 0 else 0.0
-        out[layer - 1] = (top + injected) / n
+        out[layer - 1] = max(top + injected - grad_mf[layer - 1], 0.0) / n
     return out
 
 
