@@ -202,6 +202,7 @@ MARK_DEPTH, MARK_SEEDS = 30, 3
 MARKED = [
     ("softplus", "kaiming_normal"),  # backward: the forward signal's own direction
     ("gelu", "kaiming_normal"),  # forward: near its marginal point
+    ("silu", "kaiming_normal"),  # backward: a moving non-zero mean (the signal caveat)
     ("relu", "kaiming_normal"),
     ("tanh", "xavier_normal"),
 ]
