@@ -328,8 +328,8 @@ def _signal_caveat(activation: str, q: list[float]) -> str:
     exactly mean-field's for a positively homogeneous activation (``h phi' = phi``: relu,
     leaky_relu) and absent for a zero-mean one (tanh, selu at its fixed point). Otherwise
     (elu, silu, gelu, softplus with Kaiming) the backward has a part along it that
-    ``_rank_one`` estimates only to first order, and the measured seeds sit above the band
-    and spread wider (``docs/theory.md``: silu at width 512, 35 of 48 seeds inside).
+    ``_rank_one`` estimates only to first order, and the measured seeds miss the band
+    (``docs/theory.md``: silu at width 512, 35 of 48 seeds inside; elu 37 of 48).
     """
     qs = np.clip(np.asarray(q), *Q_CLAMP)
     h = np.sqrt(qs)[:, None] * NODES[None, :]
@@ -342,9 +342,8 @@ def _signal_caveat(activation: str, q: list[float]) -> str:
         return ""
     return (
         f"backward: a non-zero mean ({share:.0%} of the second moment) that the activation "
-        "does not carry homogeneously, so the gradient along the shared signal direction "
-        "exceeds its first-order (rank-one) estimate: the backward band is too low and too "
-        "narrow"
+        "does not carry homogeneously; the gradient along that shared direction is estimated "
+        "only to first order (the rank-one term), so the backward band under-covers"
     )
 
 
