@@ -15,10 +15,17 @@ path, gives that variance for any activation (derivation in ``docs/theory.md``):
   ``g_l = dlog E[phi^2] / dlog q`` (1 for relu: every layer's noise adds up; below 1 for
   tanh: the map forgets), and enters the backward factor ``E[phi'^2]`` with its log-slope.
 
-Expectations use Gauss quadrature (split at 0, where relu has its kink), 1-D and 2-D, for
-any registered activation. The backward centre adds the rank-one term of ``docs/theory.md``:
-the gradient along the forward signal's own direction, which mean-field's gradient
-independence drops and which dominates softplus's backward at depth.
+The centre is the mean at finite width, to second order: the length map's bend moves
+the mean (``_forward_shift``; tanh's falls, silu's rises), the measurement subtracts the
+batch mean, each backward factor is taken at every input's own scale (``_backward_shift``),
+the top gradient is the probe's one fixed projection (``_top``), and the backward adds the
+rank-one term of ``docs/theory.md`` beyond mean-field's share: the gradient along the
+forward signal's own direction, which dominates softplus's backward at depth. The layer
+statistics (quadrature, any registered activation) live in ``core/layer_shape.py``.
+
+What it does not model: the backward assumes gradient independence (the backward's
+weights independent of the forward's). The tied network's seeds spread ~0.7x that for
+tanh and selu at depth 20 (the band is conservative there) and ~1.1x for relu.
 """
 
 import math
@@ -31,104 +38,28 @@ import torch
 from stability.core.activations import get_activation
 from stability.core.config import MLPConfig
 from stability.core.inits import sigma_w2
+from stability.core.layer_shape import (
+    LOG_STEP,
+    NODES,
+    Q_CLAMP,
+    WEIGHTS,
+    LayerShape,
+    correlation_slope,
+    layer_shape,
+    phi_and_slope,
+    second_moments,
+)
+from stability.core.probe import PROJECTION_SEED
 from stability.core.theory import predict
 
 COVERAGE = 0.90  # the band's stated two-sided coverage
 Z_COVERAGE = 1.6448536269514722  # standard normal quantile at (1 + COVERAGE) / 2
-Q_CLAMP = (1e-12, 1e12)  # shape statistics (kurtosis, slopes) are flat beyond these q
-LOG_STEP = 1e-3  # central difference in log q for the log-slopes
 BEND_LIMIT = 0.5  # ln units the length map may leave its tangent (summed) before a caveat
 RANK_ONE_SHARE = 0.5  # backward rank-one term above this share of the centre: flagged
 NORM_PRESERVING = ("orthogonal",)  # square layers: |W a| = |a| exactly
-_POINTS = 24  # per side of 0, per dimension (kappa, rho to ~1e-3: enough for a band)
-
-
-def _rule(points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights with ``E[f(z)] ~= sum(w f(z))`` for ``z ~ N(0, 1)``, split at 0."""
-    x, w = np.polynomial.legendre.leggauss(points)
-    half = 6.0  # to 12 sigma
-    right = half * (x + 1.0)
-    nodes = np.concatenate([-right[::-1], right])
-    weights = np.concatenate([w[::-1], w]) * half * np.exp(-0.5 * nodes**2) / math.sqrt(2 * math.pi)
-    return nodes, weights
-
-
-_Z, _W = _rule(_POINTS)
-_Z1, _Z2 = (a.ravel() for a in np.meshgrid(_Z, _Z, indexing="ij"))
-_W2 = np.outer(_W, _W).ravel()
-
-
-def _phi_and_slope(activation: str, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = torch.tensor(h, dtype=torch.float64, requires_grad=True)
-    out = get_activation(activation).factory()(t)
-    (slope,) = torch.autograd.grad(out.sum(), t)
-    return out.detach().numpy(), slope.numpy()
-
-
-@dataclass(frozen=True)
-class LayerShape:
-    """Gaussian statistics of one layer at pre-activation variance q and input correlation c."""
-
-    kappa: float  # E[phi^4] / E[phi^2]^2
-    kappa_slope: float  # the same for phi'
-    rho: float  # Cov(phi(u)^2, phi(v)^2) / E[phi^2]^2 at correlation c
-    rho_slope: float  # the same for phi'
-    c_next: float  # E[phi(u) phi(v)] / E[phi^2]: the next layer's input correlation
-    g: float  # dlog E[phi^2] / dlog q
-    g_slope: float  # dlog E[phi'^2] / dlog q
-    slope_corr: float  # E[phi'(u) phi'(v)] / E[phi'^2]: how backward correlations carry
-    c_eff: float = math.nan  # the next layer's input correlation, finite-width part included
-
-
-def _second_moments(activation: str, qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """E[phi^2] and E[phi'^2] at each of ``qs``, in one call of the activation."""
-    phi, slope = _phi_and_slope(activation, np.sqrt(qs)[:, None] * _Z[None, :])
-    return phi**2 @ _W, slope**2 @ _W
-
-
-def _log_slopes(activation: str, q: float) -> tuple[float, float]:
-    f, f_slope = _second_moments(activation, q * np.exp([LOG_STEP, -LOG_STEP]))
-    g = float(np.log(f[0] / f[1])) / (2 * LOG_STEP)
-    g_slope = float(np.log(f_slope[0] / f_slope[1])) / (2 * LOG_STEP) if f_slope.min() > 0 else 0.0
-    return g, g_slope
-
-
-@lru_cache(maxsize=4096)
-def layer_shape(activation: str, q: float, c: float) -> LayerShape:
-    """The shape statistics at ``(q, c)``; q is clamped where they no longer change."""
-    q = min(max(q, Q_CLAMP[0]), Q_CLAMP[1])
-    c = min(max(c, -1.0), 1.0)
-    s = math.sqrt(q)
-    u = s * _Z1
-    v = s * (c * _Z1 + math.sqrt(max(1.0 - c * c, 0.0)) * _Z2)
-    both, slopes = _phi_and_slope(activation, np.stack([u, v]))
-    (pu, pv), (du, dv) = both, slopes
-    f = float(_W2 @ pu**2)
-    f_slope = float(_W2 @ du**2)
-    g, g_slope = _log_slopes(activation, q)
-    if f_slope > 0:
-        kappa_slope = float(_W2 @ du**4) / f_slope**2
-        rho_slope = float(_W2 @ (du**2 * dv**2)) / f_slope**2 - 1.0
-    else:  # a constant activation: no backward signal to fluctuate
-        kappa_slope, rho_slope = 1.0, 0.0
-    return LayerShape(
-        kappa=float(_W2 @ pu**4) / f**2,
-        kappa_slope=kappa_slope,
-        rho=float(_W2 @ (pu**2 * pv**2)) / f**2 - 1.0,
-        rho_slope=rho_slope,
-        c_next=float(_W2 @ (pu * pv)) / f,
-        slope_corr=float(_W2 @ (du * dv)) / f_slope if f_slope > 0 else 0.0,
-        g=g,
-        g_slope=g_slope,
-    )
-
-
-def _correlation_slope(activation: str, q: float, c: float, step: float = 1e-3) -> float:
-    """dc_next/dc: how much of a random correlation the next layer keeps."""
-    lo, hi = max(c - step, -1.0), min(c + step, 1.0)
-    up = layer_shape(activation, q, round(hi, 6)).c_next
-    down = layer_shape(activation, q, round(lo, 6)).c_next
-    return (up - down) / (hi - lo)
+# min(E[phi]^2, E[(h phi' - phi)^2]) / E[phi^2] above this at some layer: the backward carries
+# a common direction that is neither absent (odd, mean 0) nor exact (homogeneous): flagged
+SIGNAL_LIMIT = 0.01
 
 
 @dataclass(frozen=True)
@@ -174,12 +105,12 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
         # slope: their noises covary at that effective correlation, which no batch averages.
         c_eff = min(math.sqrt(c * c + spread), 1.0)
         noisy = layer_shape(activation, ql, round(c_eff, 6))
-        slope = _correlation_slope(activation, ql, c)
+        slope = correlation_slope(activation, ql, c)
         c_next_eff = math.sqrt(shape.c_next**2 + slope**2 * spread)
-        shapes.append(replace(shape, rho=noisy.rho, rho_slope=noisy.rho_slope, c_eff=c_next_eff))
+        shapes.append(replace(shape, rho=noisy.rho, rho_slope=noisy.rho_slope,
+                              cross_rho=noisy.cross_rho, c_eff=c_next_eff))  # fmt: skip
         c = shape.c_next
         spread = slope**2 * spread + (1.0 - c * c) ** 2 / n
-    var_in = 2.0 / (n * b)  # the input's own mean square; also the projection's at the top
     # A square orthogonal W keeps every norm: its chi-square is exactly 0, not 2/n.
     chi = 0.0 if init in NORM_PRESERVING else 1.0
     fwd, v_fresh = _forward_variances(shapes, n, b, chi)
@@ -191,18 +122,41 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
     u = [0.0] * (depth + 2)
     for m in range(depth, 0, -1):
         u[m] = shapes[m - 1].g_slope + shapes[m - 1].g * u[m + 1]
-    zeta = _backward_noise(shapes, n, b, chi)
+    zeta, cross = _backward_noise(shapes, n, b, chi)
     rank_one = _rank_one(activation, q, [t.grad_var for t in mf], shapes, n, s2)
-    layers, tail_zeta, tail_fresh = [], 0.0, 0.0
+    d, measure = _forward_shift(shapes, single, n, b, chi)
+    top = _top(width, batch)
+    signal = _signal_caveat(activation, q)
+    layers, tail_zeta, tail_fresh, tail_shift, tail_cross = [], 0.0, 0.0, 0.0, 0.0
     for layer in range(depth, 0, -1):
         above = fwd[layer] * u[layer + 1] ** 2 if layer < depth else 0.0
-        bwd = var_in + tail_zeta + above + tail_fresh
-        layers.append(_layer(layer, q[layer - 1], fwd[layer - 1], mf[layer - 1].grad_var,
-                             rank_one[layer - 1], bwd, (bent[layer - 1], bent[-1])))  # fmt: skip
+        bwd = tail_zeta + tail_cross + above + tail_fresh
+        # ln E[preact_var] and E[ln grad_var] at width n (``_forward_shift``, ``_backward_shift``)
+        q_mean = q[layer - 1] * math.exp(d[layer - 1] + measure[layer - 1])
+        shift_b = top + tail_shift - tail_zeta / 2.0
+        layers.append(_layer(layer, q_mean, fwd[layer - 1], mf[layer - 1].grad_var,
+                             rank_one[layer - 1], (bwd, shift_b), (bent[layer - 1], bent[-1]),
+                             signal))  # fmt: skip
+        # zeta_k and the same layer's eps_perp_k (which moves every factor above k by U_{k+1})
+        # share layer k's units: their covariance counts once per pair.
         tail_zeta += zeta[layer - 1]
+        tail_cross += 2.0 * u[layer + 1] * cross[layer - 1]
+        tail_shift += _backward_shift(
+            shapes[layer - 1], d[layer - 1], single[layer - 1] - chi * 2.0 / n, fwd[layer - 1]
+        )
         if layer < depth:
             tail_fresh += v_fresh[layer] * u[layer + 1] ** 2
     return tuple(reversed(layers))
+
+
+@lru_cache(maxsize=64)
+def _top(width: int, batch: int) -> float:
+    """ln of the top gradient's measured variance: the probe's projection ``R`` is one fixed
+    draw (``projection_loss``), the same for every seed, so its sample variance is not noise
+    across seeds but a known offset of every layer's gradient (sd ``sqrt(2/(nB))`` in ln)."""
+    gen = torch.Generator().manual_seed(PROJECTION_SEED)
+    r = torch.randn((batch, width), generator=gen).double()
+    return math.log(float(r.var(unbiased=False)))
 
 
 def _forward_variances(
@@ -225,6 +179,43 @@ def _forward_variances(
     return fwd, fresh_all
 
 
+def _forward_shift(
+    shapes: list[LayerShape], single: list[float], n: float, b: float, chi: float = 1.0
+) -> tuple[list[float], list[float]]:
+    """ln E[preact_var] - ln q per layer: the finite-width bias of the mean (second order),
+    and the measurement's own (the subtracted batch mean), apart.
+
+    One input's per-unit variance ``q_hat`` is a Markov chain with ``E[q_hat' | q_hat] =
+    s2 E[phi^2](q_hat)`` exactly, so ``E[preact_var] = E[q_hat]``. With ``y = ln q_hat`` and
+    the log length map ``F(y) = ln(s2 E[phi^2](e^y))``, ``E[e^F(y)] ~ e^F(m) (1 + g mu +
+    (g^2 + F'') V / 2)``; writing ``D = mu + V/2`` (the log of the mean), ``D' = g D +
+    (F'' + g^2 - g) V_q / 2``, with ``V_q`` one input's variance of ``ln q_hat`` (``single``
+    less the chi-square of its own units). Zero for relu (``g = 1``, ``F'' = 0``); negative
+    for tanh (the map flattens: the mean falls), positive where it steepens (silu, gelu).
+    The measured variance also subtracts the batch mean, whose square has expectation
+    ``q (1/B + (1 - 1/B) c) / n`` (``c`` the layer input's uncentred correlation).
+    """
+    out, measure, d, c = [], [], 0.0, 0.0
+    for i, sh in enumerate(shapes):
+        out.append(d)
+        measure.append(-(1.0 / b + (1.0 - 1.0 / b) * c) / n)
+        v_q = max(single[i] - chi * 2.0 / n, 0.0)
+        d = sh.g * d + (sh.g_curv + sh.g**2 - sh.g) * v_q / 2.0
+        c = sh.c_next
+    return out, measure
+
+
+def _backward_shift(sh: LayerShape, d: float, v_q: float, v_batch: float) -> float:
+    """E[ln] of one backward factor ``E[phi'^2](q_hat)`` against mean-field's, its own noise
+    aside: each input's ``ln q_hat`` has mean ``D - V_q/2`` and variance ``V_q`` (one input),
+    the batch mean of them varies by ``v_batch``. To second order, with ``g'`` and ``F_b''``
+    the log-slope and bend of ``E[phi'^2]``: ``g' (D - V_q/2) + (F_b'' + g'^2) V_q/2 -
+    g'^2 v_batch/2`` (Jensen over the batch's inputs, less the log of the batch mean's)."""
+    v_q = max(v_q, 0.0)
+    gs = sh.g_slope
+    return gs * (d - v_q / 2.0) + (sh.slope_curv + gs**2) * v_q / 2.0 - gs**2 * v_batch / 2.0
+
+
 def _linearisation_error(
     activation: str, s2: float, q: list[float], single: list[float]
 ) -> list[float]:
@@ -240,7 +231,7 @@ def _linearisation_error(
     offsets = np.array([-LOG_STEP, LOG_STEP, -2.0, 2.0])
     points = x[:, None] + np.concatenate([[0.0], offsets[:2], 0.0 * offsets[2:]])[None, :]
     points[:, 3:] = x[:, None] + offsets[None, 2:] * sd[:, None]
-    f = np.log(s2 * _second_moments(activation, np.exp(points.ravel()))[0]).reshape(points.shape)
+    f = np.log(s2 * second_moments(activation, np.exp(points.ravel()))[0]).reshape(points.shape)
     tangent = (f[:, 2] - f[:, 1]) / (2 * LOG_STEP)
     err = np.maximum(
         np.abs(f[:, 3] - f[:, 0] + 2.0 * sd * tangent),
@@ -250,20 +241,34 @@ def _linearisation_error(
     return list(np.cumsum(np.where(inside, err, 0.0)))
 
 
-def _backward_noise(shapes: list[LayerShape], n: float, b: float, chi: float = 1.0) -> list[float]:
-    """Var of ln of each layer's backward factor: phi'^2 over units and inputs, and W^T's
-    chi-square, whose cross-input part grows as the gradients of different inputs keep
-    their random O(1/sqrt(n)) correlations (slope E[phi'(u) phi'(v)] / E[phi'^2] per layer).
+def _backward_noise(
+    shapes: list[LayerShape], n: float, b: float, chi: float = 1.0
+) -> tuple[list[float], list[float]]:
+    """Var of ln of each layer's backward factor beyond its scale, and its covariance with
+    the same layer's forward ``eps_perp``.
+
+    The factor's noise: phi'^2 over units and inputs, and W^T's chi-square, whose
+    cross-input part grows as the gradients of different inputs keep their random
+    O(1/sqrt(n)) correlations (slope E[phi'(u) phi'(v)] / E[phi'^2] per layer). Of the
+    phi'^2 noise, the part ``g' eta`` that the layer's realised scale explains (its
+    pre-activations' chi-square ``eta``, by Stein's lemma ``Cov = g' Var(eta)``) is already
+    in the band through ``g' E_k``: only the rest is fresh, as in the forward's ``eps_perp``.
     """
-    out = [0.0] * len(shapes)
+    out, cross = [0.0] * len(shapes), [0.0] * len(shapes)
     spread = 1.0 / n  # independent projections at the top: correlation 0 +- 1/sqrt(n)
     for i in range(len(shapes) - 1, -1, -1):
         sh = shapes[i]
+        # W^T acts on phi' * grad, whose inputs correlate by slope_corr times the gradients'
+        spread *= sh.slope_corr**2
         chi_square = chi * (2.0 / n) * (1.0 / b + (1.0 - 1.0 / b) * spread)
+        c_in = math.sqrt(1.0 / n) if i == 0 else shapes[i - 1].c_eff
+        eta = chi * (2.0 / n) * (1.0 / b + (1.0 - 1.0 / b) * c_in**2)
         shape = (3.0 * (sh.kappa_slope - 1.0) / b + (1.0 - 1.0 / b) * max(sh.rho_slope, 0.0)) / n
-        out[i] = chi_square + shape
-        spread = sh.slope_corr**2 * spread + 1.0 / n
-    return out
+        out[i] = chi_square + max(shape - sh.g_slope**2 * eta, 0.0)
+        mixed = (sh.cross / b + (1.0 - 1.0 / b) * sh.cross_rho) / n
+        cross[i] = mixed - sh.g * sh.g_slope * eta
+        spread += 1.0 / n
+    return out, cross
 
 
 def _eps_perp(sh: LayerShape, n: float, b: float, eta: float) -> float:
@@ -292,35 +297,64 @@ def _rank_one(
     """
     depth = len(q)
     qs = np.asarray(q)
-    t = torch.tensor(np.sqrt(qs)[:, None] * _Z[None, :], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(np.sqrt(qs)[:, None] * NODES[None, :], dtype=torch.float64, requires_grad=True)
     out_t = get_activation(activation).factory()(t)
     (d1,) = torch.autograd.grad(out_t.sum(), t, create_graph=True)
     curv = torch.autograd.grad(d1.sum(), t, allow_unused=True)[0] if d1.requires_grad else None
     phi, slope = out_t.detach().numpy(), d1.detach().numpy()
-    bend2 = (curv.detach().numpy() ** 2) @ _W if curv is not None else np.zeros(depth)
-    second = list(phi**2 @ _W)
-    signal = (qs[:, None] * _Z[None, :] ** 2 * slope**2) @ _W  # E[(h phi'(h))^2]
+    bend2 = (curv.detach().numpy() ** 2) @ WEIGHTS if curv is not None else np.zeros(depth)
+    second = list(phi**2 @ WEIGHTS)
+    signal = (qs[:, None] * NODES[None, :] ** 2 * slope**2) @ WEIGHTS  # E[(h phi'(h))^2]
     remainder = [
         max(float(r) - sh.g**2 * f, 0.0) for r, sh, f in zip(signal, shapes, second, strict=True)
     ]
     out = [0.0] * depth
     r, injected = second[-1], 0.0
-    out[-1] = 1.0 / n
+    # Mean-field already gives every direction (the signal's too) a 1/n share of G_l: only
+    # the excess over it is added (0 at the top, where the gradient is R; 0 for relu).
     for layer in range(depth - 1, 0, -1):  # layer l (1-based): its next is index ``layer``
         r = shapes[layer].g ** 2 * r + remainder[layer] * grad_mf[layer]
         gain = shapes[layer].g ** 2 * second[layer] / second[layer - 1] if second[layer - 1] else 0
         injected = gain * injected + s2 * float(bend2[layer]) * q[layer] * grad_mf[layer]
         top = r / second[layer - 1] if second[layer - 1] > 0 else 0.0
-        out[layer - 1] = (top + injected) / n
+        out[layer - 1] = max(top + injected - grad_mf[layer - 1], 0.0) / n
     return out
 
 
-def _layer(layer: int, q: float, var_f: float, grad_mf: float, rank_one: float, var_b: float,
-           bent: tuple[float, float]) -> BandLayer:  # fmt: skip
+def _signal_caveat(activation: str, q: list[float]) -> str:
+    """Why the backward band is not to be trusted where the activation's mean moves.
+
+    A non-zero mean ``E[phi]`` is a direction all inputs share; the gradient along it is
+    exactly mean-field's for a positively homogeneous activation (``h phi' = phi``: relu,
+    leaky_relu) and absent for a zero-mean one (tanh, selu at its fixed point). Otherwise
+    (elu, silu, gelu, softplus with Kaiming) the backward has a part along it that
+    ``_rank_one`` estimates only to first order, and the measured seeds miss the band
+    (``docs/theory.md``: silu at width 512, 35 of 48 seeds inside; elu 37 of 48).
+    """
+    qs = np.clip(np.asarray(q), *Q_CLAMP)
+    h = np.sqrt(qs)[:, None] * NODES[None, :]
+    phi, slope = phi_and_slope(activation, h)
+    second = np.maximum(phi**2 @ WEIGHTS, np.finfo(float).tiny)
+    mean2 = (phi @ WEIGHTS) ** 2 / second
+    defect = ((h * slope - phi) ** 2 @ WEIGHTS) / second
+    share = float(np.max(np.minimum(mean2, defect)))
+    if share <= SIGNAL_LIMIT:
+        return ""
+    return (
+        f"backward: a non-zero mean ({share:.0%} of the second moment) that the activation "
+        "does not carry homogeneously; the gradient along that shared direction is estimated "
+        "only to first order (the rank-one term), so the backward band under-covers"
+    )
+
+
+def _layer(layer: int, q: float, var_f: float, grad_mf: float, rank_one: float,
+           backward: tuple[float, float], bent: tuple[float, float],
+           signal: str = "") -> BandLayer:  # fmt: skip
     ln10 = math.log(10.0)
     centre_f = (math.log(q) - var_f / 2.0) / ln10
     expected = grad_mf + rank_one
-    centre_b = (math.log(expected) - var_b / 2.0) / ln10 if expected > 0 else -math.inf
+    var_b, shift_b = backward  # Var(ln grad_var), and E[ln grad_var] - ln(expected)
+    centre_b = (math.log(expected) + shift_b) / ln10 if expected > 0 else -math.inf
     sd_f, sd_b = math.sqrt(var_f) / ln10, math.sqrt(var_b) / ln10
     caveats = []
     below, total = bent  # the forward sees the layers up to here; the backward all of them
@@ -338,6 +372,8 @@ def _layer(layer: int, q: float, var_f: float, grad_mf: float, rank_one: float, 
             f"{rank_one / expected:.0%} of the gradient variance, added to the band's centre; "
             "mean-field alone predicts too little)"
         )
+    if signal:
+        caveats.append(signal)
     z = Z_COVERAGE
     return BandLayer(
         layer=layer,
