@@ -54,8 +54,8 @@ from typing import Any
 import torch
 
 from stability.core.criticality import Q_LOW, c_map, q_map, slope_moment
-from stability.core.finite_width import layer_shape
 from stability.core.jacobian_theory import WEIGHT_VARIANCE, normalised_slope_variance
+from stability.core.layer_shape import layer_shape
 
 LN10 = math.log(10.0)
 
