@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 
+from stability.report.sections.atlas import caveat_notes
 from stability.results.band import BAND_Z, band_table, band_verdict
 from stability.results.tables import CONFIG_KEYS, judged_table
 
@@ -55,3 +56,21 @@ def test_rows_without_a_band_are_judged_as_before() -> None:
     assert old["verdict"].tolist() == new["verdict"].tolist() == ["stable"]
     assert old["band_verdict"].tolist() == ["no band"]
     assert new["band_verdict"].tolist() == ["inside"]
+
+
+def test_atlas_names_each_caveat_reason_once_with_every_config_it_marks() -> None:
+    marked = pd.DataFrame(
+        {
+            "activation": ["selu", "sigmoid", "gelu"],
+            "init": ["kaiming_normal", "xavier_normal", "kaiming_normal"],
+            "theory_caveat": [
+                "backward: a non-zero mean (8% of the second moment) the activation drops",
+                "backward: a non-zero mean (94% of the second moment) the activation drops",
+                "length map bends 0.61 away from its tangent",
+            ],
+        }
+    )
+    notes = caveat_notes(marked)
+    assert len(notes) == 2
+    assert "selu/kaiming_normal, sigmoid/xavier_normal: backward: a non-zero mean the" in notes[0]
+    assert notes[1].startswith("Theory's assumptions fail for gelu/kaiming_normal: length map")

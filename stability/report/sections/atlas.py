@@ -1,5 +1,9 @@
 """2. Stability atlas: per-layer variances, measured against mean-field theory."""
 
+import re
+
+import pandas as pd
+
 from stability.report import figures
 from stability.report.inputs import ReportData
 from stability.report.sections.figure_cache import cached_figure
@@ -45,7 +49,8 @@ BAND_CAPTION = (
     "measured one, means the theory's assumptions fail there; the verdict table's "
     "band_verdict and theory_caveat columns say which configs and why."
 )
-CAVEAT = "Theory's assumptions fail for {act}/{init}: {why}."
+CAVEAT = "Theory's assumptions fail for {configs}: {why}."
+CAVEAT_FIGURE = re.compile(r"\s*\([^()]*\d[^()]*\)")  # "(8% of the second moment)"
 BAND_COLUMNS = (
     "pred_log10_preact_var_lo",
     "pred_log10_preact_var_hi",
@@ -61,6 +66,16 @@ ELSEWHERE = (
 TABLE = "Per-layer variances of every stored config (median and range over seeds)"
 HEALTH = "{bad} of {total} drawn configs leave the ±2-decade stable band ({dtype})"
 HEALTHY = "all {total} drawn configs stay within the ±2-decade stable band ({dtype})"
+
+
+def caveat_notes(marked: pd.DataFrame) -> list[str]:
+    """One note per reason, naming every config it marks: a dozen configs share one reason,
+    and a bullet each buried the atlas. Per-config figures stay in the theory_caveat column."""
+    groups: dict[str, list[str]] = {}
+    for r in marked.itertuples(index=False):
+        why = CAVEAT_FIGURE.sub("", str(r.theory_caveat))
+        groups.setdefault(why, []).append(f"{r.activation}/{r.init}")
+    return [CAVEAT.format(configs=", ".join(names), why=why) for why, names in groups.items()]
 
 
 def atlas(data: ReportData) -> Section:
@@ -121,8 +136,7 @@ def atlas(data: ReportData) -> Section:
             )
     if "theory_caveat" in drawn.columns:
         marked = drawn[drawn["theory_caveat"].fillna("") != ""]
-        for r in marked.itertuples(index=False):
-            section.notes.append(CAVEAT.format(act=r.activation, init=r.init, why=r.theory_caveat))
+        section.notes += caveat_notes(marked)
     band_cols = [c for c in BAND_COLUMNS if c in data.sweep.columns]
     per_layer = (
         data.sweep.groupby([*CONFIG, "layer"])
