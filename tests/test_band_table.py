@@ -50,6 +50,14 @@ def test_seeds_inside_edge_outside() -> None:
     assert math.isclose(float(table["band_fwd_z"].iloc[0]), 1.5 * BAND_Z)
 
 
+def test_a_band_narrower_than_rounding_is_judged_at_the_rounding() -> None:
+    """Orthogonal identity layers predict no spread (a zero-width band); float32 rounding
+    still moves the measured variance (here up to 2.6e-7 decades: depth 2, 32 terms): inside."""
+    for off, word in ((2e-7, "inside"), (1e-5, "outside")):  # floor here: 2.6e-7 decades
+        table = band_table(_rows([off, 0.0], lo=0.0, hi=0.0), CONFIG_KEYS)
+        assert table["band_verdict"].tolist() == [word], off
+
+
 def test_rows_without_a_band_are_judged_as_before() -> None:
     """Rows stored before the band existed: same verdicts, band_verdict 'no band'."""
     old, new = judged_table(_rows([0.1, 0.2], band=False)), judged_table(_rows([0.1, 0.2]))

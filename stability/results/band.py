@@ -12,6 +12,9 @@ verdict. It never changes the stable/explodes/vanishes verdict, which judges gro
   1 in 1000 per seed for a correct band): expected now and then with three seeds;
 - ``outside``: a seed further out: the band, or the theory, misses this config;
 - ``no band``: rows without band columns (stored before the band existed) or NaN bands.
+
+A band is never judged finer than the dtype's rounding (``rounding_decades``): orthogonal
+identity layers predict no spread at all, and float32 alone moves their variance ~1e-5.
 """
 
 import numpy as np
@@ -23,9 +26,27 @@ BAND_VERDICTS = ("inside", "edge", "outside", "no band")
 COLUMNS = ("pred_log10_preact_var_lo", "pred_log10_preact_var_hi")
 
 
-def _z(values: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
+# Unit roundoff per dtype (float16/bfloat16 emulated on CPU round at every layer boundary).
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+def rounding_decades(rows: pd.DataFrame) -> np.ndarray:
+    """Per row, how far rounding alone can move a measured log10 variance: each layer's
+    matmul and the variance's own reduction sum ``width * batch`` terms (error up to
+    ``log2(terms) * u`` pairwise), compounding over ``depth`` layers. A band narrower than
+    this (orthogonal identity layers predict no spread at all) cannot be judged finer."""
+    if not {"dtype", "depth", "width", "batch"} <= set(rows.columns):
+        return np.zeros(len(rows))
+    u = rows["dtype"].map(UNIT_ROUNDOFF).fillna(UNIT_ROUNDOFF["float32"]).to_numpy(float)
+    terms = np.log2((rows["width"].astype(float) * rows["batch"].astype(float)).to_numpy())
+    depth = rows["depth"].astype(float).to_numpy()
+    out: np.ndarray = depth * terms * u / np.log(10.0)
+    return out
+
+
+def _z(values: pd.Series, lo: pd.Series, hi: pd.Series, floor: np.ndarray) -> np.ndarray:
     lo_, hi_ = lo.astype(float).to_numpy(), hi.astype(float).to_numpy()
-    centre, half = (lo_ + hi_) / 2.0, (hi_ - lo_) / 2.0
+    centre, half = (lo_ + hi_) / 2.0, np.maximum((hi_ - lo_) / 2.0, floor)
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.log10(values.astype(float).to_numpy())  # a variance of 0 (underflow): -inf
         # A zero-width band (the top layer's fixed projection) judges by the value alone.
@@ -40,11 +61,13 @@ def band_table(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     last = rows[rows["layer"] == rows["depth"]]
     first = rows[rows["layer"] == 1]
     fwd = last.assign(
-        z=_z(last["preact_var"], last["pred_log10_preact_var_lo"], last["pred_log10_preact_var_hi"])
-    )
+        z=_z(last["preact_var"], last["pred_log10_preact_var_lo"],
+             last["pred_log10_preact_var_hi"], rounding_decades(last))
+    )  # fmt: skip
     bwd = first.assign(
-        z=_z(first["grad_var"], first["pred_log10_grad_var_lo"], first["pred_log10_grad_var_hi"])
-    )
+        z=_z(first["grad_var"], first["pred_log10_grad_var_lo"],
+             first["pred_log10_grad_var_hi"], rounding_decades(first))
+    )  # fmt: skip
     out = pd.DataFrame(
         {
             "band_fwd_inside": fwd.groupby(keys)["z"].agg(
