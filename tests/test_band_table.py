@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from stability.report.sections.atlas import caveat_notes
+from stability.report.sections.atlas import band_note, caveat_notes
 from stability.results.band import BAND_Z, band_table, band_verdict
 from stability.results.tables import CONFIG_KEYS, judged_table
 
@@ -82,3 +82,17 @@ def test_atlas_names_each_caveat_reason_once_with_every_config_it_marks() -> Non
     assert len(notes) == 2
     assert "selu/kaiming_normal, sigmoid/xavier_normal: backward: a non-zero mean the" in notes[0]
     assert notes[1].startswith("Theory's assumptions fail for gelu/kaiming_normal: length map")
+
+
+def test_atlas_separates_unstable_configs_from_misses_of_the_theory() -> None:
+    out = pd.DataFrame(
+        {
+            "activation": ["relu", "tanh", "selu"],
+            "init": ["normal", "xavier_normal", "normal"],
+            "verdict": ["vanishes", "stable", "explodes"],
+        }
+    )
+    note = band_note(out, 42)
+    assert note.startswith("3 of 42 drawn configs have a seed outside the predicted band")
+    assert "2 of them are unstable" in note and "(relu/normal, selu/normal)" in note
+    assert "1 are stable, and there the theory misses (tanh/xavier_normal)" in note

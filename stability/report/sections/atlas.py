@@ -58,7 +58,12 @@ BAND_COLUMNS = (
     "pred_log10_grad_var_hi",
     "theory_caveat",
 )
-BAND_HEALTH = "{outside} of {total} drawn configs have a seed outside the predicted band ({names})"
+BAND_HEALTH = "{outside} of {total} drawn configs have a seed outside the predicted band"
+BAND_UNSTABLE = (
+    "{n} of them are unstable (they vanish, explode or go non-finite: their variances travel "
+    "many decades, often past the dtype's range) ({names})"
+)
+BAND_STABLE = "{n} are stable, and there the theory misses ({names})"
 ELSEWHERE = (
     "The atlas draws one dtype of the main shape; every config's growth is in the heat map "
     "(section 3) and every config's per-layer variances in atlas.csv."
@@ -66,6 +71,20 @@ ELSEWHERE = (
 TABLE = "Per-layer variances of every stored config (median and range over seeds)"
 HEALTH = "{bad} of {total} drawn configs leave the ±2-decade stable band ({dtype})"
 HEALTHY = "all {total} drawn configs stay within the ±2-decade stable band ({dtype})"
+
+
+def band_note(out: pd.DataFrame, total: int) -> str:
+    """The configs outside the band, split by what it means: an unstable config's variance
+    has left the representable range (expected); a stable one's is a miss of the theory."""
+    unstable = out["verdict"] != "stable" if "verdict" in out.columns else out["init"].isna()
+    parts = [BAND_HEALTH.format(outside=len(out), total=total)]
+    for mask, text in ((unstable, BAND_UNSTABLE), (~unstable, BAND_STABLE)):
+        if mask.any():
+            names = ", ".join(
+                f"{a}/{i}" for a, i in zip(out["activation"][mask], out["init"][mask], strict=True)
+            )
+            parts.append(text.format(n=int(mask.sum()), names=names))
+    return "; ".join(parts) + "."
 
 
 def caveat_notes(marked: pd.DataFrame) -> list[str]:
@@ -128,12 +147,7 @@ def atlas(data: ReportData) -> Section:
     if "band_verdict" in drawn.columns:
         out = drawn[drawn["band_verdict"] == "outside"]
         if not out.empty:
-            names = ", ".join(
-                f"{a}/{i}" for a, i in zip(out["activation"], out["init"], strict=True)
-            )
-            section.notes.append(
-                BAND_HEALTH.format(outside=len(out), total=len(drawn), names=names)
-            )
+            section.notes.append(band_note(out, len(drawn)))
     if "theory_caveat" in drawn.columns:
         marked = drawn[drawn["theory_caveat"].fillna("") != ""]
         section.notes += caveat_notes(marked)
