@@ -31,6 +31,7 @@ from stability.report.experiments_run import experiments_step
 from stability.report.gate_run import figures_step, gate_result, throughput_step
 from stability.report.inputs import GateResult, PropertyRun, Step, StepStatus
 from stability.report.progress import Display, SweepProgress, stream, tail
+from stability.report.stored_step import stored_step
 from stability.results.store import Store
 from stability.sweep.run import SweepGrid, default_jobs, run_sweep
 from stability.sweep.stacks import default_budget
@@ -262,44 +263,30 @@ class Runner:
     # -- divergence doctor ---------------------------------------------------------------------
     def doctor(self) -> Step:
         """The doctor's default cases and lr map (about 5 s), once per code version."""
-        name = "doctor defaults"
-        code_hash, label = self.code
-        fp = fingerprint(code_hash, "doctor", {"version": doctor_cases.VERSION})
-        cached = self.cache.stored_run("doctor", fp, lambda run: _run_exists(self.db, run))
-        if cached is not None:
-            detail = f"reused doctor run {cached['run_id']} of {cached['finished']} ({label})"
-            self.display.say(f"{name}: {detail}")
-            return Step(name, "reused", detail)
-        self.display.say(f"{name}: diagnosing {len(doctor_cases.DEFAULT_CASES)} runs, lr map")
-        start = time.perf_counter()
-        tables = doctor_cases.compute()
-        with Store.open(self.db) as store:
-            run_id = doctor_cases.write(store, tables)
-        seconds = time.perf_counter() - start
-        self.cache.add_run("doctor", fp, label, run_id, seconds)
-        detail = f"doctor run {run_id} in {seconds:.0f} s ({label})"
-        self.display.say(f"{name}: {detail}")
-        return Step(name, "ran", detail, seconds)
+
+        def produce() -> tuple[int, str]:
+            tables = doctor_cases.compute()
+            with Store.open(self.db) as store:
+                return doctor_cases.write(store, tables), ""
+
+        return stored_step(
+            self.cache, self.code, self.display, "doctor defaults", "doctor",
+            {"version": doctor_cases.VERSION}, lambda run: _run_exists(self.db, run),
+            f"diagnosing {len(doctor_cases.DEFAULT_CASES)} runs, lr map", produce,
+        )  # fmt: skip
 
     # -- Jacobian spectrum and edge of chaos ----------------------------------------------------
     def spectrum(self) -> Step:
         """The spectrum and phase-diagram tables (seconds when quick), once per code version."""
-        name = "spectrum and phase diagram"
-        code_hash, label = self.code
-        options = {"version": spectrum_cases.VERSION, "quick": self.quick}
-        fp = fingerprint(code_hash, "spectrum", options)
-        cached = self.cache.stored_run("spectrum", fp, lambda run: _run_exists(self.db, run))
-        if cached is not None:
-            detail = f"reused spectrum run {cached['run_id']} of {cached['finished']} ({label})"
-            self.display.say(f"{name}: {detail}")
-            return Step(name, "reused", detail)
-        self.display.say(f"{name}: Jacobian spectra per depth, tanh phase diagram")
-        start = time.perf_counter()
-        tables = spectrum_cases.compute(self.quick)
-        with Store.open(self.db) as store:
-            run_id = spectrum_cases.write(store, tables)
-        seconds = time.perf_counter() - start
-        self.cache.add_run("spectrum", fp, label, run_id, seconds)
-        detail = f"spectrum run {run_id} in {seconds:.0f} s ({label})"
-        self.display.say(f"{name}: {detail}")
-        return Step(name, "ran", detail, seconds)
+
+        def produce() -> tuple[int, str]:
+            tables = spectrum_cases.compute(self.quick)
+            with Store.open(self.db) as store:
+                return spectrum_cases.write(store, tables), ""
+
+        return stored_step(
+            self.cache, self.code, self.display, "spectrum and phase diagram", "spectrum",
+            {"version": spectrum_cases.VERSION, "quick": self.quick},
+            lambda run: _run_exists(self.db, run),
+            "Jacobian spectra per depth, tanh phase diagram", produce,
+        )  # fmt: skip
