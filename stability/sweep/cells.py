@@ -106,9 +106,10 @@ def cell_rows(cell: Cell, stats: Sequence[LayerStats]) -> list[dict[str, Any]]:
     predicted = theory(
         config.activation, config.init, config.depth, config.width, cell.batch, bias_var
     )
-    band = predict_band(config, cell.batch)  # cached per shape in core/finite_width.py
     if bias_var > 0:  # mean field includes sigma_b^2, the band does not: mark, not mislead
-        band = [no_band(b.layer, BIAS_CAVEAT) for b in band]
+        band = [no_band(layer, BIAS_CAVEAT) for layer in range(1, config.depth + 1)]
+    else:
+        band = predict_band(config, cell.batch)  # cached per shape in core/finite_width.py
     mode = config.precision.mode
     base = {**config.as_dict(), "batch": cell.batch, "precision_mode": mode, "cell_key": cell.key}
     return [
