@@ -30,7 +30,8 @@ def install(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the tool's tests and the property suite (hypothesis ``ci`` profile)."""
-    install(session, "test", "bench", "dask")  # bench: tests check the benchmarks' own fixtures
+    # bench: the benchmarks' own fixtures; hf: tiny real architectures (transformers)
+    install(session, "test", "bench", "dask", "hf")
     session.run(
         "pytest",
         "tests",
