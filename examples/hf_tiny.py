@@ -109,9 +109,7 @@ def build(
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     config = _vision_config(arch, layer_scale) if arch in VISION else _text_config(arch)
     if initializer_range is not None:
-        config.initializer_range = initializer_range
-        if arch == "t5":
-            config.initializer_factor = initializer_range
+        config.initializer_range = initializer_range  # T5 and ResNet do not use it
     config.attn_implementation = "eager"
     torch.manual_seed(seed)
     model: nn.Module = getattr(tf, ARCHS[arch])(config)

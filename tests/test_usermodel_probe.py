@@ -86,11 +86,16 @@ def test_default_and_glob_selection() -> None:
         select_modules(net, ["nope"])
 
 
-def _row(**over: float) -> dict:  # type: ignore[type-arg]
-    base = {"order": 1, "module": "m", "kind": "Linear", "fwd_var": 1.0, "bwd_var": 1.0,
-            "bwd_sq_norm": 1.0, "fwd_nonfinite": 0, "bwd_nonfinite": 0, "fwd_min": -1.0,
-            "fwd_max_abs": 1.0, "bwd_max_abs": 1.0, "fwd_f16_headroom": 10.0,
-            "bwd_f16_headroom": 10.0, "fwd_f16_flush": 0.0, "bwd_f16_flush": 0.0}  # fmt: skip
+def _row(**over: object) -> dict:  # type: ignore[type-arg]
+    base = {"order": 1, "module": "m", "kind": "Linear", "role": "layer", "leaf": True,
+            "reshapes": False, "stack": "", "block_index": -1, "fwd_var": 1.0, "fwd_ms": 1.0,
+            "in_ms": 1.0, "bias_ms": 0.0, "expected_ms": math.nan, "norm_eps": math.nan,
+            "small_scale": "", "bwd_var": 1.0, "bwd_sq_norm": 1.0, "in_bwd_sq_norm": 1.0,
+            "fwd_nonfinite": 0, "bwd_nonfinite": 0, "fwd_min": -1.0, "fwd_max_abs": 1.0,
+            "bwd_max_abs": 1.0, "fwd_f16_headroom": 10.0, "bwd_f16_headroom": 10.0,
+            "fwd_f16_flush": 0.0, "bwd_f16_flush": 0.0, "fwd_f16_flush_energy": 0.0,
+            "bwd_f16_flush_energy": 0.0, "param_grad_f16_flush": 0.0,
+            "param_grad_f16_flush_energy": 0.0}  # fmt: skip
     return {**base, **over}
 
 
@@ -98,27 +103,63 @@ def _row(**over: float) -> dict:  # type: ignore[type-arg]
     ("second", "verdict"),
     [
         ({}, "stable"),
-        ({"fwd_var": 1e3}, "explodes"),
-        ({"fwd_var": 1e-3}, "vanishes"),
-        ({"bwd_sq_norm": 1e-3}, "vanishes"),  # against the last module's gradient
+        ({"fwd_ms": 1e3}, "explodes"),  # a layer's gain: 10^3 > 10^BAND
+        ({"fwd_ms": 1e-3}, "stable"),  # a small gain is a residual branch's right
+        ({"fwd_ms": 1e3, "leaf": False}, "stable"),  # a composite: judged by its parts
+        ({"fwd_ms": 1e3, "bias_ms": 999.5}, "stable"),  # its own bias, not its gain
+        ({"fwd_ms": 1e3, "role": "parameter-free"}, "stable"),
+        ({"fwd_ms": 1e-9, "role": "frozen", "bwd_sq_norm": 0.0}, "stable"),
+        ({"role": "norm", "expected_ms": 1.0, "fwd_ms": 0.9}, "stable"),
+        (
+            {"role": "norm", "expected_ms": 1.0, "fwd_ms": 1e-3, "in_ms": 1e-8, "norm_eps": 1e-5},
+            "vanishes",
+        ),
         ({"fwd_nonfinite": 3}, "non-finite"),
         ({"bwd_f16_headroom": -1.0, "bwd_max_abs": 1.3e5}, "float16-overflow"),
-        ({"bwd_f16_flush": 2 * FLUSH_LIMIT}, "float16-underflow"),
-        ({"fwd_var": 1e-3, "fwd_min": 0.0, "fwd_max_abs": 0.1}, "stable"),  # probabilities
+        ({"bwd_f16_flush": 0.5, "bwd_f16_flush_energy": 2 * FLUSH_LIMIT}, "float16-underflow"),
+        ({"bwd_f16_flush": 0.05, "bwd_f16_flush_energy": 1e-6}, "stable"),  # a tail near 0
     ],
 )
 def test_each_verdict(second: dict, verdict: str) -> None:  # type: ignore[type-arg]
-    """The middle of three modules: the first sets the forward scale, the last the gradient's."""
+    """The middle of three modules, judged by what it does itself."""
     rows = [_row(), _row(order=2, module="n", **second), _row(order=3, module="top")]
     middle = judge(rows)[1]
     assert middle["verdict"] == verdict, middle
     assert verdict in PROBE_VERDICTS
 
 
-def test_gradient_growth_is_read_against_the_module_nearest_the_loss() -> None:
-    rows = judge([_row(bwd_sq_norm=1e3), _row(order=2, module="top")])
-    assert rows[0]["verdict"] == "explodes" and rows[0]["bwd_log10_growth"] == pytest.approx(3)
-    assert rows[1]["verdict"] == "stable"
+def _stack(fwd: list[float], bwd: list[float]) -> list[dict]:  # type: ignore[type-arg]
+    """Blocks of one stack: each one's output mean square and the gradient norm^2 at its
+    input (the block above's output gradient is the next one's)."""
+    rows = []
+    for i, (ms, g) in enumerate(zip(fwd, bwd, strict=True)):
+        above = bwd[i + 1] if i + 1 < len(bwd) else 1.0
+        rows.append(_row(order=i + 1, module=f"h.{i}", role="block", leaf=False, stack="h",
+                         block_index=i, in_ms=1.0 if i == 0 else fwd[i - 1], fwd_ms=ms,
+                         in_bwd_sq_norm=g, bwd_sq_norm=above))  # fmt: skip
+    return rows
+
+
+def test_the_stream_names_the_block_where_it_leaves_the_band() -> None:
+    rows = judge(_stack([2.0, 3.0, 3e3, 3e3], [1.0, 1.0, 1.0, 1.0]))
+    assert [r["verdict"] for r in rows] == ["stable", "stable", "explodes", "stable"]
+    assert "10^+3.0 its input's" in rows[2]["reason"]
+    assert summary(rows)["origin"]["module"] == "h.2"
+
+
+def test_the_gradient_is_blamed_where_the_backward_pass_first_leaves_the_band() -> None:
+    # From the top (h.3) down: the gradient norm^2 jumps 10^3 across h.2, then stays.
+    rows = judge(_stack([1.0] * 4, [1e3, 1e3, 1e3, 1.0]))
+    assert [r["verdict"] for r in rows] == ["stable", "stable", "explodes", "stable"]
+    assert "gradient" in rows[2]["reason"] and rows[2]["side"] == "backward"
+
+
+def test_a_transition_block_is_judged_by_the_stream_only() -> None:
+    rows = _stack([1.0, 0.03, 0.03], [1.0, 1.0, 1.0])
+    rows[1]["reshapes"] = True  # a downsampling stage: 10^-1.5 is its projection's init
+    assert [r["verdict"] for r in judge(rows)] == ["stable"] * 3
+    rows[1]["reshapes"] = False  # the witness: the same drop inside a residual stack
+    assert judge(rows)[1]["verdict"] == "vanishes"
 
 
 def test_summary_names_the_first_non_finite_module_and_lines_read() -> None:
@@ -128,7 +169,8 @@ def test_summary_names_the_first_non_finite_module_and_lines_read() -> None:
     assert s["verdict"] == "non-finite" and s["counts"] == {"non-finite": 2, "stable": 1}
     assert s["first_nonfinite"] == {"module": "softmax", "phase": "forward"}
     lines = finding_lines(rows)
-    assert lines[0].startswith("verdict: non-finite") and "first inf/NaN: softmax" in lines[1]
+    assert lines[0].startswith("verdict: non-finite") and "first inf/NaN: softmax" in lines[2]
+    assert any(line.startswith("starts at: softmax") for line in lines)
 
 
 def test_cross_entropy_takes_classes_on_the_last_dimension() -> None:

@@ -1,93 +1,45 @@
-"""A verdict per module of a user's network, and the few findings worth reading first.
+"""The network's verdict from its modules' (``usermodel.verdicts``), and the few findings
+worth reading first.
 
-The words are the sweep's (``results.tables.VERDICTS``: non-finite, explodes, vanishes,
-stable) plus two that only a per-module probe can give: ``float16-overflow`` (some value
-beyond float16's largest finite, 65504) and ``float16-underflow`` (more than
-``FLUSH_LIMIT`` of the values, forward or gradient, would flush to zero in float16).
-
-Growth is read against the network's own ends, as the sweep reads layer 1 against the last:
-forward variance per element against the first watched module's (the input is often integer
-token ids, whose variance means nothing); the gradient's squared norm against that of the
-last watched module in forward order (the one nearest the loss). The gradient is judged by
-its norm, not its per-element variance, because shapes change on the way down: a global
-average pool over 256 pixels divides each pixel's gradient by 256 (2.4 decades per element)
-but the norm only by 16, and an orthogonal map keeps the norm exactly. Beyond ``BAND``
-decades either way: explodes or vanishes. A module whose every output lies in [0, 1] (a
-softmax, a sigmoid gate) outputs probabilities, whose variance is no scale: its forward
-variance is not judged. The first verdict that applies, in ``PROBE_VERDICTS`` order, is
-the module's.
+The words are the sweep's (non-finite, explodes, vanishes, stable) plus two that only a
+per-module probe gives: ``float16-overflow`` and ``float16-underflow``. The network's
+verdict is the worst of its modules'; the signal path (each stack's stream, forward and
+backward) is summarised on its own line, so a reader sees what the verdict was judged on.
 """
 
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from stability.results.tables import BAND
-
-FLUSH_LIMIT = 0.01  # more than 1 % of values lost to zero: float16 would need loss scaling
-PROBE_VERDICTS = (
-    "non-finite",
-    "float16-overflow",
-    "explodes",
-    "vanishes",
-    "float16-underflow",
-    "stable",
+from stability.usermodel.verdicts import (
+    BLOCK_BAND,
+    FLUSH_LIMIT,
+    PROBE_VERDICTS,
+    judge,
+    log10_ratio,
 )
 
-
-def _log10_ratio(a: float, b: float) -> float:
-    if not (a > 0 and b > 0) or math.isinf(a) or math.isinf(b):
-        return math.nan if (math.isnan(a) or math.isnan(b)) else (-math.inf if a == 0 else math.inf)
-    return math.log10(a / b)
+__all__ = ["BLOCK_BAND", "FLUSH_LIMIT", "PROBE_VERDICTS", "finding_lines", "judge", "summary"]
 
 
-def judge(rows: Sequence[dict[str, Any]], band: float = BAND) -> list[dict[str, Any]]:
-    """``rows`` (from ``probe_modules``) with ``fwd_log10_growth``, ``bwd_log10_growth``,
-    ``verdict`` and a one-line ``reason`` added; the input rows are not changed."""
-    if not rows:
-        return []
-    fwd_ref = next((r["fwd_var"] for r in rows if r["fwd_var"] > 0), math.nan)
-    bwd_ref = next((r["bwd_sq_norm"] for r in reversed(rows) if r["bwd_sq_norm"] > 0), math.nan)
-    judged = []
-    for r in rows:
-        out = dict(r)
-        fwd = _log10_ratio(r["fwd_var"], fwd_ref)
-        bwd = _log10_ratio(r["bwd_sq_norm"], bwd_ref)
-        out["fwd_log10_growth"] = fwd
-        out["bwd_log10_growth"] = bwd
-        out["verdict"], out["reason"] = _verdict(r, fwd, bwd, band)
-        judged.append(out)
-    return judged
-
-
-def _verdict(r: dict[str, Any], fwd: float, bwd: float, band: float) -> tuple[str, str]:
-    if r["fwd_nonfinite"] or r["bwd_nonfinite"]:
-        return "non-finite", (
-            f"inf/NaN values: {r['fwd_nonfinite']} in the output, {r['bwd_nonfinite']} in "
-            "its gradient"
-        )
-    for side in ("fwd", "bwd"):
-        room = r[f"{side}_f16_headroom"]
-        if room < 0:
-            what = "output" if side == "fwd" else "gradient"
-            return "float16-overflow", (
-                f"{what} max |x| {r[f'{side}_max_abs']:.3g} is {-room:.1f} binades past "
-                "float16's 65504"
-            )
-    if r["fwd_min"] >= 0 and r["fwd_max_abs"] <= 1:
-        fwd = 0.0  # probabilities: a small variance is what they are, not a vanishing signal
-    for side, growth in (("forward variance", fwd), ("gradient norm^2", bwd)):
-        if growth > band:
-            return "explodes", f"{side} 10^{growth:+.1f} of the network's end"
-        if growth < -band:
-            return "vanishes", f"{side} 10^{growth:+.1f} of the network's end"
-    for side in ("fwd", "bwd"):
-        flush = r[f"{side}_f16_flush"]
-        if flush > FLUSH_LIMIT:
-            what = "output" if side == "fwd" else "gradient"
-            return "float16-underflow", f"{flush:.1%} of the {what} would flush to zero in float16"
-    room = min(r["fwd_f16_headroom"], r["bwd_f16_headroom"])
-    return "stable", f"{room:.1f} binades of float16 headroom" if math.isfinite(room) else ""
+def _stacks(judged: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per stack: blocks, the stream's largest growth forward and backward, the roles."""
+    stacks: dict[str, list[dict[str, Any]]] = {}
+    for r in judged:
+        if r.get("role") == "block":
+            stacks.setdefault(r["stack"], []).append(r)
+    out = []
+    for name, members in stacks.items():
+        members = sorted(members, key=lambda r: r["block_index"])
+        fwd = log10_ratio(members[-1]["fwd_ms"], members[0]["in_ms"])
+        bwd = log10_ratio(members[0]["in_bwd_sq_norm"], members[-1]["bwd_sq_norm"])
+        gains = [r.get("fwd_gain_log10", math.nan) for r in members]
+        finite = [g for g in gains if math.isfinite(g)]
+        largest = max(finite, key=abs) if finite else math.nan
+        out.append({"stack": name, "blocks": len(members), "kind": members[0]["kind"],
+                    "fwd_log10": fwd, "bwd_log10": bwd,
+                    "max_block_gain_log10": largest})  # fmt: skip
+    return out
 
 
 def summary(judged: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -123,10 +75,38 @@ def summary(judged: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     out["least_f16_headroom_fwd"] = pick("fwd_f16_headroom", lowest=True)
     out["least_f16_headroom_bwd"] = pick("bwd_f16_headroom", lowest=True)
-    out["largest_fwd_growth"] = pick("fwd_log10_growth", lowest=False)
-    out["smallest_bwd_growth"] = pick("bwd_log10_growth", lowest=True)
+    out["largest_layer_gain"] = pick("fwd_gain_log10", lowest=False)
     out["most_f16_flush_bwd"] = pick("bwd_f16_flush", lowest=False)
+    out["stacks"] = _stacks(judged)
+    origin = _origin(judged)
+    if origin is not None:
+        out["origin"] = origin
+    out["roles"] = {}
+    for r in judged:
+        role = r.get("role", "layer")
+        out["roles"][role] = out["roles"].get(role, 0) + 1
     return out
+
+
+def _origin(judged: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where the trouble starts: the first module in forward order flagged on its forward
+    figures, else the last flagged on its gradient (the first the backward pass meets);
+    with the block (stack member) it sits in, the place a planted fault is."""
+    flagged = [r for r in judged if r["verdict"] != "stable"]
+    forward = [r for r in flagged if r.get("side") == "forward"]
+    backward = [r for r in flagged if r.get("side") == "backward"]
+    if forward:
+        r = min(forward, key=lambda r: r["order"])
+    elif backward:
+        r = max(backward, key=lambda r: r["order"])
+    else:
+        return None
+    blocks = [b["module"] for b in judged if b.get("role") == "block"]
+    inside = [b for b in blocks if r["module"] == b or r["module"].startswith(b + ".")]
+    block = max(inside, key=len) if inside else ""
+    return {"module": r["module"], "kind": r["kind"], "verdict": r["verdict"],
+            "side": r.get("side", ""), "reason": r["reason"], "block": block,
+            "follows": len(flagged) - 1}  # fmt: skip
 
 
 def finding_lines(judged: Sequence[dict[str, Any]], top: int = 5) -> list[str]:
@@ -135,12 +115,37 @@ def finding_lines(judged: Sequence[dict[str, Any]], top: int = 5) -> list[str]:
     s = summary(judged)
     counts = ", ".join(f"{v} {n}" for v, n in s["counts"].items())
     lines = [f"verdict: {s['verdict']} ({s['modules']} modules: {counts})"]
+    for st in s.get("stacks", []):
+        lines.append(
+            f"signal path {st['stack']} ({st['blocks']} x {st['kind']}): mean square "
+            f"10^{st['fwd_log10']:+.2f} across the stack (largest per block "
+            f"10^{st['max_block_gain_log10']:+.2f}), gradient norm^2 10^{st['bwd_log10']:+.2f} "
+            "from its top to its input"
+        )
+    if not s.get("stacks"):
+        lines.append("signal path: no repeated blocks found; each module judged by its own gain")
+    unjudged = {k: v for k, v in s.get("roles", {}).items()
+                if k in ("parameter-free", "frozen", "no-gradient")}  # fmt: skip
+    if unjudged:
+        lines.append("not judged for growth: " + ", ".join(f"{n} {k}" for k, n in unjudged.items()))
     first = s.get("first_nonfinite")
     if first:
         lines.append(f"first inf/NaN: {first['module']} ({first['phase']}); all after it follow")
+    origin = s.get("origin")
+    if origin:
+        where = f" in block {origin['block']}" if origin["block"] else ""
+        follows = f"; {origin['follows']} other flagged modules follow" if origin["follows"] else ""
+        lines.append(f"starts at: {origin['module']} ({origin['kind']}){where}, "
+                     f"{origin['side']}: {origin['verdict']}{follows}")  # fmt: skip
+    start = origin["module"] if origin else None
     flagged = sorted(
         (r for r in judged if r["verdict"] != "stable"),
-        key=lambda r: (PROBE_VERDICTS.index(r["verdict"]), not r["fwd_nonfinite"], r["order"]),
+        key=lambda r: (
+            r["module"] != start,
+            PROBE_VERDICTS.index(r["verdict"]),
+            not r["fwd_nonfinite"],
+            r["order"],
+        ),
     )
     for r in flagged[:top]:
         lines.append(f"  {r['verdict']:<17} {r['module']} ({r['kind']}): {r['reason']}")
@@ -149,8 +154,7 @@ def finding_lines(judged: Sequence[dict[str, Any]], top: int = 5) -> list[str]:
     for key, text in (
         ("least_f16_headroom_fwd", "least float16 headroom, forward: {v:.1f} binades"),
         ("least_f16_headroom_bwd", "least float16 headroom, gradient: {v:.1f} binades"),
-        ("largest_fwd_growth", "largest forward variance growth: 10^{v:+.2f}"),
-        ("smallest_bwd_growth", "smallest gradient norm^2: 10^{v:+.2f} of the top's"),
+        ("largest_layer_gain", "largest gain (mean square out / in): 10^{v:+.2f}"),
     ):
         found = s.get(key)
         if found and math.isfinite(found["value"]):
