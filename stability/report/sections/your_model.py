@@ -4,17 +4,22 @@ The rows are the store's ``probe`` records (``ReportData.latest("probe")``), wri
 ``stability probe --model pkg.module:factory``; nothing is computed here.
 """
 
+from typing import Any
+
 import pandas as pd
 
 from stability.report.figures_usermodel import module_profile
 from stability.report.inputs import ReportData
 from stability.report.sections.figure_cache import cached_figure
 from stability.report.sections.page import Section, Table
+from stability.usermodel.findings import summary
 
 TITLE = "11. Your model"
 INTRO = (
     "Your own network, probed module by module: one forward and one backward pass, each "
-    "row named by the module's qualified name. The forward and gradient variance show "
+    "row named by the module's qualified name. Each module is judged by its role: a norm "
+    "against its gain, a leaf layer by its own gain, a repeated block by the stream "
+    "through its stack (docs/verdicts.md). The forward and gradient variance show "
     "where scale grows or fades (a residual stream grows with depth, a LayerNorm resets it "
     "to 1); the headroom says how many binades each module's largest value sits below "
     "float16's and bfloat16's overflow, and the flush fractions how much of it would round "
@@ -38,7 +43,7 @@ CAPTION = (
 )
 TABLE = "Per module: verdict, reason, variance, max |x|, float16 headroom and flush"
 COLUMNS = [
-    "order", "module", "kind", "verdict", "reason", "fwd_var", "bwd_var", "fwd_max_abs",
+    "order", "module", "kind", "role", "verdict", "reason", "fwd_var", "bwd_var", "fwd_max_abs",
     "fwd_f16_headroom", "bwd_f16_headroom", "fwd_f16_flush", "bwd_f16_flush",
     "fwd_bf16_headroom",
 ]  # fmt: skip
@@ -87,8 +92,20 @@ def describe(section: Section, rows: pd.DataFrame, data: ReportData) -> Section:
         # Once a value is inf or NaN every later module's is: name the first that made one.
         made = rows[rows["fwd_nonfinite"] > 0] if "fwd_nonfinite" in rows.columns else rows[:0]
         worst = made.iloc[0] if len(made) else rows[rows["verdict"] != "stable"].iloc[0]
-        section.judge("warn", f"{flagged} modules not stable, first {worst['module']}: "
-                      f"{worst['verdict']}")  # fmt: skip
+        where, verdict = str(worst["module"]), str(worst["verdict"])
+        origin = _origin(rows) if not len(made) else None
+        if origin is not None:
+            where, verdict = origin["module"], origin["verdict"]
+            where += f" (in block {origin['block']})" if origin["block"] else ""
+        section.judge("warn", f"{flagged} modules not stable; it starts at {where}: {verdict}")
     else:
         section.judge("pass", section.verdict)
     return section
+
+
+def _origin(rows: pd.DataFrame) -> dict[str, Any] | None:
+    """Where the probe says the trouble starts (rows from before the roles: None)."""
+    if "side" not in rows.columns:
+        return None
+    found: dict[str, Any] | None = summary(rows.to_dict("records")).get("origin")
+    return found
