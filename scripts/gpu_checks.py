@@ -242,6 +242,15 @@ def main() -> int:
         ok, summary = False, f"spectrum check raised {type(exc).__name__}: {exc}"
     print(summary, flush=True)
     codes["cuda Jacobian spectrum (= CPU)"] = 0 if ok else 1
+    try:
+        from gpu_usermodel import checks as usermodel_checks
+
+        for name, ok, line in usermodel_checks("cuda"):
+            print(f"{name}: {line}", flush=True)
+            codes[name] = 0 if ok else 1
+    except Exception as exc:  # reported as a failed check, the others still count
+        print(f"user-model checks raised {type(exc).__name__}: {exc}", flush=True)
+        codes["hf user-model checks"] = 1
     if JSON.exists():
         codes["ingest"] = run([py, "-m", "stability.cli", "bench-ingest", str(JSON)])
         print(table(JSON))

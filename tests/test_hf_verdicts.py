@@ -99,3 +99,18 @@ def test_one_block_scaled_is_named(arch: str, block: str) -> None:
     s = verdict(arch, scale_block=1)["summary"]
     assert s["verdict"] in ("explodes", "float16-overflow", "non-finite"), s
     assert s["origin"]["block"] == block, s["origin"]
+
+
+def test_the_cuda_script_runs_its_native_paths_on_cpu() -> None:
+    """``scripts/gpu_usermodel.py`` waits for a GPU; its native bfloat16 path runs on CPU
+    too, so the script is known to work before a GPU machine is lent."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_usermodel.py"
+    spec = importlib.util.spec_from_file_location("gpu_usermodel", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module._rows("cpu", dtype=torch.bfloat16)
+    assert module._finite(rows) and {r["verdict"] for r in rows} == {"stable"}
