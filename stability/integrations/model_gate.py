@@ -10,7 +10,10 @@ largest spread between machines of the probe's float32 figures, 1.5e-6, times a 
 
 It fails closed, like the MLP gate: a baseline that is missing, unreadable, of another
 schema or another model, or whose modules are not the model's, cannot be judged (exit 2,
-never a pass); exit 1 means a figure moved past the rtol (or became non-finite).
+never a pass); exit 1 means a figure moved past the rtol (or became non-finite). The flags
+are compared by meaning (``normal_flags``). A regression is named where it began: the
+first module in forward order whose own forward figures moved (``origin``), then the
+figures that follow from it, forward and backward, one line each (``regression_lines``).
 """
 
 import contextlib
