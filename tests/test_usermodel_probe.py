@@ -189,7 +189,7 @@ def test_the_loader_check_leaves_batchnorm_statistics_as_built(
         "    return nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))\n"
     )
     monkeypatch.chdir(tmp_path)
-    setup = load_setup("umod_bn:build", None, "8x3:float32")
+    setup = load_setup("umod_bn:build", None, "8x3:float32", mode="train")
     bn = setup.model[1]
     assert torch.equal(bn.running_mean, torch.zeros(3)) and int(bn.num_batches_tracked) == 0
     setup.forward()  # the witness: a forward in training mode does move them

@@ -19,7 +19,7 @@ from stability.cli.args import (
     names,
     nonempty,
 )
-from stability.cli.doctor_model import cmd_doctor_model
+from stability.cli.doctor_model import MLP_DEFAULTS, MODEL_ONLY, cmd_doctor_model
 from stability.cli.json_output import add_json_argument, emit, human
 from stability.cli.model_args import add_model_arguments
 from stability.errors import StabilityError
@@ -44,23 +44,47 @@ def add_doctor(sub: SubParsers) -> None:
         "x activation, float16 with and without loss scaling, and the cost against "
         "torch.autograd.detect_anomaly. With --model, your own network is trained on --input, "
         "--target and --loss and the first NaN/Inf is named by module (qualified name), phase "
-        "and operator; --lr-search and --loss-scaling work on it too. Exit codes: 0 done "
+        "and operator (without --loss on a bounded objective: the model's own loss when the "
+        "batch has labels, else cross_entropy for logits, else mse against a made target; in "
+        "--mode eval by default, so runs repeat exactly); --lr-search and --loss-scaling work "
+        "on it too. Exit codes: 0 done "
         "(diverged or not); 1 the run diverged and --fail-on-divergence was given (results "
         "are still written); 2 bad input.",
     )
-    p.add_argument("--activation", default="relu", help="(default: %(default)s)")
-    p.add_argument("--init", default="kaiming_normal", help="(default: %(default)s)")
-    p.add_argument("--depth", type=int, default=10, help="(default: %(default)s)")
-    p.add_argument("--width", type=int, default=64, help="(default: %(default)s)")
+    d = MLP_DEFAULTS  # the built-in MLP's flags: refused with --model when not these
+    p.add_argument("--activation", default=d["activation"], help="(default: %(default)s)")
+    p.add_argument("--init", default=d["init"], help="(default: %(default)s)")
+    p.add_argument("--depth", type=int, default=d["depth"], help="(default: %(default)s)")
+    p.add_argument("--width", type=int, default=d["width"], help="(default: %(default)s)")
     p.add_argument("--dtype", default="float32", help="float64,float32,bfloat16,float16")
-    add_model_arguments(p, required=False)  # --model ...: your own network (also --seed)
+    add_model_arguments(p, required=False, training=True)  # --model ...: your own network
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default: %(default)s)")
-    p.add_argument("--optimizer", default="sgd", help="sgd, momentum or adam (default: sgd)")
-    p.add_argument("--steps", type=int, default=100, help="training steps (default: 100)")
-    p.add_argument("--batch", type=int, default=64, help="batch size (default: 64)")
     p.add_argument(
-        "--data", default="teacher", help="teacher, regression or classification (default: teacher)"
+        "--optimizer",
+        default="sgd",
+        help="sgd, momentum (sgd with momentum 0.9) or adam; with --model also adamw "
+        "(default: sgd)",
+    )
+    p.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        help="with --model: sgd's momentum (default: 0; 0.9 for --optimizer momentum)",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="with --model: the optimiser's weight decay, decoupled for adamw (default: 0, "
+        "adamw included, where torch's own default is 0.01)",
+    )
+    p.add_argument("--steps", type=int, default=100, help="training steps (default: 100)")
+    p.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: 64)")
+    p.add_argument(
+        "--data",
+        default=d["data"],
+        help="teacher, regression or classification (default: teacher)",
     )
     p.add_argument(
         "--loss-scaling",
@@ -73,13 +97,13 @@ def add_doctor(sub: SubParsers) -> None:
     p.add_argument(
         "--map-inits",
         type=names,
-        default=["kaiming_normal", "xavier_normal", "standard_normal"],
+        default=d["map_inits"],
         help="comma list for --lr-map (default: %(default)s)",
     )
     p.add_argument(
         "--map-activations",
         type=names,
-        default=["relu", "tanh"],
+        default=d["map_activations"],
         help="comma list for --lr-map (default: %(default)s)",
     )
     p.add_argument(
@@ -118,6 +142,9 @@ def add_doctor(sub: SubParsers) -> None:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     if args.model is not None:
         return cmd_doctor_model(args)
+    given = [flag for flag, key in MODEL_ONLY.items() if getattr(args, key) not in (None, 0.0)]
+    if given:
+        raise StabilityError(f"{given[0]} works with --model only, not on the built-in MLP")
     from stability.train.doctor import (
         diagnose,
         diagnosis_tables,

@@ -22,11 +22,20 @@ from stability.results.files import check_outputs, write_csv
 from stability.results.store import Store
 
 MLP_ONLY = ("lr_map", "cost", "figure")  # studies of the MLP's grid, not of one given model
+# The built-in MLP's own flags and their defaults (the parser's): any other value with
+# --model is refused, as it would be silently ignored.
+MLP_DEFAULTS: dict[str, Any] = {
+    "activation": "relu", "init": "kaiming_normal", "depth": 10, "width": 64, "batch": 64,
+    "data": "teacher", "lrs": None,
+    "map_inits": ["kaiming_normal", "xavier_normal", "standard_normal"],
+    "map_activations": ["relu", "tanh"],
+}  # fmt: skip
+MODEL_ONLY = {"--momentum": "momentum", "--weight-decay": "weight_decay", "--mode": "mode"}
 
 
 def cmd_doctor_model(args: argparse.Namespace) -> int:
     from stability.cli.limits import MAX_STEPS
-    from stability.cli.model_args import setup_from_args
+    from stability.cli.model_args import mode_of, setup_from_args
     from stability.integrations.model_doctor import (
         ModelTrainConfig,
         diagnose_model,
@@ -36,9 +45,11 @@ def cmd_doctor_model(args: argparse.Namespace) -> int:
     from stability.train.doctor import doctor_csv_path, doctor_outputs
 
     given = [f"--{k.replace('_', '-')}" for k in MLP_ONLY if getattr(args, k)]
+    given += [f"--{k.replace('_', '-')}" for k, v in MLP_DEFAULTS.items() if getattr(args, k) != v]
     if given:
         raise StabilityError(f"{given[0]} works on the built-in MLP only, not with --model")
-    cfg = ModelTrainConfig(args.lr, args.optimizer, args.steps, args.dtype, args.device)
+    cfg = ModelTrainConfig(args.lr, args.optimizer, args.steps, args.dtype, args.device,
+                           mode_of(args), args.momentum, args.weight_decay)  # fmt: skip
     if cfg.steps > MAX_STEPS and not args.yes:
         raise StabilityError(f"--steps {cfg.steps} is over {MAX_STEPS}; pass --yes to run it")
     if args.trial_steps < 1:
@@ -57,11 +68,14 @@ def cmd_doctor_model(args: argparse.Namespace) -> int:
     outputs = doctor_outputs(args.out, None, studies)
     check_outputs(outputs, store=args.db)
     Store.open(args.db).close()  # a foreign, corrupt or read-only store: refused before training
-    setup = setup_from_args(args)  # one line and exit 2 on any bad flag, before any training
+    # One line and exit 2 on any bad flag, before any training; no --loss: a bounded one.
+    setup = setup_from_args(args, bounded=True)
 
     with contextlib.redirect_stdout(human(args.json)):  # --json: stdout holds JSON only
         diag = diagnose_model(setup, cfg)
         print(diag.summary())
+        for note in setup.batch.notes:
+            print(note)
         tables = {"diagnosis": pd.DataFrame([diag.as_row()]), "layers": diag.layers}
         if args.lr_search:
             table = lr_search(setup, cfg, args.trial_steps)

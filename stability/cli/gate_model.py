@@ -17,28 +17,34 @@ DEFAULT_MODEL_PATH = Path("model-baseline.json")
 MLP_ONLY_GATE = ("against", "candidate", "pairs", "no_baseline", "no_throughput")
 
 
-def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    """What names the model in the baseline: the same flags must name it at the gate."""
-    return {"model": args.model, "model_args": args.model_args, "input": args.input,
-            "target": args.target, "loss": args.loss, "seed": args.seed}  # fmt: skip
+def _flags(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """What names the model in the baseline, by meaning (``normal_flags``): the same flags
+    must name it at the gate."""
+    from stability.integrations.model_gate import normal_flags
+
+    return normal_flags({"model": args.model, "model_args": args.model_args,
+                         "input": args.input, "target": args.target, "loss": args.loss,
+                         "seed": args.seed, "mode": mode})  # fmt: skip
 
 
 def cmd_baseline_model(args: argparse.Namespace) -> int:
-    from stability.cli.model_args import setup_from_args
+    from stability.cli.model_args import mode_line, mode_of, setup_from_args
     from stability.integrations.model_gate import record
 
     out = args.out or DEFAULT_MODEL_PATH
     check_outputs({"--out": out})
     setup = setup_from_args(args)  # one line and exit 2 on bad flags, before writing
-    doc = record(setup, _flags(args), args.reason, out)
+    doc = record(setup, _flags(args, mode_of(args)), args.reason, out)
+    print(mode_line(mode_of(args)))
     print(f"model baseline -> {out}: {len(doc['modules'])} modules x 4 figures, rtol "
           f"{doc['rtol']:g}; by {doc['created']['by']}")  # fmt: skip
     return 0
 
 
 def cmd_gate_model(args: argparse.Namespace) -> int:
-    from stability.cli.model_args import setup_from_args
+    from stability.cli.model_args import mode_line, mode_of, setup_from_args
     from stability.integrations.model_gate import judge, load
+    from stability.usermodel.spec import AS_BUILT
 
     given = [f"--{k.replace('_', '-')}" for k in MLP_ONLY_GATE if getattr(args, k)]
     if given:
@@ -46,8 +52,14 @@ def cmd_gate_model(args: argparse.Namespace) -> int:
     if args.rtol is not None and not 0 < args.rtol < 1:
         raise StabilityError(f"--rtol must be in (0, 1), got {args.rtol}")
     doc = load(args.baseline or DEFAULT_MODEL_PATH)
-    setup = setup_from_args(args)
-    verdict = judge(doc, setup, _flags(args), args.rtol)
+    mode = mode_of(args)
+    if "mode" not in doc["model"] and args.mode is None:
+        mode = AS_BUILT  # a baseline from before --mode: probed as the factory left the model
+        print("the baseline predates --mode: the model is probed as its factory left it, as "
+              "the baseline was", file=sys.stderr)  # fmt: skip
+    setup = setup_from_args(args, mode=mode)
+    print(mode_line(mode), file=sys.stderr)
+    verdict = judge(doc, setup, _flags(args, mode), args.rtol)
     for line in verdict.lines:
         print(line, file=sys.stderr)
     words = {0: "PASS", 1: "REGRESSION", 2: "CANNOT JUDGE"}

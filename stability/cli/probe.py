@@ -7,6 +7,7 @@ opened, so bad input leaves the store as it was.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, names
 from stability.cli.json_output import add_json_argument, document, emit, human
-from stability.cli.model_args import add_model_arguments, setup_from_args
+from stability.cli.model_args import add_model_arguments, mode_line, mode_of, setup_from_args
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.files import check_outputs, write_csv, write_text
@@ -78,11 +79,11 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
     setup = setup_from_args(args)  # one line and exit 2 on any bad flag, before any write
-    model = setup.model.to(args.device)
-    batch = setup.batch.to(args.device)
-    run = type(setup)(setup.model_ref, model, batch, setup.loss_name, setup.loss)
-    rows = judge(probe_modules(model, run.forward, run.loss_of, args.modules))
-    context = {"model": args.model, "input": args.input, "loss": args.loss or "projection"}
+    run = setup.to(args.device)
+    with contextlib.redirect_stdout(human(args.json)):  # the model's prints: not on --json
+        rows = judge(probe_modules(run.model, run.forward, run.loss_of, args.modules))
+    context = {"model": args.model, "input": args.input, "loss": args.loss or "projection",
+               "mode": mode_of(args)}  # fmt: skip
     stored = [{**context, **r} for r in rows]
     found = summary(rows)
     with Store.open(args.db) as store:
@@ -90,10 +91,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             "probe", ["stability", *sys.argv[1:]], args.device, {"probe": stored}
         )
     write_csv(pd.DataFrame(stored), args.out, "--out")
-    body = {"run_id": run_id, **context, "summary": found, "rows": stored}
+    body = {"run_id": run_id, **context, "objective": setup.objective,
+            "batch_notes": list(setup.batch.notes), "summary": found, "rows": stored}  # fmt: skip
     write_text(json_path, json.dumps(document("probe", body), allow_nan=False) + "\n", "JSON file")
     text = human(args.json)
     print("\n".join(finding_lines(rows)), file=text)
+    for line in [mode_line(mode_of(args)), f"objective: {setup.objective}", *setup.batch.notes]:
+        print(line, file=text)
     print(
         f"rows: {len(rows)} -> {args.out}, {json_path} (store: {args.db}, run {run_id})", file=text
     )

@@ -17,9 +17,9 @@ parameter gradients that underflowed to zero.
 import contextlib
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,11 +37,23 @@ from stability.train.doctor.diagnosis import INF, NAN, geometric_growth
 from stability.train.doctor.replay import _FirstNonFinite
 from stability.train.lr_search import diverged, largest_stable_lr
 from stability.train.scaler import LossScaler
-from stability.train.trainer import OPTIMIZERS
-from stability.usermodel.spec import UserSetup, first_tensor
+from stability.usermodel.spec import MODES, UserSetup, set_mode
 
 DTYPES = ("float32", "float16", "bfloat16")
 SEARCH_RTOL = 0.05  # the lr search stops when its bracket is 5 % wide: trials are whole runs
+
+Params = Iterable[nn.Parameter]
+# name -> (parameters, lr, momentum, weight_decay) -> optimiser; torch's own defaults
+# otherwise. "momentum" is SGD with momentum 0.9 unless --momentum says otherwise, as the
+# MLP doctor's "momentum" is; adamw's decay is --weight-decay (0 unless given), not torch's 0.01.
+OPTIMIZERS: dict[str, Callable[[Params, float, float | None, float], torch.optim.Optimizer]] = {
+    "sgd": lambda p, lr, m, wd: torch.optim.SGD(p, lr=lr, momentum=m or 0.0, weight_decay=wd),
+    "momentum": lambda p, lr, m, wd: torch.optim.SGD(
+        p, lr=lr, momentum=0.9 if m is None else m, weight_decay=wd
+    ),
+    "adam": lambda p, lr, m, wd: torch.optim.Adam(p, lr=lr, weight_decay=wd),
+    "adamw": lambda p, lr, m, wd: torch.optim.AdamW(p, lr=lr, weight_decay=wd),
+}
 
 
 @dataclass(frozen=True)
@@ -53,10 +65,25 @@ class ModelTrainConfig:
     steps: int = 100
     dtype: str = "float32"
     device: str = "cpu"
+    mode: str = "eval"
+    momentum: float | None = None
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         lookup("optimizer", self.optimizer, OPTIMIZERS)
         lookup("dtype", self.dtype, {d: d for d in DTYPES})
+        lookup("--mode", self.mode, MODES)
+        if self.momentum is not None and self.optimizer not in ("sgd", "momentum"):
+            raise StabilityError(f"--momentum is for sgd and momentum, not {self.optimizer}")
+        for name, value in (("momentum", self.momentum), ("weight-decay", self.weight_decay)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise StabilityError(f"--{name} must be finite and >= 0, got {value}")
+
+    def optimizer_line(self) -> str:
+        """``adamw lr 0.001, weight decay 0.01``: the optimiser as set."""
+        extra = "" if self.momentum is None else f", momentum {self.momentum:g}"
+        extra += f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
+        return f"{self.optimizer} lr {self.lr:g}{extra}"
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise StabilityError(f"learning rate must be finite and > 0, got {self.lr}")
         if self.steps < 1:
@@ -70,7 +97,8 @@ class ModelDiagnosis:
     model: str
     config: ModelTrainConfig
     status: str  # stable or diverged
-    steps_run: int
+    objective: str = ""
+    steps_run: int = 0
     step: int | None = None
     attribution: Attribution | None = None
     skipped_steps: int = 0
@@ -81,7 +109,8 @@ class ModelDiagnosis:
         a = self.attribution
         grew, factor = geometric_growth(self.losses)
         return {
-            "model": self.model, **asdict(self.config), "status": self.status,
+            "model": self.model, **asdict(self.config), "objective": self.objective,
+            "status": self.status,
             "steps_run": self.steps_run, "step": self.step,
             "module": a.module if a else None, "phase": a.phase if a else None,
             "kind": a.kind if a else None, "op": a.op if a else None,
@@ -93,7 +122,8 @@ class ModelDiagnosis:
 
     def summary(self) -> str:
         c = self.config
-        lines = [f"model: {self.model}; {c.optimizer} lr {c.lr:g}, {c.dtype}, {c.steps} steps"]
+        lines = [f"model: {self.model}; {c.optimizer_line()}, {c.dtype}, {c.steps} steps",
+                 f"mode: {MODES[c.mode]}", f"objective: {self.objective}"]  # fmt: skip
         finite = [v for v in self.losses if math.isfinite(v)]
         if self.status == "stable":
             lines.append(f"stable: {self.steps_run} steps, all values finite; loss "
@@ -123,15 +153,23 @@ class _Run:
     def __init__(self, setup: UserSetup, cfg: ModelTrainConfig, scaling: bool = False) -> None:
         self.setup = setup
         self.cfg = cfg
-        self.model: nn.Module = copy.deepcopy(setup.model).to(cfg.device).train()
-        self.inputs = [t.to(cfg.device) for t in setup.batch.inputs]
+        self.model: nn.Module = copy.deepcopy(setup.model).to(cfg.device)
+        set_mode(self.model, cfg.mode)
+        self.batch = setup.batch.to(cfg.device)
         self.reduced = cfg.dtype != "float32"
         self.torch_dtype = getattr(torch, cfg.dtype)
         factory = lookup("optimizer", cfg.optimizer, OPTIMIZERS)
-        self.optimizer = factory(self.model.parameters(), cfg.lr)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = factory(params, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.scaler = LossScaler(dtype=self.torch_dtype, enabled=scaling and self.reduced)
         self.skipped = 0
         self.zero_fractions: list[dict[str, float]] = []
+
+    def output(self) -> Any:
+        """The model's whole output on the batch (``model(*args, **kwargs)``); not through
+        ``run_forward``, whose one-line error would swallow the watch's ``NonFiniteError``
+        (the setup's check has shown the batch fits)."""
+        return self.batch.call(self.model)
 
     @contextmanager
     def _precision(self) -> Iterator[None]:
@@ -142,10 +180,7 @@ class _Run:
         """One step; the loss before the update (NaN/inf kept)."""
         self.optimizer.zero_grad(set_to_none=True)
         with self._precision():
-            out = first_tensor(self.model(*self.inputs))
-            if out is None:
-                raise StabilityError(f"--model {self.setup.model_ref!r} returned no tensor")
-            loss = self.setup.loss_of(out)
+            loss = self.setup.loss_from(self.output())
             value = float(loss.detach())
             if not math.isfinite(value):
                 return value
@@ -173,7 +208,8 @@ def diagnose_model(setup: UserSetup, cfg: ModelTrainConfig) -> ModelDiagnosis:
     run = _Run(setup, cfg)
     losses: list[float] = []
     watch = Watch(run.model, every=1, on_nonfinite="raise")
-    diag = ModelDiagnosis(setup.model_ref, cfg, "stable", cfg.steps, losses=losses)
+    diag = ModelDiagnosis(setup.model_ref, cfg, "stable", setup.objective, cfg.steps,
+                          losses=losses)  # fmt: skip
     try:
         with watch:
             for step in range(cfg.steps):
@@ -181,12 +217,12 @@ def diagnose_model(setup: UserSetup, cfg: ModelTrainConfig) -> ModelDiagnosis:
                 losses.append(loss)
                 if not math.isfinite(loss):  # the model's output was finite: the loss made it
                     found = _loss_attribution(run, loss)
-                    diag = ModelDiagnosis(setup.model_ref, cfg, "diverged", step + 1, step,
-                                          found, losses=losses)  # fmt: skip
+                    diag = ModelDiagnosis(setup.model_ref, cfg, "diverged", setup.objective,
+                                          step + 1, step, found, losses=losses)  # fmt: skip
                     break
     except NonFiniteError as exc:
-        diag = ModelDiagnosis(setup.model_ref, cfg, "diverged", exc.step + 1, exc.step,
-                              exc.attribution, losses=losses)  # fmt: skip
+        diag = ModelDiagnosis(setup.model_ref, cfg, "diverged", setup.objective, exc.step + 1,
+                              exc.step, exc.attribution, losses=losses)  # fmt: skip
     diag.layers = last_finite(watch.to_frame(wide=True))
     return diag
 
@@ -194,11 +230,10 @@ def diagnose_model(setup: UserSetup, cfg: ModelTrainConfig) -> ModelDiagnosis:
 def _loss_attribution(run: _Run, loss: float) -> Attribution:
     """Replay the loss of the (finite) output under the doctor's dispatch mode: its operator."""
     with torch.no_grad(), run._precision():
-        out = first_tensor(run.model(*run.inputs))
+        out = run.output()
     mode = _FirstNonFinite([("loss", "forward")])
-    assert out is not None
     with contextlib.suppress(Exception), mode:  # the mode stops at the first NaN
-        run.setup.loss_of(out.detach())
+        run.setup.loss_from(out)
     event = mode.first_inf or mode.first_nan
     kind = NAN if math.isnan(loss) else INF
     if event is None:
@@ -221,7 +256,7 @@ def lr_search(setup: UserSetup, cfg: ModelTrainConfig, trial_steps: int) -> pd.D
     """The largest learning rate whose ``trial_steps``-step run does not diverge."""
 
     def diverges(lr: float) -> bool:
-        run = _Run(setup, ModelTrainConfig(lr, cfg.optimizer, trial_steps, cfg.dtype, cfg.device))
+        run = _Run(setup, replace(cfg, lr=lr, steps=trial_steps))
         losses = []
         for _ in range(trial_steps):
             losses.append(run.step())

@@ -1,140 +1,59 @@
 """The shared entry point for a user's own model: ``--model``, ``--input``, ``--target``,
-``--loss``.
+``--loss``, ``--mode``.
 
 Every command that takes a user's network (probe, doctor, gate, the pytest plugin) builds it
 through this module, so a bad reference fails the same way everywhere: one
 ``StabilityError`` line naming the flag, the value and what went wrong (exit 2 at the CLI).
-All results are plain objects: an ``nn.Module``, a ``Batch`` of tensors, a loss function.
+All results are plain objects: an ``nn.Module``, a ``Batch`` (``usermodel.batch``), a loss.
 
-- ``--model pkg.module:factory`` (``--model-args '{"depth": 4}'`` as keyword arguments)
-- ``--input 32x3x28x28:float32`` (a shape and dtype; integer dtypes take an exclusive upper
-  bound, ``32x16:int64:1000`` for token ids) or ``--input pkg.module:make_batch``: a function
-  of no arguments returning a tensor, an ``(input, target)`` pair, or a dict with ``input``
-  (a tensor or tuple of tensors) and optionally ``target``.
-- ``--target SPEC`` as ``--input``; ``--loss`` one of ``LOSSES``. Without ``--loss`` the
-  backward pass uses the probe's fixed random projection (gradient entering the top ~ N(0,1)).
+- ``--model pkg.module:factory`` (``--model-args '{"depth": 4}'`` as keyword arguments);
+- ``--input``: a shape spec, named specs or ``pkg.module:make_batch`` (``usermodel.batch``);
+- ``--target SPEC`` as ``--input``; ``--loss`` one of ``losses.CHOICES`` (``model``: the
+  model's own ``loss``). Without ``--loss`` the probe's backward pass uses a fixed random
+  projection (gradient entering the top ~ N(0,1)); training (``bounded=True``, the doctor)
+  takes a bounded objective instead (``choose_objective``);
+- ``--mode eval|train``: the model is put in that mode (default eval: dropout off, batch
+  norm on its running statistics, so two runs give the same numbers).
+
+Outputs are read by ``usermodel.outputs``: a tensor, tuple, dict, dataclass or ``ModelOutput``.
 """
 
-import importlib
-import json
-import os
-import re
-import sys
-import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from stability.core.registry import lookup
 from stability.errors import StabilityError
+from stability.usermodel.batch import Batch, check_spec, is_reference, load_input, load_target
+from stability.usermodel.losses import (
+    CHOICES,
+    LOSSES,
+    MODEL_LOSS,
+    check_loss_name,
+    compute_loss,
+    default_target,
+    load_loss,
+    projection,
+)
+from stability.usermodel.outputs import main_tensor, own_loss
+from stability.usermodel.refs import (
+    one_line,
+    parse_kwargs,
+    quiet_stdout,
+    resolve,
+    user_code,
+)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+__all__ = ["CHOICES", "LOSSES", "MODES", "Batch", "UserSetup", "load_loss", "load_model",
+           "load_setup", "parse_kwargs", "resolve", "run_forward"]  # fmt: skip
 
-FLOAT_DTYPES = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
+MODES = {
+    "eval": "eval (dropout off, batch norm on its running statistics)",
+    "train": "train (dropout on, batch norm on batch statistics)",
 }
-INT_DTYPES = {"int64": torch.int64, "int32": torch.int32}
-MAX_ELEMENTS = 50_000_000  # a synthetic batch bigger than this (200 MB in float32) is a typo
-
-
-def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with the classes on the last dimension, as a sequence model's logits
-    (batch x tokens x vocabulary) come; 2-d logits are torch's usual (batch x classes)."""
-    if output.dim() > 2:
-        return nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
-    return nn.functional.cross_entropy(output, target)
-
-
-LOSSES: dict[str, LossFn] = {
-    "mse": nn.functional.mse_loss,
-    "cross_entropy": cross_entropy,
-    "l1": nn.functional.l1_loss,
-    "huber": nn.functional.huber_loss,
-}
-
-# Frames inside torch or this package say nothing about where the user's code failed.
-_NOT_USER = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
-_SHAPE = re.compile(r"^\d+(x\d+)*$")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A synthetic tensor: shape, dtype name and, for integers, the exclusive upper bound."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    high: int | None = None
-
-    def make(self, seed: int = 0) -> torch.Tensor:
-        """Standard normal floats (unit variance, as the probe assumes) or uniform integers."""
-        gen = torch.Generator().manual_seed(seed)
-        if self.dtype in INT_DTYPES:
-            high = self.high if self.high is not None else 2
-            return torch.randint(0, high, self.shape, generator=gen, dtype=INT_DTYPES[self.dtype])
-        return torch.randn(self.shape, generator=gen).to(FLOAT_DTYPES[self.dtype])
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Positional inputs for ``model(*inputs)`` and an optional target for the loss."""
-
-    inputs: tuple[torch.Tensor, ...]
-    target: torch.Tensor | None = None
-    source: str = ""  # the spec it came from, for error messages
-
-    def to(self, device: str) -> "Batch":
-        target = None if self.target is None else self.target.to(device)
-        return Batch(tuple(x.to(device) for x in self.inputs), target, self.source)
-
-
-def resolve(ref: str, flag: str) -> Any:
-    """The object named by ``pkg.module:attr`` (``attr`` may be dotted), imported.
-
-    The working directory is importable, as for ``python -m``: a user's ``mymodel.py`` beside
-    them works with the installed ``stability`` script too."""
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise StabilityError(f"{flag} {ref!r}: expected pkg.module:name")
-    added = os.getcwd() not in sys.path and "" not in sys.path
-    if added:  # only while importing: the caller's sys.path is left as it was
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any error while importing the user's module is theirs
-        raise StabilityError(
-            f"{flag} {ref!r}: module {module_name!r} does not import ({_one_line(exc)})"
-        ) from None
-    finally:
-        if added:
-            sys.path.remove(os.getcwd())
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            where = getattr(module, "__file__", module_name)
-            raise StabilityError(
-                f"{flag} {ref!r}: {module_name} has no attribute {attr!r} ({where})"
-            )
-        obj = getattr(obj, part)
-    return obj
-
-
-def parse_kwargs(text: str | None, flag: str = "--model-args") -> dict[str, Any]:
-    """A JSON object of keyword arguments (``None`` or empty: none)."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StabilityError(f"{flag} {text!r} is not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise StabilityError(f"{flag} {text!r} must be a JSON object of keyword arguments")
-    return value
+AS_BUILT = "as-built"  # a baseline from before --mode: the model as its factory left it
 
 
 def load_model(ref: str, model_args: str | Mapping[str, Any] | None = None) -> nn.Module:
@@ -143,10 +62,8 @@ def load_model(ref: str, model_args: str | Mapping[str, Any] | None = None) -> n
     factory = resolve(ref, "--model")
     if not callable(factory):
         raise StabilityError(f"--model {ref!r} is a {type(factory).__name__}, not callable")
-    try:
+    with user_code(f"--model {ref!r}: the factory"):
         model = factory(**kwargs)
-    except Exception as exc:  # the factory is the user's code: say where it failed, in one line
-        raise StabilityError(f"--model {ref!r}: the factory raised {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise StabilityError(
             f"--model {ref!r} returned a {type(model).__name__}, not a torch.nn.Module"
@@ -154,101 +71,8 @@ def load_model(ref: str, model_args: str | Mapping[str, Any] | None = None) -> n
     return model
 
 
-def parse_tensor_spec(text: str, flag: str) -> TensorSpec:
-    """``SHAPE[:DTYPE[:HIGH]]`` with SHAPE like ``32x3x28x28``; dtype float32 by default."""
-    shape_text, _, rest = text.partition(":")
-    dtype, _, high_text = rest.partition(":")
-    dtype = dtype or "float32"
-    if not _SHAPE.match(shape_text):
-        raise StabilityError(
-            f"{flag} {text!r}: shape {shape_text!r} is not sizes joined by 'x' (e.g. 32x3x28x28)"
-        )
-    shape = tuple(int(s) for s in shape_text.split("x"))
-    if any(s < 1 for s in shape):
-        raise StabilityError(f"{flag} {text!r}: every size must be >= 1")
-    numel = 1
-    for s in shape:
-        numel *= s
-    if numel > MAX_ELEMENTS:
-        raise StabilityError(f"{flag} {text!r}: {numel} elements, more than {MAX_ELEMENTS}")
-    lookup(f"{flag} dtype", dtype, {**FLOAT_DTYPES, **INT_DTYPES})
-    high: int | None = None
-    if dtype in INT_DTYPES:
-        if not high_text.isdigit() or int(high_text) < 1:
-            raise StabilityError(
-                f"{flag} {text!r}: an integer dtype needs an upper bound >= 1 (e.g. {shape_text}"
-                f":{dtype}:1000 for values 0..999)"
-            )
-        high = int(high_text)
-    elif high_text:
-        raise StabilityError(f"{flag} {text!r}: only integer dtypes take an upper bound")
-    return TensorSpec(shape, dtype, high)
-
-
-def is_reference(text: str) -> bool:
-    """``pkg.module:name`` rather than a shape spec (sizes; no module name starts with a
-    digit, so ``4xa`` is a bad shape, not a module)."""
-    return not text[:1].isdigit()
-
-
-def load_input(spec: str, seed: int = 0, flag: str = "--input") -> Batch:
-    """A ``Batch`` from a shape spec (seeded) or from the user's ``make_batch()``."""
-    if not is_reference(spec):
-        return Batch((parse_tensor_spec(spec, flag).make(seed),), None, spec)
-    make = resolve(spec, flag)
-    if not callable(make):
-        raise StabilityError(f"{flag} {spec!r} is a {type(make).__name__}, not callable")
-    try:
-        value = make()
-    except Exception as exc:
-        raise StabilityError(f"{flag} {spec!r}: make_batch raised {_one_line(exc)}") from None
-    return _as_batch(value, spec, flag)
-
-
-def _as_batch(value: Any, spec: str, flag: str) -> Batch:
-    if isinstance(value, Mapping):
-        if "input" not in value:
-            raise StabilityError(f"{flag} {spec!r} returned a dict without an 'input' key")
-        inputs, target = value["input"], value.get("target")
-    elif isinstance(value, tuple | list) and len(value) == 2:
-        inputs, target = value
-    else:
-        inputs, target = value, None
-    if isinstance(inputs, torch.Tensor):
-        inputs = (inputs,)
-    if not (
-        isinstance(inputs, tuple | list)
-        and inputs
-        and all(isinstance(x, torch.Tensor) for x in inputs)
-    ):
-        raise StabilityError(
-            f"{flag} {spec!r} returned {type(value).__name__}; expected a tensor, an "
-            "(input, target) pair or a dict with 'input' (and 'target')"
-        )
-    if target is not None and not isinstance(target, torch.Tensor):
-        raise StabilityError(
-            f"{flag} {spec!r}: the target is a {type(target).__name__}, not a tensor"
-        )
-    return Batch(tuple(inputs), target, spec)
-
-
-def load_target(spec: str, seed: int = 1) -> torch.Tensor:
-    """The target tensor from a shape spec or a ``pkg.module:fn`` returning one tensor."""
-    if not is_reference(spec):
-        return parse_tensor_spec(spec, "--target").make(seed)
-    batch = load_input(spec, seed, "--target")
-    if batch.target is not None or len(batch.inputs) != 1:
-        raise StabilityError(f"--target {spec!r} must return one tensor")
-    return batch.inputs[0]
-
-
-def load_loss(name: str) -> LossFn:
-    """A loss function ``loss(output, target)`` by name (see ``LOSSES``)."""
-    return lookup("--loss", name, LOSSES)
-
-
 def run_forward(model: nn.Module, batch: Batch, model_ref: str = "the model") -> Any:
-    """``model(*batch.inputs)``; an error there means the input does not fit the model, and
+    """``model(*args, **kwargs)``; an error there means the input does not fit the model, and
     the message names the innermost module that was running (``layers.0.fc1 (Linear)``)."""
     running: list[str] = []
 
@@ -261,98 +85,131 @@ def run_forward(model: nn.Module, batch: Batch, model_ref: str = "the model") ->
         handles.append(module.register_forward_pre_hook(lambda m, a, s=label: running.append(s)))
         handles.append(module.register_forward_hook(leave))
     try:
-        return model(*batch.inputs)
-    except Exception as exc:
+        return batch.call(model)
+    except (StabilityError, KeyboardInterrupt):
+        raise
+    except (Exception, SystemExit) as exc:
         where = f" in module {running[-1]}" if running else ""
         raise StabilityError(
-            f"--input {batch.source!r} does not fit {model_ref}{where}: {_one_line(exc)}"
+            f"--input {batch.source!r} does not fit {model_ref}{where}: {one_line(exc)}"
         ) from None
     finally:
         for handle in handles:
             handle.remove()
 
 
-def compute_loss(
-    loss: LossFn, name: str, output: torch.Tensor, target: torch.Tensor
-) -> torch.Tensor:
-    """``loss(output, target)``; a mismatch is one line naming both shapes."""
-    try:
-        value = loss(output, target)
-    except Exception as exc:
-        raise StabilityError(
-            f"--loss {name} does not fit output {tuple(output.shape)} {output.dtype} and target "
-            f"{tuple(target.shape)} {target.dtype}: {_one_line(exc)}"
-        ) from None
-    return value
+def set_mode(model: nn.Module, mode: str) -> None:
+    """``model.eval()`` or ``model.train()``; ``AS_BUILT`` leaves it as it is."""
+    if mode == "eval":
+        model.eval()
+    elif mode == "train":
+        model.train()
 
 
-def default_target(name: str, output: torch.Tensor, seed: int = 1) -> torch.Tensor:
-    """A target that fits ``output`` for loss ``name`` when none was given: class indices
-    over the last dimension for cross_entropy, a standard normal tensor otherwise."""
-    gen = torch.Generator().manual_seed(seed)
-    if name == "cross_entropy":
-        classes = output.shape[-1] if output.dim() > 1 else 2
-        shape = output.shape[:-1] if output.dim() > 1 else output.shape
-        return torch.randint(0, classes, tuple(shape), generator=gen).to(output.device)
-    return torch.randn(output.shape, generator=gen).to(device=output.device, dtype=output.dtype)
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: first line of the message (at file:line)``, short enough for one line of
-    stderr; the place is the innermost frame of the traceback, where the user's code failed."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if len(first) > 200:
-        first = first[:197] + "..."
-    tb = traceback.extract_tb(exc.__traceback__)
-    frames = [f for f in tb if not f.filename.startswith(_NOT_USER)]
-    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-    return (f"{type(exc).__name__}: {first}" if first else type(exc).__name__) + where
-
-
-def first_tensor(output: Any) -> torch.Tensor | None:
-    """The tensor a loss is taken of: the output itself, or the first tensor in a tuple,
-    list or dict (``logits`` first) of outputs, as models from libraries return."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping):
-        values = [output["logits"]] if "logits" in output else []
-        output = [*values, *output.values()]
-    if isinstance(output, tuple | list):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    return None
-
-
-@dataclass(frozen=True)
+@dataclass
 class UserSetup:
-    """Everything the flags name, built: what probe, doctor and gate run on."""
+    """Everything the flags name, built: what probe, doctor and gate run on.
+
+    ``loss_name`` is None for the probe's projection, ``"model"`` for the model's own loss,
+    else a key of ``LOSSES``; ``objective`` says in words what the loss is."""
 
     model_ref: str
     model: nn.Module
     batch: Batch
     loss_name: str | None = None
-    loss: LossFn | None = None
+    mode: str = "eval"
+    objective: str = ""
+    last_output: Any = field(default=None, repr=False, compare=False)
 
-    def forward(self) -> torch.Tensor:
-        """``model(*inputs)`` reduced to the one tensor the loss is taken of."""
-        out = first_tensor(run_forward(self.model, self.batch, f"--model {self.model_ref!r}"))
+    def to(self, device: str) -> "UserSetup":
+        return replace(self, model=self.model.to(device), batch=self.batch.to(device))
+
+    def call(self, model: nn.Module | None = None) -> Any:
+        """The raw output of ``model(*args, **kwargs)`` (this setup's model by default)."""
+        return run_forward(model or self.model, self.batch, f"--model {self.model_ref!r}")
+
+    def main_of(self, output: Any) -> torch.Tensor:
+        """The tensor a loss is taken of (``logits`` first; ``outputs.main_tensor``)."""
+        out = main_tensor(output)
         if out is None:
-            raise StabilityError(f"--model {self.model_ref!r} returned no tensor")
+            raise StabilityError(f"--model {self.model_ref!r} returned no floating-point "
+                                 f"tensor (got {type(output).__name__})")  # fmt: skip
         return out
 
-    def loss_of(self, output: torch.Tensor) -> torch.Tensor:
-        """The named loss against the batch's target (or one made to fit); without
-        ``--loss``, the probe's fixed random projection ``sum(out * R)``."""
-        if self.loss is None or self.loss_name is None:
-            gen = torch.Generator().manual_seed(12_345)
-            r = torch.randn(output.shape, generator=gen).to(output.device, output.dtype)
-            return (output * r).sum()
-        target = self.batch.target
-        if target is None:
-            target = default_target(self.loss_name, output)
-        return compute_loss(self.loss, self.loss_name, output, target.to(output.device))
+    def forward(self) -> torch.Tensor:
+        """The main tensor of one forward pass; the whole output is kept for ``loss_of``."""
+        self.last_output = self.call()
+        return self.main_of(self.last_output)
+
+    def loss_of(self, main: torch.Tensor) -> torch.Tensor:
+        """The loss of the last ``forward()`` (``main`` is its main tensor)."""
+        return self.loss_from(self.last_output, main)
+
+    def loss_from(self, output: Any, main: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of a whole output: the model's own, a named one against the target, or
+        the probe's fixed random projection (``loss_name`` None)."""
+        main = self.main_of(output) if main is None else main
+        if self.loss_name is None:
+            return projection(main)
+        if self.loss_name == MODEL_LOSS:
+            loss = own_loss(output)
+            if loss is None:
+                raise StabilityError(
+                    f"--loss model: --model {self.model_ref!r} returned no loss (a Hugging Face "
+                    "model computes one when the batch has labels, or give --target); name "
+                    f"another --loss ({', '.join(sorted(LOSSES))})"
+                )
+            return loss
+        return compute_loss(LOSSES[self.loss_name], self.loss_name, main, self.target_for(main))
+
+    def target_for(self, main: torch.Tensor) -> torch.Tensor:
+        """``--target`` (or the batch's legacy target), else the batch's ``labels``, else
+        one made to fit (class indices for cross_entropy, standard normal otherwise)."""
+        assert self.loss_name is not None and self.loss_name != MODEL_LOSS
+        given = self.batch.target if self.batch.target is not None else self.batch.labels
+        if given is not None:
+            return given.to(main.device)
+        return default_target(self.loss_name, main)
+
+
+def _integer_ids(batch: Batch) -> bool:
+    """The batch holds class labels or token ids: integer ``labels``, ``input_ids``, target or
+    positional tensors."""
+    named = [batch.kwargs.get("labels"), batch.kwargs.get("input_ids"), batch.target]
+    values = [*named, *batch.args]
+    return any(isinstance(v, torch.Tensor) and not v.is_floating_point() for v in values)
+
+
+def choose_objective(setup: UserSetup, output: Any, main: torch.Tensor) -> str:
+    """A bounded training objective when no ``--loss`` is named: the model's own loss when it
+    returned one (labels in the batch), else cross_entropy when the main tensor is
+    logits-like (floating, a class dimension, integer labels or ids in the batch), else mse
+    against a made standard-normal target. Never the probe's (unbounded) projection."""
+    if own_loss(output) is not None:
+        return MODEL_LOSS
+    logits = main.is_floating_point() and main.dim() >= 2 and main.shape[-1] >= 2
+    return "cross_entropy" if logits and _integer_ids(setup.batch) else "mse"
+
+
+def describe_objective(setup: UserSetup, main: torch.Tensor, chosen: bool) -> str:
+    """The objective in words: what it is of and against what."""
+    how = "chosen: no --loss" if chosen else "--loss"
+    shape = tuple(main.shape)
+    if setup.loss_name is None:
+        return f"a fixed random projection of the output {shape} (no --loss: a unit-variance " \
+            "gradient enters the top)"  # fmt: skip
+    if setup.loss_name == MODEL_LOSS:
+        why = "--target passed as labels" if setup.batch.target is not None else "its labels"
+        return f"the model's own loss ({why}; {how})"
+    if setup.batch.target is not None:
+        against = f"the target {tuple(setup.batch.target.shape)}"
+    elif setup.batch.labels is not None:
+        against = f"the batch's labels {tuple(setup.batch.labels.shape)}"
+    elif setup.loss_name == "cross_entropy":
+        against = "made class indices (seeded)"
+    else:
+        against = "a made standard-normal target (seeded)"
+    return f"{setup.loss_name} of the output {shape} against {against} ({how})"
 
 
 def load_setup(
@@ -363,26 +220,60 @@ def load_setup(
     loss: str | None = None,
     seed: int = 0,
     check: bool = True,
+    mode: str = "eval",
+    bounded: bool = False,
+    quiet: bool = False,
 ) -> UserSetup:
-    """Build model, batch and loss from the flags' strings; with ``check`` run one forward
-    (and the loss) without gradients, so an input that does not fit fails here, in one line."""
+    """Build model, batch and loss from the flags' strings, the model in ``mode``. With
+    ``check`` run one forward (and the loss), so an input that does not fit, or an output
+    with no gradient path to the parameters, fails here in one line; ``bounded`` picks a
+    training objective when ``loss`` is None (``choose_objective``). ``quiet``: the user's
+    prints go to stderr."""
     if not input:
         raise StabilityError("--model needs --input (a shape like 32x64:float32 or pkg.mod:fn)")
-    loss_fn = load_loss(loss) if loss is not None else None  # cheap checks before imports
+    if loss is not None:  # cheap checks before imports
+        check_loss_name(loss)
+    if mode not in (*MODES, AS_BUILT):
+        raise StabilityError(f"unknown --mode {mode!r}; expected one of {sorted(MODES)}")
+    check_spec(input, "--input")
     if target is not None and not is_reference(target):
-        parse_tensor_spec(target, "--target")
-    torch.manual_seed(seed)  # the factory's initialisation is reproducible
-    built = load_model(model, model_args)
-    batch = load_input(input, seed)
-    if target is not None:
-        batch = Batch(batch.inputs, load_target(target, seed + 1), batch.source)
-    setup = UserSetup(model, built, batch, loss, loss_fn)
-    if check:
-        # The check must not change the model: BatchNorm in training mode updates its
-        # running statistics on every forward, so buffers are put back afterwards.
-        buffers = [(b, b.detach().clone()) for b in built.buffers()]
+        check_spec(target, "--target")
+    with quiet_stdout(quiet):
+        torch.manual_seed(seed)  # the factory's initialisation is reproducible
+        built = load_model(model, model_args)
+        set_mode(built, mode)
+        batch = load_input(input, seed, model=built)
+        if target is not None:
+            batch = replace(batch, target=load_target(target, seed + 1, built))
+        if loss == MODEL_LOSS and batch.target is not None:
+            batch = replace(batch, kwargs={**batch.kwargs, "labels": batch.target})
+        setup = UserSetup(model, built, batch, loss, mode)
+        if check:
+            _check(setup, bounded and loss is None)
+    return setup
+
+
+def _check(setup: UserSetup, choose: bool) -> None:
+    """One forward pass and loss with gradients on (so a detached output shows), then the
+    model's buffers put back: BatchNorm in training mode moves its running statistics."""
+    model = setup.model
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        with torch.enable_grad():
+            output = setup.call()
+            main = setup.main_of(output)
+            trainable = any(p.requires_grad for p in model.parameters())
+            if trainable and not main.requires_grad:
+                raise StabilityError(
+                    f"--model {setup.model_ref!r}: its output ({tuple(main.shape)} "
+                    f"{str(main.dtype).removeprefix('torch.')}) has no gradient path to the "
+                    "parameters (detached, integer or argmax?): nothing to probe backward"
+                )
+            if choose:
+                setup.loss_name = choose_objective(setup, output, main)
+            setup.loss_from(output, main)
+            setup.objective = describe_objective(setup, main, choose)
+    finally:
         with torch.no_grad():
-            setup.loss_of(setup.forward())
             for buffer, saved in buffers:
                 buffer.copy_(saved)
-    return setup
