@@ -24,6 +24,7 @@ from stability.results.files import check_outputs, write_csv, write_text
 from stability.results.store import Store
 from stability.usermodel.findings import PROBE_VERDICTS, finding_lines, judge, summary
 from stability.usermodel.probe import probe_modules
+from stability.usermodel.roles import mode_notes
 
 DEFAULT_PROBE_CSV = Path("results") / "probe.csv"
 MAX_FAIL_LINES = 10  # once one module is non-finite every later one is: the CSV has the rest
@@ -92,11 +93,14 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         )
     write_csv(pd.DataFrame(stored), args.out, "--out")
     body = {"run_id": run_id, **context, "objective": setup.objective,
-            "batch_notes": list(setup.batch.notes), "summary": found, "rows": stored}  # fmt: skip
+            "batch_notes": list(setup.batch.notes),
+            "mode_notes": mode_notes(setup.model, mode_of(args)),
+            "summary": found, "rows": stored}  # fmt: skip
     write_text(json_path, json.dumps(document("probe", body), allow_nan=False) + "\n", "JSON file")
     text = human(args.json)
     print("\n".join(finding_lines(rows)), file=text)
-    for line in [mode_line(mode_of(args)), f"objective: {setup.objective}", *setup.batch.notes]:
+    notes = [*setup.batch.notes, *mode_notes(setup.model, mode_of(args))]
+    for line in [mode_line(mode_of(args)), f"objective: {setup.objective}", *notes]:
         print(line, file=text)
     print(
         f"rows: {len(rows)} -> {args.out}, {json_path} (store: {args.db}, run {run_id})", file=text

@@ -32,7 +32,11 @@ def _stacks(judged: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for name, members in stacks.items():
         members = sorted(members, key=lambda r: r["block_index"])
         fwd = log10_ratio(members[-1]["fwd_ms"], members[0]["in_ms"])
-        bwd = log10_ratio(members[0]["in_bwd_sq_norm"], members[-1]["bwd_sq_norm"])
+        # The gradient at the stack's input, else (the model's own input, which needs no
+        # gradient) at its first block's output.
+        first = members[0]["in_bwd_sq_norm"]
+        first = first if math.isfinite(first) else members[0]["bwd_sq_norm"]
+        bwd = log10_ratio(first, members[-1]["bwd_sq_norm"])
         gains = [r.get("fwd_gain_log10", math.nan) for r in members]
         finite = [g for g in gains if math.isfinite(g)]
         largest = max(finite, key=abs) if finite else math.nan
@@ -147,10 +151,24 @@ def finding_lines(judged: Sequence[dict[str, Any]], top: int = 5) -> list[str]:
             r["order"],
         ),
     )
-    for r in flagged[:top]:
-        lines.append(f"  {r['verdict']:<17} {r['module']} ({r['kind']}): {r['reason']}")
-    if len(flagged) > top:
-        lines.append(f"  ... and {len(flagged) - top} more (see the CSV)")
+    shown = 0
+    causes: dict[tuple[str, str], list[str]] = {}  # one layer scale behind many modules
+    for r in flagged:
+        cause = (r["verdict"], r.get("small_scale", "")) if r.get("small_scale") else None
+        if cause is not None and cause in causes:
+            causes[cause].append(r["module"])
+            continue
+        if cause is not None:
+            causes[cause] = []
+        if shown < top:
+            lines.append(f"  {r['verdict']:<17} {r['module']} ({r['kind']}): {r['reason']}")
+        shown += 1
+    for (verdict, scale), more in causes.items():
+        if more:
+            names = ", ".join(more[:3]) + (", ..." if len(more) > 3 else "")
+            lines.append(f"  ... {len(more)} more {verdict} with the same cause ({scale}): {names}")
+    if shown > top:
+        lines.append(f"  ... and {shown - top} more (see the CSV)")
     for key, text in (
         ("least_f16_headroom_fwd", "least float16 headroom, forward: {v:.1f} binades"),
         ("least_f16_headroom_bwd", "least float16 headroom, gradient: {v:.1f} binades"),

@@ -147,3 +147,27 @@ def smallest_scale(model: nn.Module, name: str) -> tuple[str, float] | None:
                 if 0 < top < 1e-3 and (found is None or top < found[1]):
                     found = (f"{prefix}.{key}" if prefix else key, top)
     return found
+
+
+def mode_notes(model: nn.Module, mode: str) -> list[str]:
+    """What the mode means for this model that a reader should know: in eval mode, a
+    BatchNorm that has never seen a batch normalises by its initial running statistics
+    (mean 0, variance 1), so it is the identity and the network is not the one that trains."""
+    if mode != "eval":
+        return []
+    fresh = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and m.num_batches_tracked is not None
+        and int(m.num_batches_tracked) == 0
+    ]
+    if not fresh:
+        return []
+    names = ", ".join(fresh[:3]) + (", ..." if len(fresh) > 3 else "")
+    return [
+        f"note: {len(fresh)} BatchNorm modules ({names}) have never seen a batch: in eval "
+        "mode they pass their input through unnormalised; --mode train normalises as "
+        "training does"
+    ]
