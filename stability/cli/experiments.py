@@ -37,8 +37,11 @@ def add_experiments(sub: SubParsers) -> None:
         "--seeds",
         type=int,
         default=None,
-        help="seeds per experiment (default: each one's own, fewer with --quick)",
+        help="seeds per experiment (default: each one's own, fewer with --quick; at most "
+        "1000 without --yes)",
     )
+    p.add_argument("--yes", action="store_true",
+                   help="run beyond the limit on --seeds (see docs/exit-codes.md)")  # fmt: skip
     p.add_argument(
         "--device", default="cpu", help="cpu or cuda (float16 native on cuda; default: cpu)"
     )
@@ -74,6 +77,9 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
     chosen = select(args.only)
     if args.seeds is not None:
+        from stability.cli.limits import check_seeds
+
+        check_seeds(args.seeds, args.yes)  # before seed_list builds the list
         seed_list(args.seeds)
     fmt = lookup("figure format", str(args.format).lower(), {f: f for f in FORMATS})
     MLPConfig(device=args.device)  # the device's one-line check

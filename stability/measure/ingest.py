@@ -12,7 +12,7 @@ from typing import Any
 
 from stability.errors import StabilityError
 from stability.measure.bench_schema import STATS_KEYS, validate
-from stability.results.files import check_store
+from stability.results.files import check_store, read_input
 from stability.results.store import Store
 
 DEFAULT_DB = "results/stability.db"
@@ -36,11 +36,11 @@ def bench_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
-    """The parsed file, or one line saying why it cannot be (missing, binary, not JSON)."""
+    """The parsed file, or one line saying why it cannot be (missing, not a regular file,
+    over ``MAX_INPUT_BYTES``, binary, not JSON)."""
+    data = read_input(path, "benchmark JSON")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise StabilityError(f"cannot read benchmark JSON {str(path)!r}: {exc.strerror}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise StabilityError(
             f"benchmark JSON {str(path)!r} is not UTF-8 text (a binary file?); pass the file "
