@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, names, nonempty
-from stability.cli.json_output import add_json_argument, emit, human
+from stability.cli.json_output import add_json_argument, emit, human, stdout_to_stderr
 from stability.errors import StabilityError
 from stability.experiments.names import NAMES
 
@@ -95,10 +95,11 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results = run_experiments(chosen, args.quick, args.seeds, args.device, say)
-    written = write_outputs(results, args.out, fmt)
-    with Store.open(args.db) as store:
-        run_id = store_results(store, results, ["stability", *sys.argv[1:]], args.device)
+    with stdout_to_stderr(args.json):  # --json: stdout holds the document only
+        results = run_experiments(chosen, args.quick, args.seeds, args.device, say)
+        written = write_outputs(results, args.out, fmt)
+        with Store.open(args.db) as store:
+            run_id = store_results(store, results, ["stability", *sys.argv[1:]], args.device)
     ok = all(r.ok for r in results)
     code = 0 if ok else EXIT_FAILED
     text = human(args.json)

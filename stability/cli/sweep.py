@@ -14,7 +14,7 @@ from stability.cli.args import (
     ints,
     names,
 )
-from stability.cli.json_output import add_json_argument, emit, human
+from stability.cli.json_output import add_json_argument, emit, human, stdout_to_stderr
 from stability.cli.limits import check_seeds, check_sweep
 from stability.core.registry import lookup
 from stability.errors import StabilityError
@@ -100,8 +100,7 @@ def add_sweep(sub: SubParsers) -> None:
     p.add_argument(
         "--yes",
         action="store_true",
-        help="run beyond the limits on --depth and the number of --seeds (see "
-        "docs/exit-codes.md)",
+        help="run beyond the limits on --depth and the number of --seeds (see docs/exit-codes.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress, no findings summary")
     add_json_argument(p, "sweep")
@@ -151,7 +150,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
-    with Store.open(args.db) as store:
+    with stdout_to_stderr(args.json), Store.open(args.db) as store:
         progress = Progress(len(cells), enabled=None if not args.quiet else False)
         try:
             summary = run_sweep(
@@ -194,8 +193,10 @@ def _check_no_rows(summary: SweepSummary, out: Path, fail_on: list[str], db: Pat
     their errors. Otherwise, or with ``--fail-on`` (a judgement of nothing is none): exit 2."""
     if summary.failed and not fail_on:
         return
-    why = f"{summary.failed} of {summary.total} cells failed" if summary.failed else (
-        f"the store {str(db)!r} holds no rows for the {summary.total} cells"
+    why = (
+        f"{summary.failed} of {summary.total} cells failed"
+        if summary.failed
+        else (f"the store {str(db)!r} holds no rows for the {summary.total} cells")
     )
     first = f" (first: {summary.failures[0]})" if summary.failures else ""
     judged = f"--fail-on {','.join(fail_on)} judged 0 rows" if fail_on else "0 rows"

@@ -138,6 +138,8 @@ def check_not_source(path: Path, what: str) -> None:
     for name in (path.name, os.path.basename(target)):
         suffix = Path(name).suffix.lower()
         if suffix in SOURCE_SUFFIXES:
+            if name != path.name:
+                shown += f" (a link to {target!r})"
             raise StabilityError(
                 f"{shown} is Python source ({suffix} file); an output never overwrites "
                 "source: pass a path ending in the output's own format (.csv, .json, ...)"
@@ -230,9 +232,11 @@ def _check_side_file(path: Path, shown: str, store: Path | None) -> None:
             )
 
 
-def read_input(path: Path, what: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+def read_input(path: Path, what: str, limit: int | None = None) -> bytes:
     """The bytes of the input file ``path``: a regular file of at most ``limit`` bytes
-    (``/dev/zero``, a FIFO or a folder is refused before a byte is read); one line if not."""
+    (default ``MAX_INPUT_BYTES``; ``/dev/zero``, a FIFO or a folder is refused before a
+    byte is read); one line if not."""
+    limit = MAX_INPUT_BYTES if limit is None else limit
     shown = f"{what} {str(path)!r}"
     try:
         mode = os.stat(path).st_mode
