@@ -200,7 +200,7 @@ class Case:
     id: str
     setup: Callable[[Lab], list[str]]
     code: int
-    words: tuple[str, ...]  # all in the one stderr line (or in stdout for exit 0)
+    words: tuple[str, ...]  # all in the one stderr line (or in stdout and notes for exit 0)
     grows: bool = False  # the store gains rows: work finished before the failure is kept
 
 
@@ -333,7 +333,9 @@ CASES = [
          ("table 'sweep_rows' lacks column 'data'",)),
     Case("sweep-store-marked-but-empty", empty_marked_store, 2, ("has no table 'runs'",)),
     Case("sweep-resume-reruns-cells-done-without-rows", resume_on_store(
-         "DELETE FROM sweep_rows", fail_on=False), 0, ("1 cells done, 0 skipped",), grows=True),
+         "DELETE FROM sweep_rows", fail_on=False), 0,
+         ("1 cells done, 0 skipped", "note: 1 cells marked done", "running them again"),
+         grows=True),
     Case("sweep-fail-on-judged-zero-rows", zero_rows_judged(True), 2,
          ("--fail-on stable judged 0 rows", "rows.csv is untouched"), grows=True),
     Case("sweep-zero-rows-without-fail-on", zero_rows_judged(False), 2,
@@ -403,7 +405,7 @@ def test_hostile_file(case: Case, lab: Lab, capsys: pytest.CaptureFixture[str]) 
             lock.close()
     assert "Traceback" not in err + out, err
     assert code == case.code, err
-    shown = err if code else out
+    shown = err if code else out + err  # exit 0: the result on stdout, notes on stderr
     if code:  # one line; the report's progress lines ("report: ...") may come before it
         lines = [line for line in err.splitlines() if not line.startswith("report: ")]
         assert len(lines) == 1 and lines[0].startswith("stability: error: "), err

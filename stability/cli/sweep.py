@@ -151,6 +151,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
     with stdout_to_stderr(args.json), Store.open(args.db) as store:
+        if args.resume:
+            _note_rowless(store, {c.key for c in cells})
         progress = Progress(len(cells), enabled=None if not args.quiet else False)
         try:
             summary = run_sweep(
@@ -186,6 +188,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         emit("sweep", _json_body(summary, rows, out, args.db, fail_on, flagged, code))
     return code
+
+
+def _note_rowless(store: Store, keys: set[str]) -> None:
+    """Say so when ``--resume`` runs again cells the store marks done but holds no rows for."""
+    marked = store.run_cells()
+    done = set(marked.loc[marked["status"] == "done", "cell_key"]) & keys
+    rowless = len(done - store.done_keys())
+    if rowless:
+        print(f"note: {rowless} cells marked done in {store.path} have no rows there; "
+              "running them again", file=sys.stderr)  # fmt: skip
 
 
 def _check_no_rows(summary: SweepSummary, out: Path, fail_on: list[str], db: Path) -> None:
