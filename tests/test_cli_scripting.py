@@ -91,6 +91,40 @@ def test_report_json_gives_the_state_and_each_section(
     assert Path(doc["path"]) == page and page.exists()
 
 
+def _noisy(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``target`` prints to stdout while it works, as a library or a user's code may."""
+    module, name = target.rsplit(".", 1)
+    real = getattr(__import__(module, fromlist=[name]), name)
+
+    def loud(*args: object, **kwargs: object) -> object:
+        print("noise from inside the work")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, loud)
+
+
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [("sweep", "stability.cli.sweep.run_sweep"), ("report", "stability.report.build")],
+)
+def test_json_stdout_stays_one_document_when_the_work_prints(
+    command: str,
+    target: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(_sweep(tmp_path, "--quiet")) == 0
+    capsys.readouterr()
+    _noisy(target, monkeypatch)
+    page = str(tmp_path / "page" / "index.html")
+    report = ["report", "--no-run", "--db", str(tmp_path / "s.db"), "--out", page, "--json"]
+    main(_sweep(tmp_path, "--json") if command == "sweep" else report)
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["schema"] == f"stability-{command}/1"
+    assert "noise from inside the work" in captured.err  # moved, not lost
+
+
 def _subparsers() -> dict[str, object]:
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")

@@ -40,6 +40,17 @@ from hostile_lab import (
     with_stats,
     without,
 )
+from hostile_victims import (
+    empty_marked_store,
+    ingest_node,
+    out_is_imported_module,
+    out_is_side_file,
+    out_is_source,
+    out_links_to_source,
+    report_on_missing_store,
+    resume_on_store,
+    zero_rows_judged,
+)
 
 from stability.cli import main
 
@@ -189,7 +200,7 @@ class Case:
     id: str
     setup: Callable[[Lab], list[str]]
     code: int
-    words: tuple[str, ...]  # all in the one stderr line (or in stdout for exit 0)
+    words: tuple[str, ...]  # all in the one stderr line (or in stdout and notes for exit 0)
     grows: bool = False  # the store gains rows: work finished before the failure is kept
 
 
@@ -299,6 +310,44 @@ CASES = [
     Case("bench-missing-file", ingest_missing, 2, ("cannot read benchmark JSON",)),
     Case("bench-valid-file-is-stored", ingest_doc(bench_doc(bench_entry("a"), bench_entry("b"))),
          0, ("2 results",), grows=True),
+    # -- issue 29: the user's source is never an output ------------------------------------
+    *(Case(f"{cmd}-out-is-the-users-module", out_is_source(cmd), 2,
+           ("--out 'mods/victim1.py' is Python source (.py file)", "never overwrites source"))
+      for cmd in ("sweep", "doctor", "probe", "probe-input", "doctor-model", "baseline-model")),
+    *(Case(f"sweep-out-is-source-{name}", out_is_source("sweep", name), 2,
+           ("is Python source", f"(.{name.rsplit('.', 1)[-1].lower()} file)"))
+      for name in ("VICTIM.PY", "gui.pyw", "stubs.pyi", "cached.pyc", "notebook.ipynb")),
+    Case("sweep-out-links-to-the-users-module", out_links_to_source, 2,
+         ("(a link to", "victim1.py", "is Python source")),
+    Case("sweep-out-is-an-imported-module-without-py-name", out_is_imported_module, 2,
+         ("is the file of the imported module 'hostile_plugin'",)),
+    *(Case(f"sweep-out-is-the-store{suffix}", out_is_side_file(suffix), 2,
+           (f"is the {suffix[1:]} file of the results database", "corrupt"))
+      for suffix in ("-journal", "-wal", "-shm")),
+    # -- issue 29: an empty judgement never passes; a store that lost a table is refused --
+    *(Case(f"sweep-resume-fail-on-store-without-{table}",
+           resume_on_store(f"DROP TABLE {table}"), 2, (f"has no table {table!r}", "damaged"))
+      for table in ("sweep_rows", "cells", "runs", "bench_results")),
+    Case("sweep-resume-store-without-a-column",
+         resume_on_store("ALTER TABLE sweep_rows DROP COLUMN data"), 2,
+         ("table 'sweep_rows' lacks column 'data'",)),
+    Case("sweep-store-marked-but-empty", empty_marked_store, 2, ("has no table 'runs'",)),
+    Case("sweep-resume-reruns-cells-done-without-rows", resume_on_store(
+         "DELETE FROM sweep_rows", fail_on=False), 0,
+         ("1 cells done, 0 skipped", "note: 1 cells marked done", "running them again"),
+         grows=True),
+    Case("sweep-fail-on-judged-zero-rows", zero_rows_judged(True), 2,
+         ("--fail-on stable judged 0 rows", "rows.csv is untouched"), grows=True),
+    Case("sweep-zero-rows-without-fail-on", zero_rows_judged(False), 2,
+         ("0 rows: the store", "holds no rows", "is untouched"), grows=True),
+    Case("report-no-run-on-a-store-that-does-not-exist", report_on_missing_store, 2,
+         ("typo.db' does not exist", "--no-run")),
+    # -- issue 29: inputs are bounded ---------------------------------------------------------
+    Case("bench-ingest-dev-zero", ingest_node("dev-zero"), 2, ("'/dev/zero' is a device",)),
+    Case("bench-ingest-a-fifo", ingest_node("fifo"), 2, ("is a FIFO (named pipe)",)),
+    Case("bench-ingest-a-folder", ingest_node("folder"), 2, ("is a directory",)),
+    Case("bench-ingest-over-the-size-cap", ingest_node("big"), 2,
+         ("is over the input size limit of",)),
 ]
 # fmt: on
 
@@ -356,7 +405,7 @@ def test_hostile_file(case: Case, lab: Lab, capsys: pytest.CaptureFixture[str]) 
             lock.close()
     assert "Traceback" not in err + out, err
     assert code == case.code, err
-    shown = err if code else out
+    shown = err if code else out + err  # exit 0: the result on stdout, notes on stderr
     if code:  # one line; the report's progress lines ("report: ...") may come before it
         lines = [line for line in err.splitlines() if not line.startswith("report: ")]
         assert len(lines) == 1 and lines[0].startswith("stability: error: "), err

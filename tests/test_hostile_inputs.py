@@ -19,7 +19,14 @@ import pytest
 from hostile import counts, doctor, sweep
 
 from stability.cli import main
-from stability.cli.limits import MAX_DEPTH, MAX_STEPS, check_bound, human_bytes
+from stability.cli.limits import (
+    MAX_DEPTH,
+    MAX_SEEDS,
+    MAX_STEPS,
+    check_bound,
+    check_seeds,
+    human_bytes,
+)
 from stability.cli.streams import PipeGuard
 from stability.errors import StabilityError
 from stability.interrupts import deferred_interrupt
@@ -92,6 +99,18 @@ CASES = [
     ),
     case("doctor-trial-steps", doctor(trial_steps=str(MAX_STEPS + 1)), 2, ["--trial-steps"]),
     case("doctor-depth-over-limit", doctor(depth=str(MAX_DEPTH + 1)), 2, ["--depth", "--yes"]),
+    case(
+        "seeds-over-limit",
+        sweep(seeds=",".join(map(str, range(MAX_SEEDS + 1)))),
+        2,
+        [f"--seeds: {MAX_SEEDS + 1} seeds is over the limit of {MAX_SEEDS}", "--yes"],
+    ),
+    case(
+        "experiments-seeds-1e8",
+        ["experiments", "--seeds", "100000000"],
+        2,
+        [f"--seeds 100000000 is over the limit of {MAX_SEEDS}", "pass --yes"],
+    ),
     # devices: cpu, cuda or cuda:N
     case("device-cpu-1", sweep(device="cpu:1"), 2, ["unknown device 'cpu:1'", "cuda:N"]),
     case("device-cpu-0", sweep(device="cpu:0"), 2, ["unknown device 'cpu:0'"]),
@@ -159,7 +178,9 @@ def test_hostile_input(
 def test_the_table_covers_every_rule() -> None:
     ids = {c.id for c in CASES}
     assert len(ids) == len(CASES), "every case needs its own id"
-    for prefix in ("dup-", "empty-", "seed-", "width-", "depth-", "device-", "doctor-", "jobs-"):
+    prefixes = ("dup-", "empty-", "seed-", "width-", "depth-", "device-", "doctor-", "jobs-",
+                "seeds-", "experiments-")  # fmt: skip
+    for prefix in prefixes:
         assert any(i.startswith(prefix) for i in ids), prefix
 
 
@@ -169,6 +190,13 @@ def test_yes_passes_a_bound_and_nothing_else_does() -> None:
     check_bound("--depth", MAX_DEPTH, MAX_DEPTH, "long", yes=False)
     with pytest.raises(StabilityError, match="over the limit"):
         check_bound("--depth", MAX_DEPTH + 1, MAX_DEPTH, "long", yes=False)
+
+
+def test_yes_lifts_the_seed_caps() -> None:
+    check_seeds(MAX_SEEDS + 1, yes=True)
+    check_seeds(MAX_SEEDS + 1, yes=True, listed=True)
+    with pytest.raises(StabilityError, match="--seeds: 1001 seeds is over"):
+        check_seeds(MAX_SEEDS + 1, yes=False, listed=True)
 
 
 def test_memory_is_refused_even_with_yes(

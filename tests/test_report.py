@@ -276,9 +276,10 @@ def test_rerender_reuses_figures(tiny: TinyReport) -> None:
 
 def test_empty_store_says_not_run(tmp_path: Path) -> None:
     out = tmp_path / "r" / "index.html"
+    Store.open(tmp_path / "empty.db").close()  # a store with no runs (a missing one is exit 2)
     buf = io.StringIO()
     with contextlib.chdir(tmp_path), contextlib.redirect_stdout(buf):
-        code = main(["report", "--no-run", "--db", str(tmp_path / "none.db"), "--out", str(out)])
+        code = main(["report", "--no-run", "--db", str(tmp_path / "empty.db"), "--out", str(out)])
     page = out.read_text()
     assert code == 0
     assert page.count("not run") >= 5

@@ -24,6 +24,7 @@ from stability.report.inputs import GateResult, gather
 from stability.report.progress import Display
 from stability.report.runner import Runner
 from stability.report.sections import gate
+from stability.results.store import Store
 
 EVIL = "<script>alert('x')</script>"
 MOVED = "relu/kaiming_normal/float64/d10w64/b64/s0"  # a cell of the baseline's grid
@@ -111,6 +112,7 @@ def test_section_renders_cached_rows_without_running_the_gate(
     monkeypatch.setattr(gatekeeper, "measured_figures", broken)
     monkeypatch.setattr(bl, "efficiency_samples", broken)
     out = tmp_path / "reports" / "index.html"
+    Store.open(tmp_path / "results" / "s.db").close()  # --no-run needs a store (an empty one)
     buf = io.StringIO()
     with contextlib.chdir(tmp_path), contextlib.redirect_stdout(buf):
         code = main(["report", "--no-run", "--db", str(tmp_path / "results" / "s.db"),

@@ -21,11 +21,12 @@ def add_bench_ingest(sub: SubParsers) -> None:
 
 
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:
-    from stability.measure.ingest import ingest
+    from stability.measure.ingest import ingest, load_rows
 
     check_store(args.db, [args.json])  # before the store is opened (or created)
+    rows = load_rows(args.json)  # read and validated first: a bad file creates no store
     with Store.open(args.db) as store:
-        run_id = ingest(args.json, store, ["stability", *sys.argv[1:]])
+        run_id = ingest(args.json, store, ["stability", *sys.argv[1:]], rows)
         count = int((store.bench_results()["run_id"] == run_id).sum())
     print(f"bench run {run_id}: {count} results from {args.json} (store: {args.db})")
     return 0

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, names, nonempty
-from stability.cli.json_output import add_json_argument, emit, human
+from stability.cli.json_output import add_json_argument, emit, human, stdout_to_stderr
 from stability.errors import StabilityError
 from stability.experiments.names import NAMES
 
@@ -37,8 +37,11 @@ def add_experiments(sub: SubParsers) -> None:
         "--seeds",
         type=int,
         default=None,
-        help="seeds per experiment (default: each one's own, fewer with --quick)",
+        help="seeds per experiment (default: each one's own, fewer with --quick; at most "
+        "1000 without --yes)",
     )
+    p.add_argument("--yes", action="store_true",
+                   help="run beyond the limit on --seeds (see docs/exit-codes.md)")  # fmt: skip
     p.add_argument(
         "--device", default="cpu", help="cpu or cuda (float16 native on cuda; default: cpu)"
     )
@@ -74,6 +77,9 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
     chosen = select(args.only)
     if args.seeds is not None:
+        from stability.cli.limits import check_seeds
+
+        check_seeds(args.seeds, args.yes)  # before seed_list builds the list
         seed_list(args.seeds)
     fmt = lookup("figure format", str(args.format).lower(), {f: f for f in FORMATS})
     MLPConfig(device=args.device)  # the device's one-line check
@@ -89,10 +95,11 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results = run_experiments(chosen, args.quick, args.seeds, args.device, say)
-    written = write_outputs(results, args.out, fmt)
-    with Store.open(args.db) as store:
-        run_id = store_results(store, results, ["stability", *sys.argv[1:]], args.device)
+    with stdout_to_stderr(args.json):  # --json: stdout holds the document only
+        results = run_experiments(chosen, args.quick, args.seeds, args.device, say)
+        written = write_outputs(results, args.out, fmt)
+        with Store.open(args.db) as store:
+            run_id = store_results(store, results, ["stability", *sys.argv[1:]], args.device)
     ok = all(r.ok for r in results)
     code = 0 if ok else EXIT_FAILED
     text = human(args.json)

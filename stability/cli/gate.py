@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from stability.cli.args import SubParsers, silence_stdout
 from stability.cli.gate_model import DEFAULT_MODEL_PATH, cmd_baseline_model, cmd_gate_model
+from stability.cli.json_output import stdout_to_stderr
 from stability.cli.model_args import add_model_arguments
 from stability.errors import StabilityError
 from stability.results.files import check_outputs
@@ -134,7 +135,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     if args.model is not None:
         return cmd_gate_model(args)
     try:
-        verdict = _verdict(args)
+        with stdout_to_stderr(args.format == "json"):  # stdout holds the document only
+            verdict = _verdict(args)
     except StabilityError:
         raise
     except Exception as exc:

@@ -7,10 +7,11 @@ has no inf or NaN, and numpy scalars become plain numbers.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,6 +54,17 @@ def emit(command: str, body: Mapping[str, Any], stream: TextIO | None = None) ->
 def human(json_mode: bool) -> TextIO:
     """Where lines for a person go: stderr under ``--json``, else stdout."""
     return sys.stderr if json_mode else sys.stdout
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(json_mode: bool) -> Iterator[None]:
+    """Under ``--json``, what anything prints in the block (this tool, a library, a forked
+    worker) goes to stderr: stdout holds the one document ``emit`` writes after it."""
+    if not json_mode:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def add_json_argument(p: argparse.ArgumentParser, command: str) -> None:

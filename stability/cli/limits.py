@@ -4,8 +4,9 @@
   their gradients and optimiser state, activations and their gradients) is more than the
   memory available is refused with the estimate: it would fail to allocate, or swap the
   machine to a halt, after the start-up cost. No flag overrides this.
-- Bounds: depth over ``MAX_DEPTH`` and doctor steps over ``MAX_STEPS`` are refused with a
-  time estimate unless ``--yes``: a typo of three zeros should not occupy a machine for days.
+- Bounds: depth over ``MAX_DEPTH``, doctor steps over ``MAX_STEPS`` and more seeds than
+  ``MAX_SEEDS`` (sweep, experiments) are refused with a time estimate unless ``--yes``: a
+  typo of three zeros should not occupy a machine for days.
 - ``--jobs`` is capped at the number of cells, with a note: a worker with no cell to run
   costs a process start and its memory, and does nothing.
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 MAX_DEPTH = 10_000  # layers; the notes' deepest networks have a few hundred
 MAX_STEPS = 100_000  # doctor training steps (and steps per lr trial); the default is 100
+MAX_SEEDS = 1_000  # seeds of one sweep or one experiment; the defaults are 3 to 10
 SECONDS_PER_LAYER_STEP = 5e-4  # Python and hooks per layer per pass: a floor, not a mean
 FLOP_PER_SECOND = 1e11  # the fastest CPU matmul rate to expect: a ceiling, not a mean
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2}  # copies of the weights it keeps
@@ -85,11 +87,15 @@ def check_fits(what: str, need: int, device: str, at_once: int = 1) -> None:
         )
 
 
-def check_bound(flag: str, value: int, limit: int, estimate: str, yes: bool) -> None:
-    """Refuse ``value`` over ``limit`` for ``flag`` unless the user said ``--yes``."""
+def check_bound(
+    flag: str, value: int, limit: int, estimate: str, yes: bool, shown: str | None = None
+) -> None:
+    """Refuse ``value`` over ``limit`` for ``flag`` unless the user said ``--yes``;
+    ``shown`` names the value if it is not what was typed (a count of a list)."""
     if value > limit and not yes:
+        what = shown or f"{flag} {value}"
         raise StabilityError(
-            f"{flag} {value} is over the limit of {limit}: {estimate}; pass --yes to run it anyway"
+            f"{what} is over the limit of {limit}: {estimate}; pass --yes to run it anyway"
         )
 
 
@@ -117,14 +123,18 @@ def check_sweep(cells: Sequence[Cell], jobs: int, scheduler: str | None, yes: bo
                 check_fits(f"building {what}", 4 * parameters(big.config), "cpu")
     deepest = max(cells, key=lambda c: c.config.depth)
     seconds = sum(_pass_seconds(c.config, c.batch) for c in cells)
-    check_bound(
-        "--depth",
-        deepest.config.depth,
-        MAX_DEPTH,
-        f"at least ~{human_seconds(seconds)} for {len(cells)} cell{'s' * (len(cells) > 1)}",
-        yes,
-    )
+    estimate = f"at least ~{human_seconds(seconds)} for {len(cells)} cell{'s' * (len(cells) > 1)}"
+    check_bound("--depth", deepest.config.depth, MAX_DEPTH, estimate, yes)
     return jobs
+
+
+def check_seeds(count: int, yes: bool, listed: bool = False) -> None:
+    """Refuse more than ``MAX_SEEDS`` seeds unless ``--yes``: a count
+    (``experiments --seeds 100000000``) or, ``listed``, a comma list's length (sweep),
+    checked before the grid of cells is built."""
+    shown = f"--seeds: {count} seeds" if listed else None
+    each = "every seed is one more network per cell" if listed else "every seed trains again"
+    check_bound("--seeds", count, MAX_SEEDS, each, yes, shown)
 
 
 def _pass_seconds(c: MLPConfig, batch: int) -> float:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stability.cli.args import EXIT_INTERRUPTED, SubParsers, add_db_argument
-from stability.cli.json_output import add_json_argument, emit, human
+from stability.cli.json_output import add_json_argument, emit, human, stdout_to_stderr
 from stability.errors import StabilityError
 
 if TYPE_CHECKING:
@@ -49,15 +49,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise StabilityError(f"--out must name an .html file, got {str(args.out)!r}")
     argv = sys.argv[1:] if sys.argv[1:2] == ["report"] else ["report"]
     try:
-        result = build(
-            args.out,
-            args.db,
-            Path.cwd(),
-            quick=args.quick,
-            no_run=args.no_run,
-            jobs=args.jobs,
-            command=" ".join(["stability", *argv]),
-        )
+        with stdout_to_stderr(args.json):  # --json: stdout holds the document only
+            result = build(
+                args.out,
+                args.db,
+                Path.cwd(),
+                quick=args.quick,
+                no_run=args.no_run,
+                jobs=args.jobs,
+                command=" ".join(["stability", *argv]),
+            )
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished work is kept in {args.db}; rerun to go on", file=sys.stderr)
         return EXIT_INTERRUPTED

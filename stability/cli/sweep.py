@@ -14,8 +14,8 @@ from stability.cli.args import (
     ints,
     names,
 )
-from stability.cli.json_output import add_json_argument, emit, human
-from stability.cli.limits import check_sweep
+from stability.cli.json_output import add_json_argument, emit, human, stdout_to_stderr
+from stability.cli.limits import check_seeds, check_sweep
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.files import check_outputs, write_csv
@@ -100,7 +100,7 @@ def add_sweep(sub: SubParsers) -> None:
     p.add_argument(
         "--yes",
         action="store_true",
-        help="run beyond the limit on --depth (see docs/exit-codes.md)",
+        help="run beyond the limits on --depth and the number of --seeds (see docs/exit-codes.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress, no findings summary")
     add_json_argument(p, "sweep")
@@ -127,6 +127,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise StabilityError(
             f"the grid is empty ({', '.join(empty)}: no value); {args.out} is untouched"
         )
+    check_seeds(len(args.seeds), args.yes, listed=True)  # before a cell list is built
     grid = SweepGrid(
         activations=args.activation,
         inits=args.init,
@@ -149,7 +150,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
-    with Store.open(args.db) as store:
+    with stdout_to_stderr(args.json), Store.open(args.db) as store:
+        if args.resume:
+            _note_rowless(store, {c.key for c in cells})
         progress = Progress(len(cells), enabled=None if not args.quiet else False)
         try:
             summary = run_sweep(
@@ -168,12 +171,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             )
             return EXIT_INTERRUPTED
         rows = store.sweep_rows(c.key for c in cells)
-    write_csv(rows, out, "--out")
+    if rows.empty:  # nothing to judge: never a pass, never an empty CSV over an earlier one
+        _check_no_rows(summary, out, fail_on, args.db)
+    else:
+        write_csv(rows, out, "--out")
     text = human(args.json)
     if not args.quiet and not rows.empty:
         print("\n".join(findings_lines(rows, str(out))), file=text)
     print(summary.line(), file=text)
-    print(f"rows: {len(rows)} -> {out} (store: {args.db})", file=text)
+    where = f"{out} is untouched" if rows.empty else f"-> {out}"
+    print(f"rows: {len(rows)} {where} (store: {args.db})", file=text)
     for failure in summary.failures[:5]:
         print(f"failed: {failure}", file=sys.stderr)
     flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
@@ -181,6 +188,31 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         emit("sweep", _json_body(summary, rows, out, args.db, fail_on, flagged, code))
     return code
+
+
+def _note_rowless(store: Store, keys: set[str]) -> None:
+    """Say so when ``--resume`` runs again cells the store marks done but holds no rows for."""
+    marked = store.run_cells()
+    done = set(marked.loc[marked["status"] == "done", "cell_key"]) & keys
+    rowless = len(done - store.done_keys())
+    if rowless:
+        print(f"note: {rowless} cells marked done in {store.path} have no rows there; "
+              "running them again", file=sys.stderr)  # fmt: skip
+
+
+def _check_no_rows(summary: SweepSummary, out: Path, fail_on: list[str], db: Path) -> None:
+    """No row came out of the run or the store. Every cell failed: exit 1 follows, with
+    their errors. Otherwise, or with ``--fail-on`` (a judgement of nothing is none): exit 2."""
+    if summary.failed and not fail_on:
+        return
+    why = (
+        f"{summary.failed} of {summary.total} cells failed"
+        if summary.failed
+        else (f"the store {str(db)!r} holds no rows for the {summary.total} cells")
+    )
+    first = f" (first: {summary.failures[0]})" if summary.failures else ""
+    judged = f"--fail-on {','.join(fail_on)} judged 0 rows" if fail_on else "0 rows"
+    raise StabilityError(f"{judged}: {why}{first}; {out} is untouched")
 
 
 def _json_body(

@@ -29,7 +29,7 @@ from stability.measure.steps import compute_dtype, make_train_step
 from stability.measure.threads import threads
 from stability.measure.timer import Timer
 from stability.results.environment import environment
-from stability.results.files import write_text
+from stability.results.files import read_input, write_text
 from stability.sweep.cells import Cell, run_cell
 
 FORMAT = "stability-baseline"
@@ -193,7 +193,9 @@ def load(path: Path | str) -> dict[str, Any]:
     if not path.exists():
         raise CannotJudge(f"no baseline at {str(path)!r}; {REBASELINE}")
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = json.loads(read_input(path, "baseline").decode("utf-8"))
+    except StabilityError as exc:  # not a regular file, or over the size limit
+        raise CannotJudge(f"{exc}; {REBASELINE}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CannotJudge(
             f"baseline {str(path)!r} is unreadable ({exc}); restore it from git "

@@ -12,7 +12,7 @@ from typing import Any
 
 from stability.errors import StabilityError
 from stability.measure.bench_schema import STATS_KEYS, validate
-from stability.results.files import check_store
+from stability.results.files import check_store, read_input
 from stability.results.store import Store
 
 DEFAULT_DB = "results/stability.db"
@@ -36,11 +36,11 @@ def bench_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
-    """The parsed file, or one line saying why it cannot be (missing, binary, not JSON)."""
+    """The parsed file, or one line saying why it cannot be (missing, not a regular file,
+    over ``MAX_INPUT_BYTES``, binary, not JSON)."""
+    data = read_input(path, "benchmark JSON")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise StabilityError(f"cannot read benchmark JSON {str(path)!r}: {exc.strerror}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise StabilityError(
             f"benchmark JSON {str(path)!r} is not UTF-8 text (a binary file?); pass the file "
@@ -54,15 +54,26 @@ def read_json(path: Path) -> Any:
         raise StabilityError(f"benchmark JSON {str(path)!r} is nested too deeply") from None
 
 
-def ingest(json_path: Path | str, store: Store, command: Sequence[str] | None = None) -> int:
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """The file's benchmarks as rows, the whole file validated (``bench_schema``)."""
+    return bench_rows({"benchmarks": validate(read_json(path), repr(str(path)))})
+
+
+def ingest(
+    json_path: Path | str,
+    store: Store,
+    command: Sequence[str] | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> int:
     """Read a pytest-benchmark JSON and write every benchmark under a new ``bench`` run.
 
     The whole file is validated first (``bench_schema``): all of it is stored, or nothing.
+    ``rows``: the file's ``load_rows``, read before the store was opened.
     """
     path = Path(json_path)
     check_store(store.path, [path])
-    data = read_json(path)
-    rows = bench_rows({"benchmarks": validate(data, repr(str(path)))})
+    if rows is None:
+        rows = load_rows(path)
     devices = {str(r.get("device", "cpu")) for r in rows} or {"cpu"}
     command = list(command or ["stability", "bench-ingest", str(path)])
     return store.write_bench_run(command, ",".join(sorted(devices)), rows)
@@ -77,8 +88,9 @@ def main(argv: Sequence[str], module: str = "stability.measure.ingest") -> int:
     try:
         db = Path(args[1] if len(args) == 2 else DEFAULT_DB)
         check_store(db, [Path(args[0])])
+        rows = load_rows(Path(args[0]))  # a bad file creates no store
         with Store.open(db) as store:
-            run_id = ingest(args[0], store, ["python", "-m", *module.split(), *args])
+            run_id = ingest(args[0], store, ["python", "-m", *module.split(), *args], rows)
     except StabilityError as exc:
         print(f"{module}: error: {exc}", file=sys.stderr)
         return 2

@@ -173,6 +173,11 @@ def build(
 ) -> BuildResult:
     """Run what is missing (unless ``no_run``), then render ``out`` from the store."""
     check_report_paths(out, db)
+    if no_run and not db.exists():  # a typo must not render an empty page and pass
+        raise StabilityError(
+            f"results database {str(db)!r} does not exist; --no-run renders from a store "
+            "only: pass --db with an existing store, or drop --no-run to compute one"
+        )
     display = display or Display()
     start = time.perf_counter()
     if no_run:

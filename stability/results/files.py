@@ -1,8 +1,15 @@
 """Every file the tool writes: one rule for where it may go, and writes that never half-happen.
 
-The rule (``check_outputs``): an output may not be the results store, another stability
-database, an input of the same command, or another output of it; it must be writable. The
-check runs before any long work, so a refusal costs seconds, not a finished sweep.
+The rule (``check_outputs``): an output may not be the results store (or its journal, WAL
+or shared-memory file), another stability database, an input of the same command, another
+output of it, or the user's source (a ``.py``-family file, or the file of any imported
+module); it must be a writable regular file or a new path. A symlink is followed to its
+target, and the target's rules apply; a dangling link, a loop, a FIFO, a socket or a device
+other than ``/dev/null`` is refused. The check runs before any long work, so a refusal costs
+seconds, not a finished sweep.
+
+The reads (``read_input``): an input file must be a regular file of at most
+``MAX_INPUT_BYTES``: ``bench-ingest /dev/zero`` is one line, not a machine out of memory.
 
 The writes (``atomic_path`` and the helpers on top): a temporary file in the same folder,
 flushed to disk, then renamed over the target. A full disk, a file-size limit or an
@@ -10,8 +17,11 @@ interrupt leaves the old file exactly as it was and never a truncated one.
 """
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,10 +33,18 @@ from stability.errors import StabilityError
 APPLICATION_ID = 0x53544142  # "STAB" in the SQLite header: the file is a stability store
 SQLITE_HEADER = b"SQLite format 3\x00"
 _APPLICATION_ID_OFFSET = 68  # big-endian u32 in the 100-byte database header
+# A user's source, never an output: Python, stubs, bytecode, extensions, Cython, notebooks.
+SOURCE_SUFFIXES = (".py", ".pyw", ".pyi", ".pyc", ".pyo", ".pyd", ".pyx", ".pxd", ".pxi",
+                   ".ipynb")  # fmt: skip
+SIDE_FILES = ("-journal", "-wal", "-shm")  # SQLite's files beside a database
+MAX_INPUT_BYTES = 256 * 2**20  # the largest input file read: far above any real one
 
 
 def is_stability_db(path: Path) -> bool:
     """Whether ``path`` is an SQLite file marked with the store's application id."""
+    with contextlib.suppress(OSError):
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read below
+            return False
     try:
         with path.open("rb") as f:
             header = f.read(100)
@@ -56,11 +74,93 @@ def _probe_write(folder: Path) -> None:
     probe.unlink()
 
 
+def is_devnull(path: Path) -> bool:
+    """Whether ``path`` is the null device: an output there is discarded, never replaced."""
+    with contextlib.suppress(OSError):
+        return os.path.samefile(path, os.devnull)
+    return False
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _check_node(path: Path, what: str) -> None:
+    """Refuse what is no file to write: a dangling link, a loop, a folder, a FIFO, a device."""
+    shown = f"{what} {str(path)!r}"
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: the target is what gets written
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise StabilityError(
+                f"{shown} is a symlink to {os.readlink(path)!r}, which does not exist; "
+                "pass the target's path, or another path"
+            ) from None
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StabilityError(f"{shown} is a symlink loop; pass another path") from None
+        return  # not reachable: the write probe below names why
+    if stat.S_ISDIR(mode):
+        raise StabilityError(f"{shown} is a directory; pass a file path")
+    if not stat.S_ISREG(mode) and not is_devnull(path):
+        raise StabilityError(
+            f"{shown} is {_kind(mode)}, not a regular file; pass a file path (or /dev/null)"
+        )
+
+
+def _imported_from(target: str) -> str | None:
+    """The name of an imported module whose file is ``target`` (a resolved path), if any."""
+    name = os.path.basename(target)
+    for module_name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and os.path.basename(file) == name:
+            with contextlib.suppress(OSError, ValueError):
+                if os.path.realpath(file) == target:
+                    return module_name
+    return None
+
+
+def check_not_source(path: Path, what: str) -> None:
+    """Refuse a user's source as an output: a ``.py``-family file (by its name, or the name
+    of the file a link points to), or the file of any imported module."""
+    shown = f"{what} {str(path)!r}"
+    try:
+        target = os.path.realpath(path)
+    except (OSError, ValueError):
+        target = str(path)
+    for name in (path.name, os.path.basename(target)):
+        suffix = Path(name).suffix.lower()
+        if suffix in SOURCE_SUFFIXES:
+            if name != path.name:
+                shown += f" (a link to {target!r})"
+            raise StabilityError(
+                f"{shown} is Python source ({suffix} file); an output never overwrites "
+                "source: pass a path ending in the output's own format (.csv, .json, ...)"
+            )
+    if os.path.exists(target):
+        module = _imported_from(target)
+        if module is not None:
+            raise StabilityError(
+                f"{shown} is the file of the imported module {module!r}; an output never "
+                "overwrites source: pass another path"
+            )
+
+
 def writable_path(path: Path | str, what: str) -> Path:
-    """Fail early, before any work, if ``path`` cannot be written."""
+    """Fail early, before any work, if ``path`` cannot be written or must not be: the user's
+    source, or no regular file (``_check_node``)."""
     path = Path(path)
-    if path.is_dir():
-        raise StabilityError(f"{what} {str(path)!r} is a directory; pass a file path")
+    _check_node(path, what)
+    check_not_source(path, what)
+    if is_devnull(path):
+        return path
     folder = path.parent if str(path.parent) else Path(".")
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -94,11 +194,13 @@ def check_outputs(
     seen: list[tuple[str, Path]] = []
     for what, path in outputs.items():
         shown = f"{what} {str(path)!r}"
+        _check_node(path, what)  # before any read of it: a FIFO would block
         if store is not None and same_file(path, store):
             raise StabilityError(
                 f"{shown} is the results store (--db {str(store)!r}); writing it would destroy "
                 "the stored results: pass another path"
             )
+        _check_side_file(path, shown, store)
         for source in inputs:
             if same_file(path, source):
                 raise StabilityError(
@@ -115,6 +217,43 @@ def check_outputs(
                 raise StabilityError(f"{shown} is the same file as {other}: pass another path")
         seen.append((what, path))
         writable_path(path, what)
+
+
+def _check_side_file(path: Path, shown: str, store: Path | None) -> None:
+    """Refuse a database's journal, WAL or shared-memory file: writing one corrupts it."""
+    for side in SIDE_FILES:
+        if not path.name.endswith(side) or len(path.name) == len(side):
+            continue
+        base = path.with_name(path.name[: -len(side)])
+        if (store is not None and same_file(base, store)) or is_stability_db(base):
+            raise StabilityError(
+                f"{shown} is the {side.lstrip('-')} file of the results database "
+                f"{str(base)!r}; writing it would corrupt the database: pass another path"
+            )
+
+
+def read_input(path: Path, what: str, limit: int | None = None) -> bytes:
+    """The bytes of the input file ``path``: a regular file of at most ``limit`` bytes
+    (default ``MAX_INPUT_BYTES``; ``/dev/zero``, a FIFO or a folder is refused before a
+    byte is read); one line if not."""
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    shown = f"{what} {str(path)!r}"
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise StabilityError(f"{shown} is a directory; pass a file")
+        if not stat.S_ISREG(mode):
+            raise StabilityError(f"{shown} is {_kind(mode)}, not a regular file; pass a file")
+        with path.open("rb") as f:
+            data = f.read(limit + 1)  # a file that grows while read is still bounded
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StabilityError(f"cannot read {shown}: {reason}") from None
+    if len(data) > limit:
+        raise StabilityError(
+            f"{shown} is over the input size limit of {limit / 2**20:g} MiB; pass a smaller file"
+        )
+    return data
 
 
 def check_store(store: Path, inputs: Iterable[Path]) -> None:
@@ -154,6 +293,11 @@ def atomic_path(path: Path, what: str = "output file") -> Iterator[Path]:
     ``path`` as it was; an ``OSError`` becomes one line (``StabilityError``).
     """
     path = Path(path)
+    if is_devnull(path):  # written and discarded: the device itself is never replaced
+        yield Path(os.devnull)
+        return
+    if path.is_symlink():  # the link stays; its target is what gets replaced
+        path = Path(os.path.realpath(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -149,6 +149,7 @@ class Store:
             conn = store_file.connect(path, readonly)
             _check_owner(conn, path)
             store_file.check_integrity(conn, path)
+            store_file.check_tables(conn, path, _SCHEMA, APPLICATION_ID)
             if readonly:
                 _temp_tables(conn)
             else:
@@ -243,8 +244,13 @@ class Store:
 
     @store_file.guarded
     def done_keys(self) -> set[str]:
-        """Cells completed by any run in this database."""
-        cur = self.conn.execute("SELECT DISTINCT cell_key FROM cells WHERE status = 'done'")
+        """Cells completed by any run in this database whose rows are stored: a cell marked
+        done by its newest run but without rows there is run again by ``--resume``."""
+        cur = self.conn.execute(
+            "SELECT c.cell_key FROM (SELECT cell_key, max(run_id) AS run_id FROM cells"
+            " WHERE status = 'done' GROUP BY cell_key) c WHERE EXISTS (SELECT 1 FROM"
+            " sweep_rows r WHERE r.cell_key = c.cell_key AND r.run_id = c.run_id)"
+        )
         return {k for (k,) in cur}
 
     @store_file.guarded

@@ -9,6 +9,7 @@ opened, before anything is written: a corrupt file is never written to.
 import functools
 import math
 import os
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Callable
@@ -80,6 +81,46 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
         )
     if key is not None:
         _VERIFIED.add(key)
+
+
+LATER_TABLES = ("doctor_rows", "records")  # added after version 1: a writer adds them on open
+
+
+def schema_columns(schema: str) -> dict[str, list[str]]:
+    """Every table of the ``CREATE TABLE`` script ``schema`` and its column names."""
+    tables = {}
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", schema, re.S):
+        words = [line.split()[0] for line in body.splitlines() if line.strip()]
+        tables[name] = [w for w in words if w.upper() not in ("PRIMARY", "FOREIGN", "UNIQUE")]
+    return tables
+
+
+def check_tables(conn: sqlite3.Connection, path: Path, schema: str, app_id: int) -> None:
+    """Refuse a stability store that lost a table or a column, before anything is written.
+
+    Recreating a lost table empty would make the store lie: ``cells`` would say done for
+    cells whose rows are gone, and a resumed sweep would judge nothing and pass. A file that
+    is not yet a store (new, or empty) is left for the writer to create.
+    """
+    if conn.execute("PRAGMA application_id").fetchone()[0] != app_id:
+        return
+    have = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table, columns in schema_columns(schema).items():
+        if table not in have:
+            if table in LATER_TABLES:
+                continue
+            raise StabilityError(
+                f"results database {str(path)!r} is damaged: it is marked as a stability store "
+                f"but has no table {table!r} (dropped, or not written by stability); nothing "
+                f"was written to it: {recover_hint(path)}"
+            )
+        found = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        missing = [c for c in columns if c not in found]
+        if missing:
+            raise StabilityError(
+                f"results database {str(path)!r} is damaged: table {table!r} lacks column "
+                f"{missing[0]!r}; nothing was written to it: {recover_hint(path)}"
+            )
 
 
 def _error_name(exc: BaseException) -> str:
