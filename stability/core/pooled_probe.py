@@ -130,7 +130,12 @@ class PooledProbe(Probe):
     def _forward_slots(self, t: torch.Tensor) -> "list[float] | torch.Tensor":
         x = t.detach()
         if x.device.type == "cpu":
-            return _host_summary(_flat(x), extremes=True) + self._host_events(x, None)
+            flat = _flat(x)
+            values = _host_summary(flat, extremes=False)
+            # max |x| from one pass that allocates nothing (abs() would copy): NaN if any is
+            low, high = torch.aminmax(flat)
+            values[2] = max(-float(low), float(high))
+            return values + self._host_events(x, None)
         head = _summary(x, extremes=True)
         return torch.cat([head, self._events(x).to(device=head.device, dtype=head.dtype)])
 
@@ -152,6 +157,9 @@ class PooledProbe(Probe):
             events = self._events(g).to(device=s.device, dtype=s.dtype)
             slots = torch.cat([s[0:2], s[3:4], events])
         self._bwd_parts.setdefault(index, []).append((g.numel(), slots))
+
+    def _weight_grad_var(self, grad: torch.Tensor) -> float:
+        return _host_summary(_flat(grad), extremes=False)[1]  # one pass where that is exact
 
     def results(self) -> list[LayerStats]:
         """As ``Probe.results``: one ``LayerStats`` per module given, in the order given."""
