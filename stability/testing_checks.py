@@ -192,10 +192,11 @@ def overflow_message(layers: Layers, dtype: str) -> str | None:
     stats = layers.stats
     nonfinite = set(_forward_nonfinite(layers))
     fwd = [s.layer for s in stats if s.overflow_frac > 0 or s.layer in nonfinite]
-    grads_readable = not nonfinite and not layers.output_nonfinite
+    readable = not nonfinite and not layers.output_nonfinite  # else every gradient is lost
+    param_bad = [sum(_nonfinite(p.grad) for p in ps) if readable else 0 for ps in layers.params]
     bwd = [
-        s.layer for s in stats
-        if s.grad_overflow_frac > 0 or (grads_readable and s.nonfinite > 0)
+        s.layer for s, p in zip(stats, param_bad, strict=True)
+        if s.grad_overflow_frac > 0 or (readable and (s.nonfinite > 0 or p > 0))
     ]  # fmt: skip
     if not fwd and not bwd:
         return _output_message(layers, f"{dtype} overflow") if layers.output_nonfinite else None
@@ -206,9 +207,10 @@ def overflow_message(layers: Layers, dtype: str) -> str | None:
         layer = bwd[-1]
         s = stats[layer - 1]
         phase = "backward"
-        if s.nonfinite:
+        if s.nonfinite or param_bad[layer - 1]:
             what = (
-                f"the gradient at its output holds {s.nonfinite} inf or NaN values before any "
+                f"{s.nonfinite} values of the gradient at its output and "
+                f"{param_bad[layer - 1]} of its parameter gradients are inf or NaN before any "
                 f"rounding (the backward pass breaks here first)"
             )
         else:

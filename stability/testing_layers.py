@@ -125,6 +125,18 @@ def _names(model: nn.Module, modules: Sequence[nn.Module]) -> list[str]:
     return [by_id.get(id(m), "?") for m in modules]
 
 
+def _first_holders(params: list[list[nn.Parameter]]) -> list[list[nn.Parameter]]:
+    """Each parameter under the first layer holding it only: a tied weight (GPT-2's
+    ``lm_head`` is ``wte``) gathers both uses' gradients, and blaming the top one for a
+    NaN made below would point at the wrong end of the backward pass."""
+    seen: set[int] = set()
+    out = []
+    for ps in params:
+        out.append([p for p in ps if id(p) not in seen])
+        seen.update(id(p) for p in ps)
+    return out
+
+
 def measure(
     model: nn.Module,
     x: Inputs,
@@ -150,7 +162,7 @@ def measure(
     with PooledProbe(model, watched, read, precision, entry=how == BLOCKS) as p:
         output = call(model, x)
         main = main_tensor(output)
-        if main is None:
+        if main is None or not main.is_floating_point():
             raise StabilityError(
                 f"{type(model).__name__} returned no floating-point tensor to take a loss of "
                 f"(got {type(output).__name__}); expected a tensor, tuple, dict or ModelOutput"
@@ -163,7 +175,7 @@ def measure(
     bad = sum(int((~torch.isfinite(t.detach())).sum()) for t in tensors_in(output))
     kept = [watched[i] for i in order]
     names = _names(model, kept)
-    params = [list(m.parameters(recurse=how != OWN)) for m in kept]
+    params = _first_holders([list(m.parameters(recurse=how != OWN)) for m in kept])
     if how == BLOCKS:
         names[0], params[0] = names[0] + ENTRY, []
     return Layers(
