@@ -229,7 +229,7 @@ def test_scaled_llama(stability_check):
 def test_plugin_checks_and_records_hf_models(pytester: pytest.Pytester) -> None:
     import json
 
-    from tests.test_pytest_plugin import FLAGS
+    from test_pytest_plugin import FLAGS
 
     pytester.makepyfile(test_user=USER_TESTS)
     out = pytester.path / "report"

@@ -247,17 +247,21 @@ class Watch:
         return grads
 
     def _harvest(self) -> None:
-        """Read a recorded step's statistics into the history (once its backward is done)."""
+        """Read a recorded step's statistics into the history (once its backward is done);
+        a module that did not run in that call (T5's unused ``shared`` embedding) has no row."""
         if self._pending is None:
             return
         step, self._pending = self._pending, None
-        for (name, _), stats in zip(self.named, self.probe.results(), strict=True):
-            self.history.append((step, name, stats))
+        ran = set(self.probe.order)
+        for i, ((name, _), stats) in enumerate(zip(self.named, self.probe.results(), strict=True)):
+            if i in ran:
+                self.history.append((step, name, stats))
 
     # -- results ---------------------------------------------------------------------------
     def to_frame(self, wide: bool = False) -> pd.DataFrame:
-        """The history, tidy: one row per (step, module, stat) with its ``value``; modules in
-        forward-hook order. ``wide=True``: one row per (step, module), a column per stat."""
+        """The history, tidy: one row per (step, module that ran, stat) with its ``value``;
+        modules in forward-hook order. ``wide=True``: one row per (step, module), a column
+        per stat."""
         self._harvest()
         order = {name: i for i, (name, _) in enumerate(self.named)}
         rows = [
