@@ -163,6 +163,7 @@ class Watch:
         self._args, self._kwargs = args, kwargs
         self._rng = torch.get_rng_state()
         self._grad_out = []
+        self._queued = False  # a backward that died before its callback queued nothing now
         if self.step % self.every == 0:
             self.probe._on_model_forward()  # every=1: records this pass, clears the last
             self._pending = self.step
@@ -182,18 +183,19 @@ class Watch:
         outs = tensors_in(out)
         loss = own_loss(out)
         self._loss_at = next((i for i, t in enumerate(outs) if t is loss), None)
-        self._grad_out = [None] * len(outs)
+        kept: list[torch.Tensor | None] = [None] * len(outs)
+        self._grad_out = kept
         for i, t in enumerate(outs):
             if t.requires_grad:
-                t.register_hook(lambda g, i=i: self._keep_grad(i, g))  # type: ignore[no-untyped-call]
+                t.register_hook(lambda g, i=i: self._keep_grad(kept, i, g))  # type: ignore[no-untyped-call]
         step = self.step
         self.step += 1
         if _all_finite(outs):
             return
         self._alarm(step, "forward", None)
 
-    def _keep_grad(self, i: int, g: torch.Tensor) -> None:
-        self._grad_out[i] = g  # a reference, no copy: read only if a gradient goes bad
+    def _keep_grad(self, kept: list[torch.Tensor | None], i: int, g: torch.Tensor) -> None:
+        kept[i] = g  # a reference into its own call's list, no copy: read only if one goes bad
         if not self._queued and not self._replaying:
             # Runs once this backward pass has accumulated every gradient: before the step.
             self._queued = True
