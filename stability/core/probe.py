@@ -308,10 +308,13 @@ class Probe:
             weight = self._weights[i]
             wgv = nan
             if weight is not None and weight.grad is not None:
-                wgv = float(_moments(weight.grad)[1])
+                wgv = self._weight_grad_var(weight.grad)
             n = self._elements.get(i, 0) or 1
             rows.append(layer_stats(i + 1, fwd, pre, bwd, wgv, n))
         return rows
+
+    def _weight_grad_var(self, grad: torch.Tensor) -> float:
+        return float(_moments(grad)[1])
 
 
 def layer_stats(

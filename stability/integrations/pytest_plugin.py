@@ -4,8 +4,11 @@ Registered through ``[project.entry-points.pytest11]`` (``pip install stability`
 every pytest run); without the install, ``pytest -p stability.integrations.pytest_plugin``.
 
 - ``stability_check``: the assertions of ``stability.testing`` as methods
-  (``variance_preserved``, ``gradients_finite``, ``no_overflow``) plus ``probe``; each
-  records the per-layer statistics it measured, named by qualified module name.
+  (``variance_preserved``, ``gradients_finite``, ``no_overflow``) plus ``probe``, taking what
+  they take (a tensor, a dict of keyword arguments such as a Hugging Face batch, or a tuple
+  of positional arguments; any output); each runs one pass, fails with the assertion's
+  message and records the per-layer statistics of that same pass, named by qualified
+  module name.
 - ``@pytest.mark.stability_float16`` (or ``stability_bfloat16``): the checks of that test run
   its models under float16 emulation (``core.emulate_model``: weights, inputs and every leaf
   module's output and gradient rounded); ``stability_emulate(model)`` is the same context
@@ -24,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
+
+    from stability.testing_layers import Inputs, Layers
 
 MARKERS = {"stability_float16": "float16", "stability_bfloat16": "bfloat16"}
 _ROWS = pytest.StashKey[list[dict[str, Any]]]()
@@ -88,71 +92,70 @@ class Checker:
         self,
         check: str,
         model: "nn.Module",
-        x: "torch.Tensor",
+        x: "Inputs",
         modules: "Sequence[nn.Module] | None",
-        assertion: Callable[[], None],
+        judge: "Callable[[Layers], str | None]",
         precision: str | None = None,
-    ) -> None:
-        from stability.core.probe import probe
+        purpose: str = "values",
+    ) -> "Layers":
+        """One measured pass under the test's dtype, judged, recorded; raise on a failure."""
         from stability.integrations.pytest_report import layer_rows
+        from stability.testing_layers import measure
 
-        outcome, message = "passed", ""
-        try:
-            with self.emulate(model):
-                assertion()
-        except AssertionError as exc:
-            outcome, message = "failed", str(exc).splitlines()[0]
-            raise
-        finally:
-            with self.emulate(model):
-                stats = probe(model, x, modules=modules, precision=precision or self.dtype)
-            self._rows.extend(
-                layer_rows(self.test, check, self.dtype, model, modules, stats, outcome, message)
-            )
+        with self.emulate(model):
+            layers = measure(model, x, modules, precision or self.dtype, purpose)
+        message = judge(layers)
+        outcome = "passed" if message is None else "failed"
+        first_line = "" if message is None else message.splitlines()[0]
+        self._rows.extend(layer_rows(self.test, check, self.dtype, layers, outcome, first_line))
+        if message is not None:
+            raise AssertionError(message)
+        return layers
 
     def variance_preserved(
         self,
         model: "nn.Module",
-        x: "torch.Tensor",
+        x: "Inputs",
         band: tuple[float, float] = (-1.0, 1.0),
         modules: "Sequence[nn.Module] | None" = None,
     ) -> None:
-        from stability.testing import assert_variance_preserved
+        """``stability.testing.assert_variance_preserved``, recorded."""
+        from stability.testing_checks import check_band, variance_message
 
+        check_band(band)
         self._run("variance_preserved", model, x, modules,
-                  lambda: assert_variance_preserved(model, x, band, modules))  # fmt: skip
+                  lambda layers: variance_message(layers, band), purpose="variance")  # fmt: skip
 
     def gradients_finite(
-        self, model: "nn.Module", x: "torch.Tensor", modules: "Sequence[nn.Module] | None" = None
+        self, model: "nn.Module", x: "Inputs", modules: "Sequence[nn.Module] | None" = None
     ) -> None:
-        from stability.testing import assert_gradients_finite
+        """``stability.testing.assert_gradients_finite``, recorded."""
+        from stability.testing_checks import finite_message
 
         self._run("gradients_finite", model, x, modules,
-                  lambda: assert_gradients_finite(model, x, modules))  # fmt: skip
+                  lambda layers: finite_message(layers, model))  # fmt: skip
 
     def no_overflow(
         self,
         model: "nn.Module",
-        x: "torch.Tensor",
+        x: "Inputs",
         dtype: str | None = None,
         modules: "Sequence[nn.Module] | None" = None,
     ) -> None:
         """No overflow in ``dtype`` (default: the marker's dtype, else float16)."""
-        from stability.testing import assert_no_overflow
+        from stability.testing_checks import overflow_dtype, overflow_message
 
         target = dtype or self.dtype or "float16"
-        check = lambda: assert_no_overflow(model, x, target, modules)  # noqa: E731
-        self._run("no_overflow", model, x, modules, check, precision=target)
+        overflow_dtype(target)
+        self._run("no_overflow", model, x, modules,
+                  lambda layers: overflow_message(layers, target), precision=target)  # fmt: skip
 
     def probe(
-        self, model: "nn.Module", x: "torch.Tensor", modules: "Sequence[nn.Module] | None" = None
+        self, model: "nn.Module", x: "Inputs", modules: "Sequence[nn.Module] | None" = None
     ) -> list[Any]:
-        """Per-layer statistics (``stability.probe``), recorded; no assertion."""
-        from stability.core.probe import probe
-
-        self._run("probe", model, x, modules, lambda: None)
-        with self.emulate(model):
-            return probe(model, x, modules=modules, precision=self.dtype)
+        """Per-layer statistics (``LayerStats``, the layers ``gradients_finite`` reads),
+        recorded; no assertion."""
+        return self._run("probe", model, x, modules, lambda layers: None).stats
 
 
 def _dtype_of(node: pytest.Item) -> str | None:

@@ -6,7 +6,6 @@ qualified module name, the probe's statistics of that layer and whether the chec
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,12 @@ import pandas as pd
 import torch
 from markupsafe import Markup
 from matplotlib.figure import Figure as MplFigure
-from torch import nn
 
-from stability.core.model import MLP
-from stability.core.probe import LayerStats
 from stability.integrations.watch_report import Fig, write_page
 from stability.report.figures import FORWARD_COLOR, clipped_log10, encode, new_figure, styled
 from stability.report.sections.page import Table
 from stability.results.files import write_csv, write_text
+from stability.testing_layers import Layers
 
 COLUMNS = ["test", "check", "dtype", "layer", "module", "act_var", "grad_var", "act_max_abs",
            "nonfinite", "overflow_frac", "grad_overflow_frac", "subnormal_frac", "outcome",
@@ -30,36 +27,22 @@ MAX_CURVES = 20
 REPORT_FILES = ("stability_probed.csv", "stability_probed.json", "stability_probed.html")
 
 
-def _module_names(model: nn.Module, modules: Sequence[nn.Module] | None) -> list[str]:
-    """Qualified names of the layers the probe watched, in its order."""
-    if isinstance(model, MLP):
-        watched: list[nn.Module] = list(model.layers)
-    elif modules is not None:
-        watched = list(modules)
-    else:
-        watched = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    by_id = {id(m): name or "<model>" for name, m in model.named_modules()}
-    return [by_id.get(id(m), "?") for m in watched]
-
-
 def layer_rows(
     test: str,
     check: str,
     dtype: str | None,
-    model: nn.Module,
-    modules: Sequence[nn.Module] | None,
-    stats: list[LayerStats],
+    layers: Layers,
     outcome: str,
     message: str,
 ) -> list[dict[str, Any]]:
-    names = _module_names(model, modules)
+    """One row per layer the check read, by qualified module name."""
     return [
         {"test": test, "check": check, "dtype": dtype or "float32", "layer": s.layer,
          "module": name, "act_var": s.act_var, "grad_var": s.grad_var,
          "act_max_abs": s.act_max_abs, "nonfinite": s.nonfinite,
          "overflow_frac": s.overflow_frac, "grad_overflow_frac": s.grad_overflow_frac,
          "subnormal_frac": s.subnormal_frac, "outcome": outcome, "message": message}
-        for s, name in zip(stats, names, strict=True)
+        for s, name in zip(layers.stats, layers.names, strict=True)
     ]  # fmt: skip
 
 

@@ -15,12 +15,20 @@ each watched module (qualified names) record the probe's statistics of its outpu
 gradient arriving there (``core.probe``). The hooks are registered for that one call only:
 on the steps in between the modules carry no hook at all.
 
-The non-finite alarm runs on every step and costs one reduction per tensor it reads: the
-model's output (after the forward) and each parameter's gradient (queued as it is
-accumulated, read once at the end of backward: one host sync). On the first non-finite value
-the failing call is replayed operator by operator (``train.attribution``, the doctor's
-replay) and ``NonFiniteError`` is raised, or ``NonFiniteWarning`` warned, naming the module,
-the phase (forward, backward, or an earlier update) and the operator.
+The model may be called with tensors, keyword arguments only (``model(**batch)``, as a
+Hugging Face model takes its batch) or both, and may return a tensor, tuple, dict,
+dataclass or ``ModelOutput``: every floating tensor of a module's output is read
+(``usermodel.outputs.tensors_in``) and pooled into its row (``core.pooled_probe``), as
+``stability probe`` reads them.
+
+The non-finite alarm runs on every step and costs two reductions: the sum of the model's
+output tensors after the forward, and once at the end of backward one fused pass over
+every parameter's gradient (``torch._foreach_norm``, queued from the gradient's arrival at
+the model's output; one host sync), so it fires before the optimizer's step. A non-finite
+sum is confirmed element by element (a finite sum can overflow). On the first non-finite
+value the failing call is replayed operator by operator (``train.attribution``, the
+doctor's replay) and ``NonFiniteError`` is raised, or ``NonFiniteWarning`` warned, naming
+the module, the phase (forward, backward, or an earlier update) and the operator.
 """
 
 import warnings
@@ -34,14 +42,16 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from stability.core.probe import LayerStats, Probe
+from stability.core.pooled_probe import PooledProbe
+from stability.core.probe import LayerStats
 from stability.errors import StabilityError
 from stability.integrations.watch_report import write_watch_report
 from stability.train.attribution import Attribution, attribute, is_finite
-from stability.train.doctor.replay import tensors_of
+from stability.usermodel.outputs import own_loss, tensors_in
 from stability.usermodel.probe import default_modules as usermodel_defaults
 
 ON_NONFINITE = ("raise", "warn")
+_HALF = (torch.float16, torch.bfloat16)  # summed in float32: a float16 sum overflows early
 # LayerStats fields kept per module and step (the MLP-only pre-activation ones are left out).
 STATS = tuple(c for c in LayerStats.columns() if c not in ("layer", "preact_mean", "preact_var"))
 
@@ -111,7 +121,7 @@ class Watch:
         if not named:
             raise StabilityError(f"{type(model).__name__} has no submodules to watch")
         self.named = named
-        self.probe = Probe(_NoModel(), modules=[m for _, m in named], precision=precision)
+        self.probe = PooledProbe(_NoModel(), [m for _, m in named], tensors_in, precision)
         self.step = 0  # steps seen so far; the current call's index while it runs
         self.history: list[tuple[int, str, LayerStats]] = []
         self.first: Event | None = None
@@ -125,7 +135,8 @@ class Watch:
         self._kwargs: dict[str, Any] = {}
         self._rng: torch.Tensor | None = None
         self._grad_out: list[torch.Tensor | None] = []
-        self._sums: list[tuple[str, torch.Tensor]] = []
+        self._loss_at: int | None = None  # the index of the model's own loss among its outputs
+        self._params: list[tuple[str, torch.Tensor]] = []
         self._queued = False
 
     # -- the context manager ---------------------------------------------------------------
@@ -133,10 +144,7 @@ class Watch:
         m = self.model
         self._handles.append(m.register_forward_pre_hook(self._before, with_kwargs=True))
         self._handles.append(m.register_forward_hook(self._after))
-        for name, p in m.named_parameters():
-            if p.requires_grad:
-                hook = p.register_post_accumulate_grad_hook
-                self._handles.append(hook(lambda q, n=name: self._on_grad(n, q)))  # type: ignore[no-untyped-call]
+        self._params = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -154,8 +162,8 @@ class Watch:
         self._harvest()
         self._args, self._kwargs = args, kwargs
         self._rng = torch.get_rng_state()
-        self._sums.clear()
         self._grad_out = []
+        self._queued = False  # a backward that died before its callback queued nothing now
         if self.step % self.every == 0:
             self.probe._on_model_forward()  # every=1: records this pass, clears the last
             self._pending = self.step
@@ -172,35 +180,38 @@ class Watch:
         for h in self._module_handles:  # tensor hooks on the outputs stay for backward
             h.remove()
         self._module_handles.clear()
-        outs = tensors_of(out)
-        self._grad_out = [None] * len(outs)
+        outs = tensors_in(out)
+        loss = own_loss(out)
+        self._loss_at = next((i for i, t in enumerate(outs) if t is loss), None)
+        kept: list[torch.Tensor | None] = [None] * len(outs)
+        self._grad_out = kept
         for i, t in enumerate(outs):
             if t.requires_grad:
-                t.register_hook(lambda g, i=i: self._keep_grad(i, g))  # type: ignore[no-untyped-call]
+                t.register_hook(lambda g, i=i: self._keep_grad(kept, i, g))  # type: ignore[no-untyped-call]
         step = self.step
         self.step += 1
-        if all(is_finite(t) for t in outs):
+        if _all_finite(outs):
             return
         self._alarm(step, "forward", None)
 
-    def _keep_grad(self, i: int, g: torch.Tensor) -> None:
-        self._grad_out[i] = g  # a reference, no copy: read only if a gradient goes bad
-
-    def _on_grad(self, name: str, p: torch.Tensor) -> None:
-        if self._replaying or p.grad is None:
-            return
-        self._sums.append((name, p.grad.detach().sum()))
-        if not self._queued:
+    def _keep_grad(self, kept: list[torch.Tensor | None], i: int, g: torch.Tensor) -> None:
+        kept[i] = g  # a reference into its own call's list, no copy: read only if one goes bad
+        if not self._queued and not self._replaying:
+            # Runs once this backward pass has accumulated every gradient: before the step.
             self._queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._after_backward)
 
     def _after_backward(self) -> None:
         self._queued = False
-        sums, self._sums = self._sums, []
-        if sums and not bool(torch.isfinite(torch.stack([s for _, s in sums])).all()):
-            params = dict(self.model.named_parameters())
+        grads = [p.grad for _, p in self._params if p.grad is not None]
+        if grads and not _all_finite(grads, fused=True):
+            # Backward runs from the top: the last parameter with a bad gradient is the first.
             bad = next(
-                (n for n, _ in sums if (g := params[n].grad) is not None and not is_finite(g)),
+                (
+                    n
+                    for n, p in reversed(self._params)
+                    if p.grad is not None and not is_finite(p.grad)
+                ),
                 None,
             )
             if bad is not None:
@@ -217,8 +228,7 @@ class Watch:
             with torch.enable_grad():
                 found = attribute(
                     self.model, self.named, self._args, self._kwargs, phase,
-                    grad_outputs=[g for g in self._grad_out if g is not None]
-                    if phase == "backward" else None,
+                    grad_outputs=self._replayed_grads() if phase == "backward" else None,
                     rng_state=self._rng, bad_parameter=bad_parameter,
                 )  # fmt: skip
         finally:
@@ -228,18 +238,32 @@ class Watch:
             raise NonFiniteError(step, found)
         warnings.warn(NonFiniteWarning(str(NonFiniteError(step, found))), stacklevel=2)
 
+    def _replayed_grads(self) -> list[torch.Tensor | None]:
+        """The gradients arriving at the outputs, one per output (None: none arrived). When
+        the model's own ``loss`` was the one differentiated, it alone: the other outputs
+        (``logits``) lie inside its graph, and their gradients came from it."""
+        grads = list(self._grad_out)
+        at = self._loss_at
+        if at is not None and grads[at] is not None:
+            grads = [g if i == at else None for i, g in enumerate(grads)]
+        return grads
+
     def _harvest(self) -> None:
-        """Read a recorded step's statistics into the history (once its backward is done)."""
+        """Read a recorded step's statistics into the history (once its backward is done);
+        a module that did not run in that call (T5's unused ``shared`` embedding) has no row."""
         if self._pending is None:
             return
         step, self._pending = self._pending, None
-        for (name, _), stats in zip(self.named, self.probe.results(), strict=True):
-            self.history.append((step, name, stats))
+        ran = set(self.probe.order)
+        for i, ((name, _), stats) in enumerate(zip(self.named, self.probe.results(), strict=True)):
+            if i in ran:
+                self.history.append((step, name, stats))
 
     # -- results ---------------------------------------------------------------------------
     def to_frame(self, wide: bool = False) -> pd.DataFrame:
-        """The history, tidy: one row per (step, module, stat) with its ``value``; modules in
-        forward-hook order. ``wide=True``: one row per (step, module), a column per stat."""
+        """The history, tidy: one row per (step, module that ran, stat) with its ``value``;
+        modules in forward-hook order. ``wide=True``: one row per (step, module), a column
+        per stat."""
         self._harvest()
         order = {name: i for i, (name, _) in enumerate(self.named)}
         rows = [
@@ -269,6 +293,21 @@ class Watch:
         if self.first is None:
             return f"All values finite over {self.step} steps (statistics every {self.every})."
         return f"First non-finite value at step {self.first.step}: {self.first.attribution.line()}"
+
+
+def _all_finite(tensors: Sequence[torch.Tensor], fused: bool = False) -> bool:
+    """Every value finite: one reduction per tensor (one fused pass with ``fused``), then an
+    element-by-element look only where a sum came out non-finite (it may have overflowed)."""
+    if not tensors:
+        return True
+    detached = [t.detach() for t in tensors]
+    if fused:  # the L2 norm: NaN and +-inf carry through the sum of squares
+        sums = list(torch._foreach_norm(detached))
+    else:
+        sums = [t.sum(dtype=torch.float32) if t.dtype in _HALF else t.sum() for t in detached]
+    if bool(torch.isfinite(torch.stack([s.float() for s in sums])).all()):
+        return True
+    return all(is_finite(t) for t, s in zip(detached, sums, strict=True) if not torch.isfinite(s))
 
 
 def _float(v: float | int) -> float:

@@ -21,6 +21,7 @@ from torch.utils.hooks import RemovableHandle
 
 from stability.train.doctor.diagnosis import INF, NAN, OpEvent
 from stability.train.doctor.replay import _FirstNonFinite, tensors_of
+from stability.usermodel.outputs import tensors_in
 
 ROOT = "<model>"  # the label of the model's own code, outside every watched child
 
@@ -70,7 +71,7 @@ def _context_hooks(
             context.append(entered[id(m)].pop())
             if not backward:
                 return
-            for t in tensors_of(out):
+            for t in tensors_in(out):
                 if t.requires_grad:
 
                     def on_grad(g: torch.Tensor, name: str = name) -> None:
@@ -88,7 +89,7 @@ def replay(
     named: Sequence[tuple[str, nn.Module]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    grad_outputs: Sequence[torch.Tensor] | None = None,
+    grad_outputs: Sequence[torch.Tensor | None] | None = None,
     rng_state: torch.Tensor | None = None,
 ) -> tuple[OpEvent | None, OpEvent | None]:
     """Rerun ``model(*args, **kwargs)`` (then its backward from ``grad_outputs``, if given)
@@ -104,7 +105,7 @@ def replay(
             if rng_state is not None:
                 torch.set_rng_state(rng_state)
             with mode:
-                out = tensors_of(model(*args, **kwargs))
+                out = tensors_in(model(*args, **kwargs))  # dataclasses too
                 if backward and grad_outputs is not None:
                     pairs = [(o, g) for o, g in zip(out, grad_outputs, strict=False)
                              if o.requires_grad and g is not None]  # fmt: skip
@@ -143,7 +144,7 @@ def attribute(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     phase: str,
-    grad_outputs: Sequence[torch.Tensor] | None = None,
+    grad_outputs: Sequence[torch.Tensor | None] | None = None,
     rng_state: torch.Tensor | None = None,
     bad_parameter: str | None = None,
 ) -> Attribution:
