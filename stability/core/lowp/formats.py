@@ -122,8 +122,15 @@ def get_format(name: str) -> LowpFormat:
 def format_table() -> list[dict[str, object]]:
     """One row per element grid: bits, max, smallest normal and subnormal (docs, tests)."""
     return [
-        {"element": e.name, "bits": e.bits, "exponent_bits": e.ebits, "mantissa_bits": e.mbits,
-         "max": e.max, "smallest_normal": e.smallest_normal,
-         "smallest_subnormal": e.smallest_subnormal, "emax": e.emax}  # fmt: skip
+        {
+            "element": e.name,
+            "bits": e.bits,
+            "exponent_bits": e.ebits,
+            "mantissa_bits": e.mbits,
+            "max": e.max,
+            "smallest_normal": e.smallest_normal,
+            "smallest_subnormal": e.smallest_subnormal,
+            "emax": e.emax,
+        }
         for e in ELEMENTS.values()
     ]

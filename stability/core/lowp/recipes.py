@@ -38,7 +38,10 @@ class Recipe:
 
 def get_recipe(name: str) -> Recipe:
     """Parse ``none``, ``tensor``, ``row``, ``delayed:H``, ``delayed:H:max|recent``."""
-    expected = "expected one of ['delayed:H', 'delayed:H:max', 'delayed:H:recent', 'none', 'row', 'tensor']"
+    expected = (
+        "expected one of ['delayed:H', 'delayed:H:max', 'delayed:H:recent', 'none', 'row', "
+        "'tensor']"
+    )
     parts = name.split(":")
     if parts[0] in ("none", "tensor", "row") and len(parts) == 1:
         return Recipe(parts[0])  # type: ignore[arg-type]
