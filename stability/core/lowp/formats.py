@@ -48,6 +48,16 @@ class Element:
         return int(torch.tensor(self.max).log2().floor())
 
     @property
+    def overflows_at(self) -> float:
+        """Half a top-binade step above max: a non-saturating cast of anything beyond it (or
+        of it, when max's last mantissa bit is 1 and the tie rounds up) gives inf or NaN."""
+        return self.max + 2.0 ** (self.emax - self.mbits) / 2
+
+    @property
+    def tie_overflows(self) -> bool:
+        return int(self.max / 2.0 ** (self.emax - self.mbits)) % 2 == 1
+
+    @property
     def smallest_normal(self) -> float:
         return 2.0**self.emin
 

@@ -2,7 +2,8 @@
 
 ``quantize`` scales (by the recipe, or per block), rounds to the element grid and scales
 back, and keeps the element-domain values before and after rounding so the events are
-counted where the format sees them: beyond its max (overflow), at its max (saturation),
+counted where the format sees them: beyond what it holds (overflow: a non-saturating cast
+would give inf or NaN; the saturating casts clamp it), at its max (saturation),
 subnormal (underflow) and nonzero turned zero (flush).
 """
 
@@ -35,7 +36,7 @@ class Quantized:
         qmag = self.rounded.abs()
         e = self.element
         return torch.stack([
-            (finite & (mag > e.max)).sum(),
+            (finite & ((mag > e.overflows_at) | ((mag == e.overflows_at) & e.tie_overflows))).sum(),
             (finite & (qmag == e.max)).sum(),
             (finite & (qmag > 0) & (qmag < e.smallest_normal)).sum(),
             (finite & (qmag == 0) & (mag > 0)).sum(),
