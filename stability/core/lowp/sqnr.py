@@ -33,7 +33,7 @@ from stability.core.lowp.rounding import round_element
 
 ROUNDING_OFFSET_DB = 10 * math.log10(16 * math.log(4))  # 13.46 dB
 DB_PER_BIT = 20 * math.log10(2)  # 6.02 dB
-_GRID = 40001  # quadrature points on [-_SPAN, _SPAN] standard deviations
+_GRID = 20001  # quadrature points on [-_SPAN, _SPAN] standard deviations
 _SPAN = 9.0
 _QUANTILES = 32  # of the amax of a block, row or tensor
 
