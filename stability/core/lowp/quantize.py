@@ -3,7 +3,9 @@
 ``quantize`` scales (by the recipe, or per block), rounds to the element grid and scales
 back, and keeps the element-domain values before and after rounding so the events are
 counted where the format sees them: beyond what it holds (overflow: a non-saturating cast
-would give inf or NaN; the saturating casts clamp it), at its max (saturation),
+would give inf or NaN; the saturating casts clamp it; a microscaled block saturates by
+its spec, the floor of its scale exponent leaving amax / X up to twice 2^emax, so that is
+counted as saturation, never overflow), at its max (saturation),
 subnormal (underflow) and nonzero turned zero (flush).
 """
 
@@ -28,6 +30,7 @@ class Quantized:
     rounded: torch.Tensor  # element-domain values after rounding
     log2_scale: torch.Tensor  # log2 of the multiplier(s) used: one, per row or per block
     element: Element
+    blocked: bool = False  # MX / NVFP4: elements saturate by the spec, so nothing overflows
 
     def event_counts(self) -> torch.Tensor:
         """(overflow, saturation, underflow, flush) counts over finite inputs; no host sync."""
@@ -35,8 +38,9 @@ class Quantized:
         mag = self.scaled.abs()
         qmag = self.rounded.abs()
         e = self.element
+        beyond = (mag > e.overflows_at) | ((mag == e.overflows_at) & e.tie_overflows)
         return torch.stack([
-            (finite & ((mag > e.overflows_at) | ((mag == e.overflows_at) & e.tie_overflows))).sum(),
+            (finite & beyond & (not self.blocked)).sum(),
             (finite & (qmag == e.max)).sum(),
             (finite & (qmag > 0) & (qmag < e.smallest_normal)).sum(),
             (finite & (qmag == 0) & (mag > 0)).sum(),
@@ -65,10 +69,10 @@ def quantize(
     elem = element_for(fmt, backward)
     if fmt.scale == "e8m0":
         deq, scaled, q, log2s = mx_quantize(x, elem, fmt.block)
-        return Quantized(deq, scaled, q, log2s, elem)
+        return Quantized(deq, scaled, q, log2s, elem, blocked=True)
     if fmt.scale == "e4m3":
         deq, scaled, q, log2s = nvfp4_quantize(x, fmt.block)
-        return Quantized(deq, scaled, q, log2s, elem)
+        return Quantized(deq, scaled, q, log2s, elem, blocked=True)
     scale = scale_for(x, elem.max, recipe, history)
     scaled = x * scale
     q = cast_element(scaled, elem)

@@ -111,7 +111,9 @@ def _error_sums(elem: Element, unit: float) -> torch.Tensor:
 def _energies(elem: Element, unit: float, t: float, n: int) -> tuple[float, float]:
     """(signal, noise) per value of n values sigma=1, max exactly t, stored as z / unit."""
     zh, cw, cz2 = _half_grid()
-    i = min(int(torch.searchsorted(zh, torch.tensor(t, dtype=zh.dtype), right=True)) - 1, zh.numel() - 1)
+    i = min(
+        int(torch.searchsorted(zh, torch.tensor(t, dtype=zh.dtype), right=True)) - 1, zh.numel() - 1
+    )
     i = max(i, 0)
     mass = float(cw[i])
     below_z2 = float(cz2[i]) / mass
