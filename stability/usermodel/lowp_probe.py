@@ -82,7 +82,8 @@ class _Acc:
 
     def add(self, x: torch.Tensor, q: Quantized) -> None:
         finite = torch.isfinite(x)
-        xf = x[finite].double()
+        every = bool(finite.all())
+        xf = (x if every else x[finite]).double()
         self.counts = [
             a + int(b) for a, b in zip(self.counts, q.event_counts().tolist(), strict=True)
         ]
@@ -91,7 +92,7 @@ class _Acc:
         if xf.numel():
             self.amax = max(self.amax, float(xf.abs().max()))
             self.sq += float(xf.square().sum())
-            s = q.scaled[finite].double()
+            s = (q.scaled if every else q.scaled[finite]).double()
             self.scaled_amax = max(self.scaled_amax, float(s.abs().max()))
             self.scaled_sq += float(s.square().sum())
         ls = q.log2_scale[torch.isfinite(q.log2_scale)]
