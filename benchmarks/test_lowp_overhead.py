@@ -11,8 +11,8 @@ is noisy); the ratio and the goal go into ``extra_info`` and a missed goal fails
 from collections.abc import Callable
 
 import torch
-from examples import transformer
 
+from examples import transformer
 from stability.core.lowp.formats import get_format
 from stability.core.lowp.recipes import get_recipe
 from stability.measure.interleave import interleaved_ratio

@@ -3,7 +3,8 @@
 Claims: (1) rounding alone costs ``6.02 m + 13.46`` dB for ``m`` mantissa bits, averaged over
 the data's place within a binade (``core.lowp.sqnr``'s derivation); measured on Gaussian
 data at 16 scales evenly spread over a binade it agrees within five standard
-errors of the estimate (delta method) plus a bound on the uniform-error model's bias. (2) The Gaussian model, which puts the data
+errors of the estimate (delta method) plus a bound on the uniform-error model's bias.
+(2) The Gaussian model, which puts the data
 through the real grid under the recipe, agrees with the measurement for every format
 (clipping and underflow included) within five standard errors plus the model's own
 approximations (``MODEL_DB``). Witnesses: the theory for the wrong mantissa width, and the

@@ -46,7 +46,7 @@ def test_fail_on_keep_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         ("--formats", "fp9", "unknown low-precision format 'fp9'"),
         ("--recipe", "rows", "unknown scaling recipe 'rows'"),
         ("--fail-on", "bf16", "unknown verdict 'bf16'"),
-    ],  # fmt: skip
+    ],
     ids=["format", "recipe", "verdict"],
 )
 def test_bad_names_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str,

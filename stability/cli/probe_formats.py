@@ -33,7 +33,7 @@ def add_format_arguments(p: argparse.ArgumentParser) -> None:
                    "<out stem>-formats.csv and a recommendation per module")  # fmt: skip
     p.add_argument("--recipe", type=names, default=["tensor"], metavar="RECIPES",
                    help="comma list of fp8 scaling recipes: none, tensor, row, delayed:H"
-                   "[:max|recent] (default: tensor; MX and NVFP4 carry their block scale)")  # fmt: skip
+                   "[:max|recent] (default: tensor; MX, NVFP4 carry their own scale)")  # fmt: skip
     p.add_argument("--sqnr-target", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
                    help="SQNR in dB a module's output and gradient must keep to leave bf16 "
                    "(default: %(default)s)")  # fmt: skip

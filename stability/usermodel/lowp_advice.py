@@ -57,7 +57,8 @@ def recommend(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any]]
         _, _, fmt, recipe, sqnr, grad, over, t = best
         if over > 0:
             where = max(t.values(), key=lambda r: r["overflow_frac"])
-            why = f"overflow: {over:.2%} of its {where['tensor']} beyond {where['element']}'s max under {fmt} {recipe}"
+            why = (f"overflow: {over:.2%} of its {where['tensor']} beyond "
+                   f"{where['element']}'s max under {fmt} {recipe}")  # fmt: skip
         else:
             low = "output" if sqnr <= grad else "gradient"
             why = f"best {fmt} {recipe}: {low} SQNR {min(sqnr, grad):.1f} dB < {target:g} dB"

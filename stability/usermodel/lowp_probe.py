@@ -23,7 +23,8 @@ from stability.core.lowp.formats import LowpFormat
 from stability.core.lowp.quantize import EVENTS, Quantized, quantize, recipe_name
 from stability.core.lowp.recipes import AmaxHistory, Recipe
 from stability.core.lowp.sqnr import combine_db, db, gaussian_sqnr_db
-from stability.usermodel.probe import signal_input, tensors_in
+from stability.usermodel.outputs import tensors_in
+from stability.usermodel.probe import signal_input
 
 TENSORS = ("input", "weight", "output", "grad")
 
@@ -39,16 +40,22 @@ def is_matmul(module: nn.Module) -> bool:
     )
 
 
+def _weight(module: nn.Module) -> torch.Tensor:
+    w = module.weight
+    assert isinstance(w, torch.Tensor)  # is_matmul checked it
+    return w.detach()
+
+
 def _weight_matrix(module: nn.Module) -> torch.Tensor:
     """The weight as (out, reduction): Conv1D stores (in, out); a conv flattens its kernel."""
-    w = module.weight.detach()
+    w = _weight(module)
     if type(module).__name__ == "Conv1D":
         return w.t()
     return w.reshape(w.shape[0], -1) if w.dim() > 2 else w
 
 
 def _restore_weight(module: nn.Module, wm: torch.Tensor) -> torch.Tensor:
-    w = module.weight
+    w = _weight(module)
     return wm.t() if type(module).__name__ == "Conv1D" else wm.reshape(w.shape)
 
 
@@ -57,7 +64,8 @@ def _apply(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     b = getattr(module, "bias", None)
     b = b.detach().to(x.dtype) if isinstance(b, torch.Tensor) else None
     if isinstance(module, nn.modules.conv._ConvNd):
-        return module._conv_forward(x, w, b)  # type: ignore[operator, no-any-return]
+        y: torch.Tensor = module._conv_forward(x, w, b)
+        return y
     if type(module).__name__ == "Conv1D":
         y = x @ w
         return y + b if b is not None else y
@@ -140,7 +148,7 @@ class FormatProbe:
             conv = isinstance(module, nn.modules.conv._ConvNd)
             xm = (x.detach().movedim(1, -1) if conv else x.detach()).float()
             wm = _weight_matrix(module).float()
-            ref = _apply(module, x.detach().double(), module.weight.detach().double())
+            ref = _apply(module, x.detach().double(), _weight(module).double())
             for fmt, recipe in self.cases:
                 tag = (fmt.name, recipe_name(fmt, recipe))
                 qx = self._q((name, *tag, "input"), xm, fmt, recipe).values
@@ -226,7 +234,8 @@ def _row(name: str, kind: str, order: int, fmt: LowpFormat, recipe: Recipe, rnam
     row.update({
         "amax": a.amax, "rms": rms, "crest": a.amax / rms if rms > 0 else math.nan,
         "max_headroom": math.log2(elem.max / a.scaled_amax) if a.scaled_amax > 0 else math.inf,
-        "normal_headroom": math.log2(scaled_rms / elem.smallest_normal) if scaled_rms > 0 else -math.inf,
+        "normal_headroom": (math.log2(scaled_rms / elem.smallest_normal)
+                            if scaled_rms > 0 else -math.inf),
         "scale_log2_min": a.scale_lo, "scale_log2_max": a.scale_hi,
         "sqnr_db": db(a.signal, a.noise),
         "theory_db": gaussian_sqnr_db(fmt, recipe, a.n, rms, a.row, backward),

@@ -83,7 +83,8 @@ def _amax_quantiles(n: int) -> torch.Tensor:
     hardly varies, so it needs few)."""
     k = _QUANTILES if n <= 1024 else 8
     p = (torch.arange(k, dtype=torch.float64) + 0.5) / k
-    return torch.special.ndtri((1 + p ** (1 / n)) / 2)
+    t: torch.Tensor = torch.special.ndtri((1 + p ** (1 / n)) / 2)
+    return t
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from stability.report.figures_lowp import sqnr_heatmap
 from stability.report.inputs import ReportData
 from stability.report.sections.figure_cache import cached_figure
 from stability.report.sections.page import Section, Table
+from stability.usermodel.lowp_advice import KEEP
 
 TITLE = "Which layers can go to fp8 / fp4"
 INTRO = (
@@ -53,17 +54,20 @@ def lowp(data: ReportData) -> Section:
             lambda: sqnr_heatmap(table, TARGET),
             ALT.format(modules=len(table), cases=table.shape[1]),
             CAPTION,
-        )  # fmt: skip
+        )
     )
     if not advice.empty:
         shown = ["module", "kind", "recommendation", "sqnr_db", "reason"]
         section.tables.append(Table("low-precision", TABLE, advice[shown], wrap=True))
-        kept = int((advice["verdict"] == "keep-bf16").sum())
+        kept = int((advice["verdict"] == KEEP).sum())
         section.verdict = f"{len(advice) - kept} of {len(advice)} matmul modules can leave bf16"
+        first = next(
+            (m for m, v in zip(advice["module"], advice["verdict"], strict=True) if v == KEEP), ""
+        )
         if kept:
             section.judge(
                 "warn",
-                f"{kept} modules keep bf16: {advice['module'][advice['verdict'] == 'keep-bf16'].iloc[0]} first",
+                f"{kept} modules keep bf16, first {first}",
             )
         else:
             section.judge("pass", section.verdict)
