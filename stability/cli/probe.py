@@ -18,11 +18,20 @@ import pandas as pd
 from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, names
 from stability.cli.json_output import add_json_argument, document, emit, human
 from stability.cli.model_args import add_model_arguments, mode_line, mode_of, setup_from_args
+from stability.cli.probe_formats import (
+    add_format_arguments,
+    parse_formats,
+    print_advice,
+    report_keep_bf16,
+    run_formats,
+    write_formats,
+)
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.files import check_outputs, write_csv, write_text
 from stability.results.store import Store
 from stability.usermodel.findings import PROBE_VERDICTS, finding_lines, judge, summary
+from stability.usermodel.lowp_advice import FORMAT_VERDICTS
 from stability.usermodel.probe import probe_modules
 from stability.usermodel.roles import mode_notes
 
@@ -63,15 +72,19 @@ def add_probe(sub: SubParsers) -> None:
         type=names,
         default=None,
         metavar="VERDICTS",
-        help="comma list from " + ",".join(PROBE_VERDICTS) + ": after writing the results, "
+        help="comma list from "
+        + ",".join(PROBE_VERDICTS + FORMAT_VERDICTS)
+        + ": after writing the results, "
         "name each module with one of them on stderr and exit 1",
     )
+    add_format_arguments(p)
     add_json_argument(p, "probe")
     p.set_defaults(handler=_cmd_probe)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    fail_on = _verdicts(args.fail_on, PROBE_VERDICTS)
+    fail_on = _verdicts(args.fail_on, PROBE_VERDICTS + FORMAT_VERDICTS)
+    lowp = parse_formats(args)
     json_path = args.out.with_suffix(".json")
     check_outputs({"--out": args.out, "JSON file": json_path}, store=args.db)
     if args.device.startswith("cuda"):
@@ -82,6 +95,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     setup = setup_from_args(args)  # one line and exit 2 on any bad flag, before any write
     run = setup.to(args.device)
     with contextlib.redirect_stdout(human(args.json)):  # the model's prints: not on --json
+        lowp_rows, advice = run_formats(args, run, lowp) if lowp else ([], [])
         rows = judge(probe_modules(run.model, run.forward, run.loss_of, args.modules))
     context = {"model": args.model, "input": args.input, "loss": args.loss or "projection",
                "mode": mode_of(args)}  # fmt: skip
@@ -89,7 +103,14 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     found = summary(rows)
     with Store.open(args.db) as store:
         run_id = store.write_records_run(
-            "probe", ["stability", *sys.argv[1:]], args.device, {"probe": stored}
+            "probe",
+            ["stability", *sys.argv[1:]],
+            args.device,
+            {
+                "probe": stored,
+                "probe_formats": [{**context, **r} for r in lowp_rows],
+                "probe_formats_advice": [{**context, **a} for a in advice],
+            },
         )
     write_csv(pd.DataFrame(stored), args.out, "--out")
     body = {"run_id": run_id, **context, "objective": setup.objective,
@@ -105,7 +126,11 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     print(
         f"rows: {len(rows)} -> {args.out}, {json_path} (store: {args.db}, run {run_id})", file=text
     )
-    flagged = _report_fail_on(rows, fail_on)
+    if lowp:
+        paths = write_formats(args.out, {"run_id": run_id, **context}, lowp_rows, advice)
+        print_advice(advice, args.sqnr_target, text)
+        print(f"formats: {len(lowp_rows)} rows -> {paths[0]}, {paths[1]}", file=text)
+    flagged = _report_fail_on(rows, fail_on) + report_keep_bf16(advice, fail_on)
     code = EXIT_FAILED if flagged else 0
     if args.json:
         where = {"csv": args.out, "json": json_path, "db": args.db}
