@@ -19,8 +19,8 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from witness import assert_fails_on
 
-from properties.witness import assert_fails_on
 from stability.core.probe import projection_loss
 from stability.usermodel.findings import judge, summary
 from stability.usermodel.probe import probe_modules

@@ -10,7 +10,9 @@ import pytest
 
 from stability.cli import main
 
-hf_tiny = pytest.importorskip("examples.hf_tiny", reason="transformers is not installed")
+pytest.importorskip("transformers")
+from examples import hf_tiny
+
 FACTORIES = "stability.integrations.hf_models"
 
 

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,13 +25,11 @@ def test_readme_quickstart_names_the_ci_test_command() -> None:
 
 
 def test_readme_hugging_face_example_gives_the_right_answer(
-    tmp_path: Path, monkeypatch: "pytest.MonkeyPatch", capsys: "pytest.CaptureFixture[str]"
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The README's `mymodel.py` and its commands, as a user copies them: a healthy GPT-2 is
     stable, the doctor trains it with AdamW, and the gate passes against its baseline."""
     import json
-
-    import pytest
 
     pytest.importorskip("transformers")
     from stability.cli import main

@@ -107,5 +107,6 @@ def _origin(rows: pd.DataFrame) -> dict[str, Any] | None:
     """Where the probe says the trouble starts (rows from before the roles: None)."""
     if "side" not in rows.columns:
         return None
-    found: dict[str, Any] | None = summary(rows.to_dict("records")).get("origin")
+    records = [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
+    found: dict[str, Any] | None = summary(records).get("origin")
     return found
