@@ -151,6 +151,29 @@ def spectrum_check(device: str) -> tuple[bool, str]:
     return worst <= SPECTRUM_RTOL, summary
 
 
+def _script_checks() -> dict[str, int]:
+    """The checks of the scripts beside this one, each a list of ``(name, ok, line)``: the
+    user-model paths on an HF model, fp8 against ``torch._scaled_mm`` (and the width
+    sweep of the coordinate check, where present); a script that raises is one failure."""
+    import importlib
+
+    codes: dict[str, int] = {}
+    for script in ("gpu_usermodel", "gpu_lowp", "gpu_coord"):
+        try:
+            module = importlib.import_module(script)
+        except ImportError as exc:
+            print(f"{script}: not run ({exc})", flush=True)
+            continue
+        try:
+            for name, ok, line in module.checks("cuda"):
+                print(f"{name}: {line}", flush=True)
+                codes[name] = 0 if ok else 1
+        except Exception as exc:  # reported as a failed check, the others still count
+            print(f"{script} raised {type(exc).__name__}: {exc}", flush=True)
+            codes[script] = 1
+    return codes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shape only")
@@ -242,15 +265,7 @@ def main() -> int:
         ok, summary = False, f"spectrum check raised {type(exc).__name__}: {exc}"
     print(summary, flush=True)
     codes["cuda Jacobian spectrum (= CPU)"] = 0 if ok else 1
-    try:
-        from gpu_usermodel import checks as usermodel_checks
-
-        for name, ok, line in usermodel_checks("cuda"):
-            print(f"{name}: {line}", flush=True)
-            codes[name] = 0 if ok else 1
-    except Exception as exc:  # reported as a failed check, the others still count
-        print(f"user-model checks raised {type(exc).__name__}: {exc}", flush=True)
-        codes["hf user-model checks"] = 1
+    codes.update(_script_checks())
     if JSON.exists():
         codes["ingest"] = run([py, "-m", "stability.cli", "bench-ingest", str(JSON)])
         print(table(JSON))
