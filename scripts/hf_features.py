@@ -77,10 +77,14 @@ def features(arch: str, tmp: Path) -> dict[str, str]:
             model(**batch).loss.backward()
             opt.step()
     frame = w.to_frame(wide=True)
-    stats = frame[["act_var", "act_max_abs", "grad_var"]]  # weight_grad_var: NaN without own
-    finite = bool(stats.map(math.isfinite).all().all())
+    # NaN grad_var: the module's output gets no gradient (rotary, a frozen table): no value.
+    forward = frame[["act_var", "act_max_abs"]].map(math.isfinite).all().all()
+    grads = frame["grad_var"]
+    finite = bool(forward) and not bool(grads.map(math.isinf).any())
+    silent = sorted(set(frame.loc[grads.isna(), "module"]))
     row["watch"] = (
-        f"{frame['module'].nunique()} modules x {frame['step'].nunique()} steps, finite: {finite}"
+        f"{frame['module'].nunique()} modules x {frame['step'].nunique()} steps, finite: "
+        f"{finite}" + (f" (no gradient: {', '.join(silent)})" if silent else "")
     )
 
     plain = hf_tiny.build(arch).eval()
