@@ -30,9 +30,9 @@ FIGURES = ("fwd_var", "fwd_max_abs", "bwd_var")
 def _rows(device: str, dtype: torch.dtype | None = None,
           autocast: torch.dtype | None = None) -> list[dict[str, Any]]:  # fmt: skip
     from examples import hf_tiny
+    from stability.core.outputs import main_tensor
     from stability.core.probe import projection_loss
     from stability.usermodel.findings import judge
-    from stability.usermodel.outputs import main_tensor
     from stability.usermodel.probe import probe_modules
 
     model = hf_tiny.build("gpt2").eval().to(device)

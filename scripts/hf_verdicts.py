@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from stability.core.outputs import main_tensor
 from stability.core.probe import projection_loss
 from stability.usermodel.findings import judge, summary
-from stability.usermodel.outputs import main_tensor
 from stability.usermodel.probe import probe_modules
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -14,9 +14,9 @@ checked against what an expert says of them.
 import pytest
 import torch
 
+from stability.core.outputs import main_tensor
 from stability.core.probe import projection_loss
 from stability.usermodel.findings import judge, summary
-from stability.usermodel.outputs import main_tensor
 from stability.usermodel.probe import probe_modules
 
 pytest.importorskip("transformers")

@@ -24,7 +24,7 @@ FLOORS = {
     "train": 2,
     "sweep": 2,
     "measure": 2,
-    "testing": 2,
+    "testing": 2.5,  # users' assertions: read outputs and blocks as the probe does
     "usermodel": 2,
     "experiments": 2.5,  # composes notes, train and sweep; the report shows it
     "report": 3,

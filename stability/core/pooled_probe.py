@@ -4,7 +4,7 @@
 the last call's. A user's modules return tuples (attention: its output and weights), dicts,
 dataclasses and Hugging Face ``ModelOutput``s, and some run more than once in a pass (an
 embedding shared by an encoder and a decoder). ``PooledProbe`` reads each output through
-``read``, a function from the output to its tensors (``usermodel.outputs.tensors_in``:
+``read``, a function from the output to its tensors (``core.outputs.tensors_in``:
 the ground floor imports nothing above it, so the caller passes it), and pools every
 tensor of every call in the recorded pass, forward and the gradient arriving back at each,
 into the same ``LayerStats`` slots: moments by Chan's combination, max |x| as the largest

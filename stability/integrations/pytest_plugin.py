@@ -29,7 +29,7 @@ import pytest
 if TYPE_CHECKING:
     from torch import nn
 
-    from stability.testing_layers import Inputs, Layers
+    from stability.testing.layers import Inputs, Layers
 
 MARKERS = {"stability_float16": "float16", "stability_bfloat16": "bfloat16"}
 _ROWS = pytest.StashKey[list[dict[str, Any]]]()
@@ -100,7 +100,7 @@ class Checker:
     ) -> "Layers":
         """One measured pass under the test's dtype, judged, recorded; raise on a failure."""
         from stability.integrations.pytest_report import layer_rows
-        from stability.testing_layers import measure
+        from stability.testing.layers import measure
 
         with self.emulate(model):
             layers = measure(model, x, modules, precision or self.dtype, purpose)
@@ -120,7 +120,7 @@ class Checker:
         modules: "Sequence[nn.Module] | None" = None,
     ) -> None:
         """``stability.testing.assert_variance_preserved``, recorded."""
-        from stability.testing_checks import check_band, variance_message
+        from stability.testing.checks import check_band, variance_message
 
         check_band(band)
         self._run("variance_preserved", model, x, modules,
@@ -130,7 +130,7 @@ class Checker:
         self, model: "nn.Module", x: "Inputs", modules: "Sequence[nn.Module] | None" = None
     ) -> None:
         """``stability.testing.assert_gradients_finite``, recorded."""
-        from stability.testing_checks import finite_message
+        from stability.testing.checks import finite_message
 
         self._run("gradients_finite", model, x, modules,
                   lambda layers: finite_message(layers, model))  # fmt: skip
@@ -143,7 +143,7 @@ class Checker:
         modules: "Sequence[nn.Module] | None" = None,
     ) -> None:
         """No overflow in ``dtype`` (default: the marker's dtype, else float16)."""
-        from stability.testing_checks import overflow_dtype, overflow_message
+        from stability.testing.checks import overflow_dtype, overflow_message
 
         target = dtype or self.dtype or "float16"
         overflow_dtype(target)

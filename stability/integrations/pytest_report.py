@@ -18,7 +18,7 @@ from stability.integrations.watch_report import Fig, write_page
 from stability.report.figures import FORWARD_COLOR, clipped_log10, encode, new_figure, styled
 from stability.report.sections.page import Table
 from stability.results.files import write_csv, write_text
-from stability.testing_layers import Layers
+from stability.testing.layers import Layers
 
 COLUMNS = ["test", "check", "dtype", "layer", "module", "act_var", "grad_var", "act_max_abs",
            "nonfinite", "overflow_frac", "grad_overflow_frac", "subnormal_frac", "outcome",

@@ -18,7 +18,7 @@ on the steps in between the modules carry no hook at all.
 The model may be called with tensors, keyword arguments only (``model(**batch)``, as a
 Hugging Face model takes its batch) or both, and may return a tensor, tuple, dict,
 dataclass or ``ModelOutput``: every floating tensor of a module's output is read
-(``usermodel.outputs.tensors_in``) and pooled into its row (``core.pooled_probe``), as
+(``core.outputs.tensors_in``) and pooled into its row (``core.pooled_probe``), as
 ``stability probe`` reads them.
 
 The non-finite alarm runs on every step and costs two reductions: the sum of the model's
@@ -42,12 +42,12 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from stability.core.outputs import own_loss, tensors_in
 from stability.core.pooled_probe import PooledProbe
 from stability.core.probe import LayerStats
 from stability.errors import StabilityError
 from stability.integrations.watch_report import write_watch_report
 from stability.train.attribution import Attribution, attribute, is_finite
-from stability.usermodel.outputs import own_loss, tensors_in
 from stability.usermodel.probe import default_modules as usermodel_defaults
 
 ON_NONFINITE = ("raise", "warn")

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from stability.core.outputs import tensors_in
 from stability.train.doctor.diagnosis import INF, NAN, OpEvent
 from stability.train.doctor.replay import _FirstNonFinite, tensors_of
-from stability.usermodel.outputs import tensors_in
 
 ROOT = "<model>"  # the label of the model's own code, outside every watched child
 

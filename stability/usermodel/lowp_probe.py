@@ -23,7 +23,7 @@ from stability.core.lowp.formats import LowpFormat
 from stability.core.lowp.quantize import EVENTS, Quantized, quantize, recipe_name
 from stability.core.lowp.recipes import AmaxHistory, Recipe
 from stability.core.lowp.sqnr import combine_db, db, gaussian_sqnr_db
-from stability.usermodel.outputs import tensors_in
+from stability.core.outputs import tensors_in
 from stability.usermodel.probe import signal_input
 
 TENSORS = ("input", "weight", "output", "grad")

@@ -28,8 +28,8 @@ from torch.utils.hooks import RemovableHandle
 
 from stability.core.dtypes import DType, get_dtype
 from stability.core.emulation import precision_event_counts
+from stability.core.outputs import tensors_in
 from stability.errors import StabilityError
-from stability.usermodel.outputs import tensors_in
 from stability.usermodel.roles import (
     CONTAINERS,
     bias_mean_square,

@@ -15,7 +15,7 @@ All results are plain objects: an ``nn.Module``, a ``Batch`` (``usermodel.batch`
 - ``--mode eval|train``: the model is put in that mode (default eval: dropout off, batch
   norm on its running statistics, so two runs give the same numbers).
 
-Outputs are read by ``usermodel.outputs``: a tensor, tuple, dict, dataclass or ``ModelOutput``.
+Outputs are read by ``core.outputs``: a tensor, tuple, dict, dataclass or ``ModelOutput``.
 """
 
 from collections.abc import Mapping
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stability.core.outputs import main_tensor, own_loss
 from stability.errors import StabilityError
 from stability.usermodel.batch import Batch, check_spec, is_reference, load_input, load_target
 from stability.usermodel.losses import (
@@ -37,7 +38,6 @@ from stability.usermodel.losses import (
     load_loss,
     projection,
 )
-from stability.usermodel.outputs import main_tensor, own_loss
 from stability.usermodel.refs import (
     one_line,
     parse_kwargs,

@@ -5,7 +5,7 @@ arguments (``model(**x)``: a Hugging Face batch of ``input_ids``, ``attention_ma
 ``labels`` or ``pixel_values``) or a tuple of positional arguments (``model(*x)``). The
 output may be a tensor, tuple, dict, dataclass or ``ModelOutput``; the loss of the backward
 pass is the probe's fixed random projection of its main tensor (``logits`` first, then
-``last_hidden_state``: ``usermodel.outputs.main_tensor``), never the model's own ``loss``,
+``last_hidden_state``: ``core.outputs.main_tensor``), never the model's own ``loss``,
 so the gradient entering the top has variance 1 whatever the task.
 
 The layers read, by default (``modules=None``):
@@ -39,10 +39,10 @@ import torch
 from torch import nn
 
 from stability.core.model import MLP
+from stability.core.outputs import main_tensor, tensors_in
 from stability.core.pooled_probe import PooledProbe, Reader
 from stability.core.probe import LayerStats, probe, projection_loss
 from stability.errors import StabilityError
-from stability.usermodel.outputs import main_tensor, tensors_in
 
 Inputs = torch.Tensor | Mapping[str, Any] | tuple[Any, ...]
 VARIANCE, VALUES = "variance", "values"  # what the layers are read for

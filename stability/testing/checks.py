@@ -15,7 +15,7 @@ from torch import nn
 from stability.core.dtypes import DTYPES, DType, get_dtype
 from stability.core.probe import LayerStats
 from stability.errors import StabilityError
-from stability.testing_layers import ROOT, Layers
+from stability.testing.layers import ROOT, Layers
 
 DEFAULT_BAND = (-1.0, 1.0)  # log10 of the variance ratio: within a factor of 10 of layer 1
 

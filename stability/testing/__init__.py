@@ -25,7 +25,7 @@ parameters of its own (Linear, transformers' Conv1D, embeddings, norms, convolut
 forward order; ``assert_variance_preserved`` compares the model's repeated blocks (GPT-2's
 ``transformer.h.*``, Llama's ``model.layers.*``: the residual stream, block by block) and a
 model without repeated blocks module by module. The project's ``MLP`` is read by its
-blocks. Pass ``modules=`` to watch others (``stability.testing_layers`` has the details).
+blocks. Pass ``modules=`` to watch others (``stability.testing.layers`` has the details).
 The pass clears the model's ``.grad`` first and leaves the gradients of its own pass there;
 it does not change train/eval mode: call ``model.eval()`` first if dropout would make the
 check random.
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from stability.testing_checks import (
+from stability.testing.checks import (
     DEFAULT_BAND,
     check_band,
     finite_message,
@@ -45,8 +45,8 @@ from stability.testing_checks import (
     overflow_message,
     variance_message,
 )
-from stability.testing_layers import VALUES, VARIANCE, Inputs, measure
-from stability.testing_strategies import MAX_SEED, activations, dtypes, inits, mlp_configs
+from stability.testing.layers import VALUES, VARIANCE, Inputs, measure
+from stability.testing.strategies import MAX_SEED, activations, dtypes, inits, mlp_configs
 
 __all__ = [
     "DEFAULT_BAND",
