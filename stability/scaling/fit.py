@@ -42,6 +42,27 @@ def slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
     return b, math.sqrt(s2 / sxx), n
 
 
+def exponent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """(exponent, standard error, degrees of freedom): ``log y = c + e log x + g x^-1/2``.
+
+    The ``x^-1/2`` column absorbs the O(width^-1/2) relative fluctuation that Tensor Programs
+    put on every Theta(1) quantity at finite width; ``e`` is then the large-width exponent,
+    and its standard error grows by as much as the two columns are alike over the widths
+    measured. Fewer than 3 distinct sizes: the plain slope, on ``n - 2`` degrees of freedom."""
+    ok = np.isfinite(y) & (y > 0)
+    if len(np.unique(x[ok])) < 3 or int(ok.sum()) < 4:
+        b, se, n = slope(x, y)
+        return b, se, n - 2
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    design = np.column_stack([np.ones_like(lx), lx, x[ok] ** -0.5])
+    coef, *_ = np.linalg.lstsq(design, ly, rcond=None)
+    resid = ly - design @ coef
+    df = len(ly) - 3
+    s2 = float((resid**2).sum() / df)
+    cov = s2 * np.linalg.inv(design.T @ design)
+    return float(coef[1]), math.sqrt(max(float(cov[1, 1]), 0.0)), df
+
+
 def k_of(tests: int, df: int, budget: float = FALSE_ALARM) -> float:
     """The Bonferroni-corrected two-sided t quantile for ``tests`` slopes."""
     return float(stats.t.ppf(1.0 - budget / (2 * max(tests, 1)), max(df, 1)))
@@ -60,9 +81,12 @@ def fit_slopes(rows: pd.DataFrame, axis: str, param: str, optimizer: str) -> pd.
             continue
         role = str(g["role"].iloc[0])
         for figure in JUDGED + ("out_l1",):
-            b, se, n = slope(g[axis].to_numpy(float), g[figure].to_numpy(float))
+            x, y = g[axis].to_numpy(float), g[figure].to_numpy(float)
+            local, local_se, n = slope(x, y)
+            b, se, df = exponent(x, y) if axis == "width" else (local, local_se, n - 2)
             out.append({"axis": axis, "at": int(at), "module": module, "role": role,
                         "step": int(step), "figure": figure, "slope": b, "se": se, "n": n,
+                        "df": df, "local_slope": local, "local_se": local_se,
                         "expected": expected(axis, param, optimizer, role, figure),
                         "target": target(axis, optimizer, role, figure),
                         "order": int(g["order"].min())})  # fmt: skip
@@ -71,7 +95,7 @@ def fit_slopes(rows: pd.DataFrame, axis: str, param: str, optimizer: str) -> pd.
         return fits
     judged = fits["figure"].isin(JUDGED) & np.isfinite(fits["slope"]) & fits["target"].notna()
     tests = int(judged.sum())
-    fits["k"] = [k_of(tests, int(n) - 2) for n in fits["n"]]
+    fits["k"] = [k_of(tests, int(df)) for df in fits["df"]]
     fits["tol"] = fits["k"] * fits["se"]
     fits["judged"] = judged
     fits["stable"] = _within(fits, "target")

@@ -85,7 +85,7 @@ def train_and_measure(
             if t == 0:
                 start = dict(seen)
             if t in steps:
-                rows += _figures(modules, seen, start, t, float(loss), live)
+                rows += _figures(modules, seen, start, t, float(loss.detach()), live)
             if t < max(steps):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
