@@ -46,7 +46,8 @@ def exponent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
     """(exponent, standard error, degrees of freedom): ``log y = c + e log x + g x^-1/2``.
 
     The ``x^-1/2`` column absorbs the O(width^-1/2) relative fluctuation that Tensor Programs
-    put on every Theta(1) quantity at finite width; ``e`` is then the large-width exponent,
+    put on every Theta(1) quantity at finite width (and, on depth, the O(L^-1/2) share one
+    block's own change has in the stream under Depth-muP); ``e`` is then the large-width exponent,
     and its standard error grows by as much as the two columns are alike over the widths
     measured. Fewer than 3 distinct sizes: the plain slope, on ``n - 2`` degrees of freedom."""
     ok = np.isfinite(y) & (y > 0)
@@ -83,7 +84,7 @@ def fit_slopes(rows: pd.DataFrame, axis: str, param: str, optimizer: str) -> pd.
         for figure in JUDGED + ("out_l1",):
             x, y = g[axis].to_numpy(float), g[figure].to_numpy(float)
             local, local_se, n = slope(x, y)
-            b, se, df = exponent(x, y) if axis == "width" else (local, local_se, n - 2)
+            b, se, df = exponent(x, y)
             out.append({"axis": axis, "at": int(at), "module": module, "role": role,
                         "step": int(step), "figure": figure, "slope": b, "se": se, "n": n,
                         "df": df, "local_slope": local, "local_se": local_se,
@@ -158,11 +159,13 @@ def verdicts(fits: pd.DataFrame, optimizer: str) -> pd.DataFrame:
         b, step = float(worst["slope"]), int(worst["step"])
         steps = f"{step} {opt} step" + ("s" if step != 1 else "")
         verb = "grows" if b > float(worst["target"]) else "shrinks"
-        message = (f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{b:.2f} "
-                   f"(+-{float(worst['tol']):.2f}; stable: {axis}^{float(worst['target']):g}) "
-                   f"after {steps}: {cause(axis, role, str(worst['figure']), b, optimizer)}")
+        local = float(worst["local_slope"])
+        message = (f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{local:.2f} "
+                   f"after {steps} (large-{axis} exponent {b:.2f} +- {float(worst['tol']):.2f}, "
+                   f"stable: {float(worst['target']):g}): "
+                   f"{cause(axis, role, str(worst['figure']), b, optimizer)}")
         if worst["expected"] is not None and not pd.isna(worst["expected"]):
-            if worst["as_predicted"] is True:
+            if bool(worst["as_predicted"] is True or worst["as_predicted"] == True):  # noqa: E712
                 message += f" (as the parameterisation predicts: {axis}^{worst['expected']:g})"
         out.append(row | {"verdict": "drift", "figure": worst["figure"], "step": step,
                           "slope": b, "se": float(worst["se"]), "message": message})  # fmt: skip

@@ -27,6 +27,7 @@ from stability.usermodel.spec import load_model, load_setup
 
 MAX_RUNS = 200  # models to train without --yes
 MAX_WIDTH = 16384
+MAX_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ def validate(spec: CoordSpec) -> None:
                              f"widths {list(spec.widths)}, depths {list(spec.depths)}")  # fmt: skip
     if max(spec.widths) > MAX_WIDTH and not spec.yes:
         raise StabilityError(f"--widths up to {max(spec.widths)} (over {MAX_WIDTH}): pass --yes")
+    if spec.steps and max(spec.steps) > MAX_STEPS and not spec.yes:
+        raise StabilityError(f"--steps up to {max(spec.steps)} (over {MAX_STEPS}): pass --yes")
     if not spec.steps or min(spec.steps) < 1:
         raise StabilityError(f"--steps must be >= 1 (step 0 is the reference), got "
                              f"{list(spec.steps)}")  # fmt: skip
@@ -144,7 +147,9 @@ def run_check(
     frame = pd.DataFrame(rows)
     fits = [fit_slopes(frame, "width", spec.param, spec.optimizer)]
     if spec.depths and len(spec.depths) > 1:
-        deep = frame[~frame["module"].str.contains(r"\.\d+\.")]  # blocks, not their insides
+        deep = frame[~frame["depth_module"].str.contains(r"\.\d+\.|\.last\.")]  # not insides
+        every = deep.groupby("depth_module")["depth"].nunique()
+        deep = deep[deep["depth_module"].isin(every[every == len(spec.depths)].index)]
         fits.append(fit_slopes(deep, "depth", spec.param, spec.optimizer))
     fit = pd.concat([f for f in fits if not f.empty], ignore_index=True) if any(
         not f.empty for f in fits) else pd.DataFrame()  # fmt: skip
