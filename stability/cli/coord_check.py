@@ -61,6 +61,8 @@ def add_coord_check(sub: SubParsers) -> None:
                    "output-multiplier, zero-readout, hidden-lr, lr, eps, branch-multiplier, "
                    "depth-lr")  # fmt: skip
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's "
+                   "default; default %(default)s, fastest for small models on shared cores)")
     p.add_argument("--fail-on", type=names, default=[], metavar="VERDICTS",
                    help="drift: exit 1 when a module drifts")  # fmt: skip
     p.add_argument("--baseline-out", type=Path, default=None, help="write the exponents here")
@@ -98,7 +100,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         optimizer=args.optimizer, lr=args.lr, eps=args.eps, seeds=args.seeds,
         param=args.param, base_width=args.base_width, base_depth=args.base_depth,
         width_arg=args.width_arg, depth_arg=args.depth_arg, branches=tuple(args.branches),
-        without=tuple(args.without), device=args.device, yes=args.yes,
+        without=tuple(args.without), device=args.device, threads=args.threads, yes=args.yes,
     )  # fmt: skip
     validate(spec)
     return spec

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from stability.errors import StabilityError
+from stability.measure.threads import threads
 from stability.scaling import mlp
 from stability.scaling.exponents import check_param, family
 from stability.scaling.fit import fit_slopes, verdicts
@@ -54,6 +55,7 @@ class CoordSpec:
     branches: tuple[str, ...] = ()
     without: tuple[str, ...] = ()
     device: str = "cpu"
+    threads: int = 1  # small models: one intra-op thread beats several fighting over 2 cores
     yes: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -84,6 +86,8 @@ def validate(spec: CoordSpec) -> None:
     if not spec.steps or min(spec.steps) < 1:
         raise StabilityError(f"--steps must be >= 1 (step 0 is the reference), got "
                              f"{list(spec.steps)}")  # fmt: skip
+    if spec.threads < 0:
+        raise StabilityError(f"--threads must be >= 0 (0: torch's own count), got {spec.threads}")
     if spec.seeds < 1:
         raise StabilityError(f"--seeds must be >= 1, got {spec.seeds}")
     if not spec.lr > 0 or not spec.eps >= 0:
@@ -108,9 +112,14 @@ def _reference(spec: CoordSpec, width: int, depth: int | None) -> nn.Module | No
 
 def run_check(
     spec: CoordSpec, progress: Callable[[str], None] | None = None
-) -> dict[str, pd.DataFrame | list[str]]:
+) -> dict[str, Any]:
     """Measure every size and seed; return ``rows``, ``fits``, ``verdicts`` and ``notes``."""
     validate(spec)
+    with threads(spec.threads):
+        return _run(spec, progress)
+
+
+def _run(spec: CoordSpec, progress: Callable[[str], None] | None) -> dict[str, Any]:
     depths: list[int | None] = list(spec.depths) or [None]
     base_w = spec.base_width or min(spec.widths)
     base_d = spec.base_depth or (min(spec.depths) if spec.depths else None)
