@@ -156,10 +156,9 @@ def _cmd(args: argparse.Namespace) -> int:
         write_text(args.baseline_out, json.dumps(doc, indent=1) + "\n", "--baseline-out")
     text = human(args.json)
     for r in verdict_rows:
-        line = r["message"] or (f"{r['module']}: {r['verdict']} (worst {r['figure']} "
-                                f"{r['axis']}^{r['slope']:.2f} at step {r['step']})")
-        print(f"{r['verdict']:>12}  {line}" if not r["message"] else f"{'drift':>12}  {line}",
-              file=text)  # fmt: skip
+        line = r["message"] or (f"{r['module']} (worst: {r['figure']} {r['axis']}^"
+                                f"{r['slope']:.2f} +- {r['tol']:.2f} at step {r['step']})")
+        print(f"{r['verdict']:>12}  {line}", file=text)
     for note in result["notes"]:
         print(f"note: {note}", file=text)
     drifts = list(drifting(table))

@@ -152,7 +152,8 @@ def verdicts(fits: pd.DataFrame, optimizer: str) -> pd.DataFrame:
             worst = g.loc[(g["slope"] - g["target"].astype(float)).abs().idxmax()]
             out.append(row | {"verdict": f"{axis}-stable", "figure": worst["figure"],
                               "step": int(worst["step"]), "slope": float(worst["slope"]),
-                              "se": float(worst["se"]), "message": ""})  # fmt: skip
+                              "se": float(worst["se"]), "tol": float(worst["tol"]),
+                              "message": ""})  # fmt: skip
             continue
         excess = (bad["slope"] - bad["target"].astype(float)).abs() / bad["tol"]
         worst = bad.loc[excess.idxmax()]
@@ -160,15 +161,16 @@ def verdicts(fits: pd.DataFrame, optimizer: str) -> pd.DataFrame:
         steps = f"{step} {opt} step" + ("s" if step != 1 else "")
         verb = "grows" if b > float(worst["target"]) else "shrinks"
         local = float(worst["local_slope"])
-        message = (f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{local:.2f} "
-                   f"after {steps} (large-{axis} exponent {b:.2f} +- {float(worst['tol']):.2f}, "
-                   f"stable: {float(worst['target']):g}): "
+        message = (f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{b:.2f} "
+                   f"after {steps} (+- {float(worst['tol']):.2f}, stable: {axis}^"
+                   f"{float(worst['target']):g}; plain log-log slope {local:.2f}): "
                    f"{cause(axis, role, str(worst['figure']), b, optimizer)}")
         if worst["expected"] is not None and not pd.isna(worst["expected"]):
             if bool(worst["as_predicted"] is True or worst["as_predicted"] == True):  # noqa: E712
                 message += f" (as the parameterisation predicts: {axis}^{worst['expected']:g})"
         out.append(row | {"verdict": "drift", "figure": worst["figure"], "step": step,
-                          "slope": b, "se": float(worst["se"]), "message": message})  # fmt: skip
+                          "slope": b, "se": float(worst["se"]), "tol": float(worst["tol"]),
+                          "message": message})  # fmt: skip
     return pd.DataFrame(out)
 
 
