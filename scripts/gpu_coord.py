@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stability.scaling.fit import drifting  # noqa: E402
-from stability.scaling.run import CoordSpec, run_check  # noqa: E402
+from stability.scaling.fit import drifting
+from stability.scaling.run import CoordSpec, run_check
 
 WIDE = (256, 512, 1024, 2048, 4096)
 MLP = CoordSpec(widths=WIDE, seeds=3, steps=(1, 2, 3), param="mup", device="cuda", threads=0)

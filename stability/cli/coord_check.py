@@ -61,14 +61,24 @@ def add_coord_check(sub: SubParsers) -> None:
                    "output-multiplier, zero-readout, hidden-lr, lr, eps, branch-multiplier, "
                    "depth-lr")  # fmt: skip
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's "
-                   "default; default %(default)s, fastest for small models on shared cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch's "
+        "default; default %(default)s, fastest for small models on shared cores)",
+    )
     p.add_argument("--fail-on", type=names, default=[], metavar="VERDICTS",
                    help="drift: exit 1 when a module drifts")  # fmt: skip
     p.add_argument("--baseline-out", type=Path, default=None, help="write the exponents here")
     p.add_argument("--baseline", type=Path, default=None, help="judge against this baseline")
-    p.add_argument("--out", type=Path, default=DEFAULT_CSV, help="CSV of the fits (default: "
-                   "%(default)s); the per-step rows beside it with suffix .rows.csv")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_CSV,
+        help="CSV of the fits (default: "
+        "%(default)s); the per-step rows beside it with suffix .rows.csv",
+    )
     p.add_argument("--yes", action="store_true", help="allow long runs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_db_argument(p)
@@ -106,6 +116,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return spec
 
 
+def _records(frame: Any, context: dict[str, Any]) -> list[dict[str, Any]]:
+    return [context | {str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
+
+
 def _cmd(args: argparse.Namespace) -> int:
     import json
 
@@ -141,12 +155,12 @@ def _cmd(args: argparse.Namespace) -> int:
     assert isinstance(table, pd.DataFrame)
     context = {"model": spec.model, "param": spec.param, "optimizer": spec.optimizer,
                "lr": spec.lr}  # fmt: skip
-    fit_rows = [context | r for r in fits.to_dict("records")]
-    verdict_rows = [context | r for r in table.to_dict("records")]
+    fit_rows = _records(fits, context)
+    verdict_rows = _records(table, context)
     with Store.open(args.db) as store:
         run_id = store.write_records_run(
             "coord-check", ["stability", *sys.argv[1:]], args.device,
-            {"coord_check": [context | r for r in frame.to_dict("records")],
+            {"coord_check": _records(frame, context),
              "coord_check_fit": fit_rows, "coord_check_verdict": verdict_rows},
         )  # fmt: skip
     write_csv(fits, args.out, "--out")
@@ -156,22 +170,29 @@ def _cmd(args: argparse.Namespace) -> int:
         write_text(args.baseline_out, json.dumps(doc, indent=1) + "\n", "--baseline-out")
     text = human(args.json)
     for r in verdict_rows:
-        line = r["message"] or (f"{r['module']} (worst: {r['figure']} {r['axis']}^"
-                                f"{r['slope']:.2f} +- {r['tol']:.2f} at step {r['step']})")
+        line = r["message"] or (
+            f"{r['module']} (worst: {r['figure']} {r['axis']}^"
+            f"{r['slope']:.2f} +- {r['tol']:.2f} at step {r['step']})"
+        )
         print(f"{r['verdict']:>12}  {line}", file=text)
     for note in result["notes"]:
         print(f"note: {note}", file=text)
     drifts = list(drifting(table))
     n = len(table)
-    print(f"{n - len(drifts)} of {n} module checks scale-stable under --param {spec.param}; "
-          f"fits -> {args.out}, rows -> {rows_csv} (store: {args.db}, run {run_id})", file=text)
+    print(
+        f"{n - len(drifts)} of {n} module checks scale-stable under --param {spec.param}; "
+        f"fits -> {args.out}, rows -> {rows_csv} (store: {args.db}, run {run_id})",
+        file=text,
+    )
     moved = baseline.judge(base, fits) if base is not None else []
     for line in moved:
         print(f"baseline: {line}", file=sys.stderr)
     failed = bool(moved) or ("drift" in args.fail_on and bool(drifts))
     if "drift" in args.fail_on and drifts:
-        print(f"fail-on: {len(drifts)} module checks drift; exit 1, results are written",
-              file=sys.stderr)
+        print(
+            f"fail-on: {len(drifts)} module checks drift; exit 1, results are written",
+            file=sys.stderr,
+        )
     code = EXIT_FAILED if failed else 0
     if args.json:
         emit("coord-check", {"exit_code": code, "run_id": run_id, "spec": spec.as_dict(),

@@ -8,6 +8,7 @@ from the smallest size's value at the last step: a line parallel to it keeps its
 """
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,9 +31,10 @@ def group_of(module: str) -> str:
 
 def _targets(fits: pd.DataFrame, axis: str) -> dict[tuple[str, str], float]:
     got: dict[tuple[str, str], float] = {}
-    for r in fits[fits["axis"] == axis].itertuples():
-        if pd.notna(r.target):
-            got.setdefault((group_of(str(r.module)), str(r.figure)), float(r.target))
+    for r in fits[fits["axis"] == axis].to_dict("records"):
+        value: Any = r["target"]
+        if pd.notna(value):
+            got.setdefault((group_of(str(r["module"])), str(r["figure"])), float(value))
     return got
 
 

@@ -77,11 +77,13 @@ def fit_slopes(rows: pd.DataFrame, axis: str, param: str, optimizer: str) -> pd.
     other = "depth" if axis == "width" else "width"
     name = "module" if axis == "width" else "depth_module"
     out: list[dict[str, Any]] = []
-    for (at, module, step), g in rows.groupby([other, name, "step"], sort=False):
+    key: Any
+    for key, g in rows.groupby([other, name, "step"], sort=False):
+        at, module, step = key
         if g[axis].nunique() < 2:
             continue
         role = str(g["role"].iloc[0])
-        for figure in JUDGED + ("out_l1",):
+        for figure in (*JUDGED, "out_l1"):
             x, y = g[axis].to_numpy(float), g[figure].to_numpy(float)
             local, local_se, n = slope(x, y)
             b, se, df = exponent(x, y)
@@ -138,36 +140,41 @@ def cause(axis: str, role: str, figure: str, slope_: float, optimizer: str) -> s
 
 def verdicts(fits: pd.DataFrame, optimizer: str) -> pd.DataFrame:
     """One row per (axis, at, module): width-stable / depth-stable or drift, with the worst."""
-    out = []
+    out: list[dict[str, Any]] = []
     if fits.empty:
         return pd.DataFrame(out)
     opt = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}.get(optimizer, optimizer)
-    for (axis, at, module), g in fits[fits["judged"]].groupby(["axis", "at", "module"],
-                                                                sort=False):  # fmt: skip
+    key: Any
+    for key, g in fits[fits["judged"]].groupby(["axis", "at", "module"], sort=False):
+        axis, at, module = key
         bad = g[g["stable"] == False]  # noqa: E712 (a nullable boolean)
         role = str(g["role"].iloc[0])
         row = {"axis": axis, "at": at, "module": module, "role": role,
                "order": int(g["order"].min())}  # fmt: skip
         if bad.empty:
-            worst = g.loc[(g["slope"] - g["target"].astype(float)).abs().idxmax()]
+            at_most: Any = (g["slope"] - g["target"].astype(float)).abs().idxmax()
+            worst: Any = g.loc[at_most]
             out.append(row | {"verdict": f"{axis}-stable", "figure": worst["figure"],
                               "step": int(worst["step"]), "slope": float(worst["slope"]),
                               "se": float(worst["se"]), "tol": float(worst["tol"]),
                               "message": ""})  # fmt: skip
             continue
         excess = (bad["slope"] - bad["target"].astype(float)).abs() / bad["tol"]
-        worst = bad.loc[excess.idxmax()]
+        at_most = excess.idxmax()
+        worst = bad.loc[at_most]
         b, step = float(worst["slope"]), int(worst["step"])
         steps = f"{step} {opt} step" + ("s" if step != 1 else "")
         verb = "grows" if b > float(worst["target"]) else "shrinks"
         local = float(worst["local_slope"])
-        message = (f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{b:.2f} "
-                   f"after {steps} (+- {float(worst['tol']):.2f}, stable: {axis}^"
-                   f"{float(worst['target']):g}; plain log-log slope {local:.2f}): "
-                   f"{cause(axis, role, str(worst['figure']), b, optimizer)}")
-        if worst["expected"] is not None and not pd.isna(worst["expected"]):
-            if bool(worst["as_predicted"] is True or worst["as_predicted"] == True):  # noqa: E712
-                message += f" (as the parameterisation predicts: {axis}^{worst['expected']:g})"
+        message = (
+            f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{b:.2f} "
+            f"after {steps} (+- {float(worst['tol']):.2f}, stable: {axis}^"
+            f"{float(worst['target']):g}; plain log-log slope {local:.2f}): "
+            f"{cause(axis, role, str(worst['figure']), b, optimizer)}"
+        )
+        predicted = worst["as_predicted"]
+        if pd.notna(worst["expected"]) and pd.notna(predicted) and bool(predicted):
+            message += f" (as the parameterisation predicts: {axis}^{worst['expected']:g})"
         out.append(row | {"verdict": "drift", "figure": worst["figure"], "step": step,
                           "slope": b, "se": float(worst["se"]), "tol": float(worst["tol"]),
                           "message": message})  # fmt: skip

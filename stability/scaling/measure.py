@@ -88,7 +88,7 @@ def train_and_measure(
                 rows += _figures(modules, seen, start, t, float(loss.detach()), live)
             if t < max(steps):
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
     finally:
         for h in handles:

@@ -63,9 +63,14 @@ class Plan:
 
     def optimizer(self, name: str, **kwargs: Any) -> torch.optim.Optimizer:
         """The optimiser over these groups (``adam``, ``adamw`` or ``sgd``)."""
-        opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        opt: dict[str, type[torch.optim.Optimizer]] = {
+            "adam": torch.optim.Adam,
+            "adamw": torch.optim.AdamW,
+            "sgd": torch.optim.SGD,
+        }
         family(name)
-        return opt[name](self.groups, **kwargs)  # type: ignore[operator]
+        made: torch.optim.Optimizer = opt[name](self.groups, **kwargs)
+        return made
 
 
 def check_rules(without: list[str] | tuple[str, ...]) -> frozenset[str]:

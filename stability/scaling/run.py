@@ -110,9 +110,7 @@ def _reference(spec: CoordSpec, width: int, depth: int | None) -> nn.Module | No
     return None
 
 
-def run_check(
-    spec: CoordSpec, progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
+def run_check(spec: CoordSpec, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every size and seed; return ``rows``, ``fits``, ``verdicts`` and ``notes``."""
     validate(spec)
     with threads(spec.threads):
@@ -139,20 +137,29 @@ def _run(spec: CoordSpec, progress: Callable[[str], None] | None) -> dict[str, A
                                    spec.without)  # fmt: skip
                 notes += [n for n in plan.notes if n not in notes]
                 roles = plan.module_roles
-                opt = plan.optimizer(spec.optimizer, **_opt_kwargs(spec))
+                opt = plan.optimizer(spec.optimizer)
                 torch.manual_seed(seed)
                 measured = train_and_measure(run.model, run.call, run.loss_from, opt,
                                              list(spec.steps))  # fmt: skip
                 for r in measured:
                     role = "block" if is_block(r["module"]) else roles.get(r["module"], "fixed")
-                    rows.append(r | {"width": width, "depth": depth or 0, "seed": seed,
-                                     "role": role,
-                                     "depth_module": depth_alias(r["module"], depth)})
+                    rows.append(
+                        r
+                        | {
+                            "width": width,
+                            "depth": depth or 0,
+                            "seed": seed,
+                            "role": role,
+                            "depth_module": depth_alias(r["module"], depth),
+                        }
+                    )
                 done += 1
                 if progress is not None:
-                    progress(f"coord-check: {done}/{total} models (width {width}"
-                             + (f", depth {depth}" if depth else "")
-                             + f", seed {seed}), {time.perf_counter() - t0:.1f} s")
+                    progress(
+                        f"coord-check: {done}/{total} models (width {width}"
+                        + (f", depth {depth}" if depth else "")
+                        + f", seed {seed}), {time.perf_counter() - t0:.1f} s"
+                    )
     frame = pd.DataFrame(rows)
     fits = [fit_slopes(frame, "width", spec.param, spec.optimizer)]
     if spec.depths and len(spec.depths) > 1:
@@ -169,7 +176,3 @@ def _run(spec: CoordSpec, progress: Callable[[str], None] | None) -> dict[str, A
                      "layers below first move at step 2); those points are left out of "
                      "the fits")  # fmt: skip
     return {"rows": frame, "fits": fit, "verdicts": verdicts(fit, spec.optimizer), "notes": notes}
-
-
-def _opt_kwargs(spec: CoordSpec) -> dict[str, Any]:
-    return {} if family(spec.optimizer) == "sgd" else {}

@@ -5,7 +5,10 @@ verdicts (``coord_check_fit``, ``coord_check_verdict``), all written by the comm
 is computed here but the figure's means.
 """
 
+from collections.abc import Callable
+
 import pandas as pd
+from matplotlib.figure import Figure as MplFigure
 
 from stability.report.figures_scaling import scaling_panels
 from stability.report.inputs import ReportData
@@ -41,6 +44,10 @@ TABLE = "Modules whose exponent is not the scale-stable one"
 COLUMNS = ["module", "role", "axis", "figure", "step", "slope", "se", "message"]
 
 
+def _drawer(rows: pd.DataFrame, fits: pd.DataFrame, axis: str) -> Callable[[], MplFigure]:
+    return lambda: scaling_panels(rows, fits, axis)
+
+
 def scaling(data: ReportData) -> Section:
     section = Section("scaling", TITLE, INTRO)
     rows = data.latest("coord_check")
@@ -62,7 +69,7 @@ def scaling(data: ReportData) -> Section:
         if rows[axis].nunique() < 2 or fits.empty or not (fits["axis"] == axis).any():
             continue
         section.figures.append(cached_figure(
-            data, f"scaling-{axis}", [rows, fits], lambda a=axis: scaling_panels(rows, fits, a),
+            data, f"scaling-{axis}", [rows, fits], _drawer(rows, fits, axis),
             ALT.format(figures="output, change and update RMS", axis=axis), CAPTION))  # fmt: skip
     drift = verdicts[verdicts["verdict"] == "drift"] if not verdicts.empty else verdicts
     shown = drift[[c for c in COLUMNS if c in drift.columns]] if len(drift) else drift
