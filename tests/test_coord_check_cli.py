@@ -91,3 +91,11 @@ def test_foreign_baseline_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "is of another check: param 'mup' there, 'sp' here" in capsys.readouterr().err
     base.write_text('{"schema": "stability-baseline/1"}')
     assert run(tmp_path, "--baseline", str(base)) == 2
+
+
+def test_docs_state_the_code_s_exponent_table() -> None:
+    from stability.scaling.exponents import markdown_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "scaling.md").read_text()
+    missing = [line for line in markdown_table() if line not in docs]
+    assert not missing, f"docs/scaling.md lacks: {missing[:2]}"

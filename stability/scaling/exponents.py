@@ -100,3 +100,19 @@ def expected(axis: str, param: str, optimizer: str, role: str, figure: str) -> f
 def target(axis: str, optimizer: str, role: str, figure: str) -> float | None:
     """The exponent a scale-stable model has (muP on width, Depth-muP on depth)."""
     return expected(axis, TARGET[axis], optimizer, role, figure)
+
+
+def markdown_table() -> list[str]:
+    """The table as docs/scaling.md prints it (a test keeps the two the same)."""
+
+    def cell(v: float | None) -> str:
+        return "—" if v is None else (f"{v:+g}" if v else "0")
+
+    lines = ["| axis | parameterisation | optimiser | " + " | ".join(ROLES) + " |",
+             "|---|---|---|" + "---|" * len(ROLES)]  # fmt: skip
+    for axis, by_param in EXPECTED.items():
+        for param, by_opt in by_param.items():
+            for opt, table in by_opt.items():
+                cells = [" / ".join(cell(table[r][f]) for f in JUDGED) for r in ROLES]
+                lines.append(f"| {axis} | {param} | {opt} | " + " | ".join(cells) + " |")
+    return lines
