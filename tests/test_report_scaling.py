@@ -18,8 +18,9 @@ def test_not_run_without_a_coord_check(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("param", "health"), [("mup", "pass"), ("sp", "warn")])
 def test_drawn_from_the_newest_run(tmp_path: Path, param: str, health: str) -> None:
     db = tmp_path / "s.db"
-    argv = ["coord-check", "--widths", "16,32,64,128", "--steps", "1,2", "--seeds", "3",
-            "--param", param, "--quiet", "--db", str(db), "--out", str(tmp_path / "f.csv")]  # fmt: skip
+    sizes = ["--widths", "16,32,64,128", "--steps", "1,2", "--seeds", "3"]
+    argv = ["coord-check", *sizes, "--param", param, "--quiet", "--db", str(db),
+            "--out", str(tmp_path / "f.csv")]  # fmt: skip
     assert main(argv) == 0
     section = scaling(gather(db, tmp_path, None))
     assert section.status == "complete" and section.health == health

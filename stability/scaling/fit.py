@@ -90,6 +90,7 @@ def fit_slopes(rows: pd.DataFrame, axis: str, param: str, optimizer: str) -> pd.
             out.append({"axis": axis, "at": int(at), "module": module, "role": role,
                         "step": int(step), "figure": figure, "slope": b, "se": se, "n": n,
                         "df": df, "local_slope": local, "local_se": local_se,
+                        "lo": int(x.min()), "hi": int(x.max()),
                         "expected": expected(axis, param, optimizer, role, figure),
                         "target": target(axis, optimizer, role, figure),
                         "order": int(g["order"].min())})  # fmt: skip
@@ -157,19 +158,23 @@ def verdicts(fits: pd.DataFrame, optimizer: str) -> pd.DataFrame:
             out.append(row | {"verdict": f"{axis}-stable", "figure": worst["figure"],
                               "step": int(worst["step"]), "slope": float(worst["slope"]),
                               "se": float(worst["se"]), "tol": float(worst["tol"]),
-                              "message": ""})  # fmt: skip
+                              "target": float(worst["target"]), "message": ""})  # fmt: skip
             continue
-        excess = (bad["slope"] - bad["target"].astype(float)).abs() / bad["tol"]
+        # The worst is the largest departure, not the most significant one: a figure that
+        # barely moves (a LayerNorm's output) has a tiny error and a tiny, real exponent.
+        excess = (bad["slope"] - bad["target"].astype(float)).abs()
         at_most = excess.idxmax()
         worst = bad.loc[at_most]
         b, step = float(worst["slope"]), int(worst["step"])
         steps = f"{step} {opt} step" + ("s" if step != 1 else "")
-        verb = "grows" if b > float(worst["target"]) else "shrinks"
-        local = float(worst["local_slope"])
+        local, aim = float(worst["local_slope"]), float(worst["target"])
+        verb = "grows" if b > aim else "shrinks"
+        if (local - aim) * (b - aim) <= 0:  # the plain slope points the other way: no verb
+            verb = "scales"
         message = (
-            f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{b:.2f} "
-            f"after {steps} (+- {float(worst['tol']):.2f}, stable: {axis}^"
-            f"{float(worst['target']):g}; plain log-log slope {local:.2f}): "
+            f"{module} {FIGURE_WORDS[str(worst['figure'])]} {verb} as {axis}^{local:.2f} "
+            f"over {axis}s {worst['lo']}-{worst['hi']} after {steps} (large-{axis} "
+            f"exponent {b:.2f} +- {float(worst['tol']):.2f}, stable {aim:g}): "
             f"{cause(axis, role, str(worst['figure']), b, optimizer)}"
         )
         predicted = worst["as_predicted"]
@@ -177,12 +182,14 @@ def verdicts(fits: pd.DataFrame, optimizer: str) -> pd.DataFrame:
             message += f" (as the parameterisation predicts: {axis}^{worst['expected']:g})"
         out.append(row | {"verdict": "drift", "figure": worst["figure"], "step": step,
                           "slope": b, "se": float(worst["se"]), "tol": float(worst["tol"]),
-                          "message": message})  # fmt: skip
+                          "target": float(worst["target"]), "message": message})  # fmt: skip
     return pd.DataFrame(out)
 
 
 def drifting(table: pd.DataFrame) -> Iterable[str]:
-    """The messages of the modules that drift."""
+    """The messages of the modules that drift, the largest departure first."""
     if table.empty:
         return []
-    return [str(m) for m in table.loc[table["verdict"] == "drift", "message"]]
+    bad = table[table["verdict"] == "drift"]
+    order = (bad["slope"] - bad["target"].astype(float)).abs().sort_values(ascending=False)
+    return [str(bad.loc[i, "message"]) for i in order.index]

@@ -72,6 +72,9 @@ def scaling(data: ReportData) -> Section:
             data, f"scaling-{axis}", [rows, fits], _drawer(rows, fits, axis),
             ALT.format(figures="output, change and update RMS", axis=axis), CAPTION))  # fmt: skip
     drift = verdicts[verdicts["verdict"] == "drift"] if not verdicts.empty else verdicts
+    if len(drift) and "target" in drift.columns:  # the largest departure first
+        drift = drift.assign(_by=(drift["slope"] - drift["target"]).abs())
+        drift = drift.sort_values("_by", ascending=False).drop(columns="_by")
     shown = drift[[c for c in COLUMNS if c in drift.columns]] if len(drift) else drift
     section.tables.append(Table("scaling", TABLE, pd.DataFrame(shown), wrap=True))
     n = len(verdicts)
