@@ -50,6 +50,8 @@ def _at_least_a_decade(ax: Axes) -> None:
 def scaling_panels(rows: pd.DataFrame, fits: pd.DataFrame, axis: str) -> Figure:
     """Small multiples of one coord-check run against ``axis`` (width or depth)."""
     name = "module" if axis == "width" else "depth_module"
+    judged = set(fits.loc[fits["axis"] == axis, "module"])  # depth: the blocks, not insides
+    rows = rows[rows[name].isin(judged)]
     rows = rows.assign(group=rows[name].map(group_of))
     order = rows.groupby("group")["order"].min().sort_values()
     groups = list(order.index[:MAX_GROUPS])

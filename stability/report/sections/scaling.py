@@ -38,10 +38,12 @@ CAPTION = (
     "hyperparameters transfer. A line that climbs (or falls) away from it is a drift, named "
     "with its exponent in the table below: a climbing output layer is a missing 1/width "
     "output multiplier, a climbing hidden layer an lr not scaled by base/width, lines that "
-    "fall with width under Adam an epsilon not scaled with width."
+    "fall with width under Adam an epsilon not scaled with width; against depth, a stream "
+    "that climbs is a residual branch without its 1/sqrt(L) (or 1/L) multiplier."
 )
 TABLE = "Modules whose exponent is not the scale-stable one"
-COLUMNS = ["module", "role", "axis", "figure", "step", "slope", "se", "message"]
+NO_DRIFT = "No module's exponent departs from the scale-stable one beyond its tolerance."
+COLUMNS = ["module", "role", "axis", "figure", "step", "local_slope", "slope", "tol", "message"]
 
 
 def _drawer(rows: pd.DataFrame, fits: pd.DataFrame, axis: str) -> Callable[[], MplFigure]:
@@ -72,11 +74,14 @@ def scaling(data: ReportData) -> Section:
             data, f"scaling-{axis}", [rows, fits], _drawer(rows, fits, axis),
             ALT.format(figures="output, change and update RMS", axis=axis), CAPTION))  # fmt: skip
     drift = verdicts[verdicts["verdict"] == "drift"] if not verdicts.empty else verdicts
-    if len(drift) and "target" in drift.columns:  # the largest departure first
-        drift = drift.assign(_by=(drift["slope"] - drift["target"]).abs())
+    if len(drift) and "local_slope" in drift.columns:  # the largest departure first
+        drift = drift.assign(_by=(drift["local_slope"] - drift["target"]).abs())
         drift = drift.sort_values("_by", ascending=False).drop(columns="_by")
-    shown = drift[[c for c in COLUMNS if c in drift.columns]] if len(drift) else drift
-    section.tables.append(Table("scaling", TABLE, pd.DataFrame(shown), wrap=True))
+    if len(drift):
+        shown = drift[[c for c in COLUMNS if c in drift.columns]]
+        section.tables.append(Table("scaling", TABLE, pd.DataFrame(shown), wrap=True))
+    else:
+        section.notes.append(NO_DRIFT)
     n = len(verdicts)
     section.verdict = f"{n - len(drift)} of {n} module checks scale-stable"
     if len(drift):
