@@ -28,7 +28,7 @@ def test_mup_passes_and_stores_its_rows(tmp_path: Path, capsys: pytest.CaptureFi
         fits = store.records("coord_check_fit")
         assert {"readout", "readin"} <= set(fits["module"])
         assert len(store.records("coord_check")) > 0
-    assert (tmp_path / "fits.csv").exists() and (tmp_path / "fits.rows.csv").exists()
+    assert (tmp_path / "fits.csv").exists() and (tmp_path / "fits-rows.csv").exists()
 
 
 def test_fail_on_drift_exits_1_and_names_the_module(

@@ -18,7 +18,7 @@ from stability.cli.args import EXIT_FAILED, SubParsers, add_db_argument, ints, n
 from stability.cli.json_output import add_json_argument, emit, human
 from stability.errors import StabilityError
 
-DEFAULT_CSV = Path("results") / "coord_check.csv"
+DEFAULT_CSV = Path("results") / "coord-check.csv"
 PARAMS = ("sp", "mup", "depth-mup", "completep")
 
 
@@ -41,13 +41,16 @@ def add_coord_check(sub: SubParsers) -> None:
     p.add_argument("--target", default=None, help="target spec or reference")
     p.add_argument("--loss", default=None, help="loss name (default: mse for the built-in "
                    "MLP, else chosen as probe does)")  # fmt: skip
-    p.add_argument("--widths", type=ints, default=[64, 128, 256, 512, 1024])
-    p.add_argument("--depths", type=ints, default=[])
-    p.add_argument("--steps", type=ints, default=[1, 2, 3], help="recorded steps (>= 1)")
+    p.add_argument("--widths", type=ints, default=[64, 128, 256, 512, 1024],
+                   help="comma list (default: 64,128,256,512,1024)")  # fmt: skip
+    p.add_argument("--depths", type=ints, default=[],
+                   help="comma list (default: none, the factory's own depth)")  # fmt: skip
+    p.add_argument("--steps", type=ints, default=[1, 2, 3],
+                   help="recorded steps, each >= 1 (default: 1,2,3)")  # fmt: skip
     p.add_argument("--optimizer", default="adam", help="adam, adamw or sgd")
     p.add_argument("--lr", type=float, default=1e-2, help="base lr (at the base width)")
     p.add_argument("--eps", type=float, default=1e-8, help="Adam's eps at the base width")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="models per size (default: 3)")
     p.add_argument("--param", default="mup", help="one of " + ", ".join(PARAMS))
     p.add_argument("--base-width", type=int, default=None, help="default: smallest width")
     p.add_argument("--base-depth", type=int, default=None, help="default: smallest depth")
@@ -77,7 +80,7 @@ def add_coord_check(sub: SubParsers) -> None:
         type=Path,
         default=DEFAULT_CSV,
         help="CSV of the fits (default: "
-        "%(default)s); the per-step rows beside it with suffix .rows.csv",
+        "%(default)s); the per-step rows beside it, named <stem>-rows.csv",
     )
     p.add_argument("--yes", action="store_true", help="allow long runs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -132,7 +135,7 @@ def _cmd(args: argparse.Namespace) -> int:
     from stability.scaling.run import run_check
 
     spec = spec_from_args(args)
-    rows_csv = args.out.with_suffix(".rows.csv")
+    rows_csv = args.out.with_name(args.out.stem + "-rows.csv")
     outputs = {"--out": args.out, "rows CSV": rows_csv}
     if args.baseline_out is not None:
         outputs["--baseline-out"] = args.baseline_out
