@@ -30,6 +30,8 @@ TRANSFORMER = replace(
 )
 DEPTH = CoordSpec(widths=(64,), depths=(2, 4, 8, 16), seeds=3, steps=(1, 2, 3),
                   param="depth-mup")  # fmt: skip
+DEEP_TRANSFORMER = replace(DEPTH, model=TRANSFORMER.model, input=TRANSFORMER.input,
+                           loss=TRANSFORMER.loss)  # fmt: skip
 # Adam's eps at the base width near the hidden gradients' RMS there (~6e-4 at width 32, and
 # shrinking as 1/width under muP): the regime where an unscaled eps takes over the step.
 SMALL_GRADIENT_EPS = 3e-4
@@ -106,13 +108,18 @@ def test_witness_sp_adam_logits_grow_as_theory(base: CoordSpec) -> None:
     assert_fails_on(base, check_logits_grow_as_theory, variant_name="muP (flat logits)")
 
 
-@pytest.mark.parametrize("param", ["depth-mup", "completep"])
-def test_residual_branches_are_depth_stable(param: str) -> None:
-    check_stable(replace(DEPTH, param=param), "depth")
+DEEP = [(DEPTH, "depth-mup"), (DEPTH, "completep"), (DEEP_TRANSFORMER, "completep")]
+IDS = ["mlp-depth-mup", "mlp-completep", "transformer-completep"]
+DEPTHS = pytest.mark.parametrize(("base", "param"), DEEP, ids=IDS)
 
 
-@pytest.mark.parametrize("param", ["depth-mup", "completep"])
-def test_witness_residual_branches_are_depth_stable(param: str) -> None:
-    bad = replace(DEPTH, param=param, without=("branch-multiplier", "depth-lr"))
+@DEPTHS
+def test_residual_branches_are_depth_stable(base: CoordSpec, param: str) -> None:
+    check_stable(replace(base, param=param), "depth")
+
+
+@DEPTHS
+def test_witness_residual_branches_are_depth_stable(base: CoordSpec, param: str) -> None:
+    bad = replace(base, param=param, without=("branch-multiplier", "depth-lr"))
     failure = assert_fails_on(bad, check_stable, "depth")
     assert "not multiplied by 1/sqrt(L)" in str(failure)

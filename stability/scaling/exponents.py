@@ -18,7 +18,7 @@ from stability.errors import StabilityError
 
 FIGURES = ("out_rms", "out_l1", "delta_rms", "dwx_rms")
 JUDGED = ("out_rms", "delta_rms", "dwx_rms")  # out_l1 is drawn (mup's plot), not judged twice
-ROLES = ("input", "hidden", "output", "vector", "fixed", "block")
+ROLES = ("input", "hidden", "output", "vector", "fixed", "block", "inner-block")
 PARAMS = ("sp", "mup", "depth-mup", "completep")
 OPTIMIZERS = {"adam": "adam", "adamw": "adam", "sgd": "sgd"}  # AdamW scales as Adam does
 AXES = ("width", "depth")
@@ -35,8 +35,13 @@ def _r(out: float | None, delta: float | None, dwx: float | None) -> Row:
 
 
 FLAT = {role: _same(0.0) for role in ROLES}
-UNSCALED_DEPTH = {role: _same(None) for role in ROLES} | {"block": _r(None, None, 0.0)}
-SCALED_DEPTH = {role: _same(0.0) for role in ROLES} | {"block": _r(0.0, 0.0, -1.0)}
+# On depth, "block" is the last block (its output is the whole stream) and "inner-block" any
+# other: its output's change holds only its share of the blocks' changes (1/L each) on top
+# of its input's, so no single power is predicted for it.
+UNSCALED_DEPTH = {role: _same(None) for role in ROLES} | {
+    "block": _r(None, None, 0.0), "inner-block": _r(None, None, 0.0)}  # fmt: skip
+SCALED_DEPTH = {role: _same(0.0) for role in ROLES} | {
+    "block": _r(0.0, 0.0, -1.0), "inner-block": _r(0.0, None, -1.0)}  # fmt: skip
 
 # EXPECTED[axis][param][optimizer family][role][figure]
 EXPECTED: dict[str, dict[str, dict[str, dict[str, Row]]]] = {
@@ -113,6 +118,7 @@ def markdown_table() -> list[str]:
     for axis, by_param in EXPECTED.items():
         for param, by_opt in by_param.items():
             for opt, table in by_opt.items():
-                cells = [" / ".join(cell(table[r][f]) for f in JUDGED) for r in ROLES]
+                rows = [table.get(r, _same(None)) for r in ROLES]
+                cells = [" / ".join(cell(row[f]) for f in JUDGED) for row in rows]
                 lines.append(f"| {axis} | {param} | {opt} | " + " | ".join(cells) + " |")
     return lines

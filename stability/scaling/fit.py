@@ -82,7 +82,7 @@ def fit_slopes(rows: pd.DataFrame, axis: str, param: str, optimizer: str) -> pd.
         at, module, step = key
         if g[axis].nunique() < 2:
             continue
-        role = str(g["role"].iloc[0])
+        role = str(g["role" if axis == "width" else "depth_role"].iloc[0])
         for figure in (*JUDGED, "out_l1"):
             x, y = g[axis].to_numpy(float), g[figure].to_numpy(float)
             local, local_se, n = slope(x, y)

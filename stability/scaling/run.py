@@ -143,16 +143,11 @@ def _run(spec: CoordSpec, progress: Callable[[str], None] | None) -> dict[str, A
                                              list(spec.steps))  # fmt: skip
                 for r in measured:
                     role = "block" if is_block(r["module"]) else roles.get(r["module"], "fixed")
-                    rows.append(
-                        r
-                        | {
-                            "width": width,
-                            "depth": depth or 0,
-                            "seed": seed,
-                            "role": role,
-                            "depth_module": depth_alias(r["module"], depth),
-                        }
-                    )
+                    alias = depth_alias(r["module"], depth)
+                    inner = role == "block" and not alias.endswith(".last")
+                    rows.append(r | {"width": width, "depth": depth or 0, "seed": seed,
+                                     "role": role, "depth_module": alias,
+                                     "depth_role": "inner-block" if inner else role})  # fmt: skip
                 done += 1
                 if progress is not None:
                     progress(
