@@ -1,9 +1,13 @@
 """``stability.mup.parametrize``: muP (and Depth-muP, CompleteP) for your own model.
 
+    import torch
     from stability.mup import parametrize
+
+    with torch.device("meta"):
+        reference = build(width=2048)  # shapes only: which dimensions grow with width
     model = build(width=1024)
     plan = parametrize(model, base_width=256, width=1024, optimizer="adam", lr=3e-3,
-                       reference=build_on_meta(width=2048))
+                       reference=reference)
     opt = plan.optimizer("adam")   # per-group lr and eps
     print(plan.notes)              # what it could not classify
 
