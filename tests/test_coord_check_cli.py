@@ -99,3 +99,13 @@ def test_docs_state_the_code_s_exponent_table() -> None:
     docs = (Path(__file__).resolve().parents[1] / "docs" / "scaling.md").read_text()
     missing = [line for line in markdown_table() if line not in docs]
     assert not missing, f"docs/scaling.md lacks: {missing[:2]}"
+
+
+def test_too_few_sizes_is_inconclusive_not_stable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["coord-check", "--widths", "16,32", "--steps", "1", "--seeds", "2", "--quiet",
+            "--db", str(tmp_path / "s.db"), "--out", str(tmp_path / "f.csv"), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {v["verdict"] for v in doc["verdicts"]} == {"inconclusive"}

@@ -177,6 +177,9 @@ def _cmd(args: argparse.Namespace) -> int:
             f"{r['module']} (worst: {r['figure']} {r['axis']}^"
             f"{r['slope']:.2f} +- {r['tol']:.2f} at step {r['step']})"
         )
+        if r["verdict"] == "inconclusive":
+            line = (f"{r['module']}: no exponent pinned tighter than +- {r['tol']:.2f}, wider "
+                    "than the SP-muP gap: more --widths or --seeds")  # fmt: skip
         print(f"{r['verdict']:>12}  {line}", file=text)
     for note in result["notes"]:
         print(f"note: {note}", file=text)

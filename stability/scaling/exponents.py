@@ -85,6 +85,15 @@ TARGET = {"width": "mup", "depth": "depth-mup"}  # what "stable" means on each a
 ALPHA = {"sp": 0.0, "mup": 0.0, "depth-mup": 0.5, "completep": 1.0}
 
 
+def resolution(optimizer: str) -> float:
+    """The smallest gap between SP's and muP's exponents for this optimiser (Adam 1, SGD
+    1/2): a check whose every tolerance is wider cannot tell the two apart."""
+    fam = family(optimizer)
+    gaps = [abs(e - 0.0) for row in EXPECTED["width"]["sp"][fam].values()
+            for e in row.values() if e is not None and e != 0.0]  # fmt: skip
+    return min(gaps)
+
+
 def check_param(name: str) -> str:
     return lookup("parameterisation", name, {p: p for p in PARAMS})
 

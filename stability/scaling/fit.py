@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from stability.scaling.exponents import JUDGED, expected, target
+from stability.scaling.exponents import JUDGED, expected, resolution, target
 
 FALSE_ALARM = 0.01
 MIN_POINTS = 3  # a slope and a residual: at least two widths and one spare point
@@ -152,8 +152,20 @@ def verdicts(fits: pd.DataFrame, optimizer: str) -> pd.DataFrame:
         role = str(g["role"].iloc[0])
         row = {"axis": axis, "at": at, "module": module, "role": role,
                "order": int(g["order"].min())}  # fmt: skip
+        if bad.empty and not bool((g["tol"] < resolution(optimizer)).any()):
+            # Nothing drifts, but no exponent was pinned down tighter than the gap between
+            # SP and muP: the check could not have told them apart (more sizes or seeds).
+            at_most: Any = g["tol"].idxmin()
+            loose: Any = g.loc[at_most]
+            out.append(row | {"verdict": "inconclusive", "figure": loose["figure"],
+                              "step": int(loose["step"]), "slope": float(loose["slope"]),
+                              "se": float(loose["se"]), "tol": float(loose["tol"]),
+                              "target": float(loose["target"]),
+                              "local_slope": float(loose["local_slope"]),
+                              "message": ""})  # fmt: skip
+            continue
         if bad.empty:
-            at_most: Any = (g["slope"] - g["target"].astype(float)).abs().idxmax()
+            at_most = (g["slope"] - g["target"].astype(float)).abs().idxmax()
             worst: Any = g.loc[at_most]
             out.append(row | {"verdict": f"{axis}-stable", "figure": worst["figure"],
                               "step": int(worst["step"]), "slope": float(worst["slope"]),
