@@ -119,6 +119,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return spec
 
 
+def _stable(table: Any) -> int:
+    return int(table["verdict"].str.endswith("-stable").sum()) if len(table) else 0
+
+
 def _records(frame: Any, context: dict[str, Any]) -> list[dict[str, Any]]:
     return [context | {str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
 
@@ -186,7 +190,7 @@ def _cmd(args: argparse.Namespace) -> int:
     drifts = list(drifting(table))
     n = len(table)
     print(
-        f"{n - len(drifts)} of {n} module checks scale-stable under --param {spec.param}; "
+        f"{_stable(table)} of {n} module checks scale-stable under --param {spec.param}; "
         f"fits -> {args.out}, rows -> {rows_csv} (store: {args.db}, run {run_id})",
         file=text,
     )

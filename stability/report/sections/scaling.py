@@ -83,7 +83,8 @@ def scaling(data: ReportData) -> Section:
     else:
         section.notes.append(NO_DRIFT)
     n = len(verdicts)
-    section.verdict = f"{n - len(drift)} of {n} module checks scale-stable"
+    stable = int(verdicts["verdict"].str.endswith("-stable").sum()) if n else 0
+    section.verdict = f"{stable} of {n} module checks scale-stable"
     if len(drift):
         section.judge("warn", f"{len(drift)} of {n} drift; first: {drift.iloc[0]['message']}")
     else:
