@@ -27,6 +27,8 @@ FLOORS = {
     "testing": 2.5,  # users' assertions: read outputs and blocks as the probe does
     "usermodel": 2,
     "experiments": 2.5,  # composes notes, train and sweep; the report shows it
+    "scaling": 2.5,  # coordinate checks: composes usermodel and measure; the CLI runs it
+    "mup": 3,  # stability.mup: the public muP entry, re-exports scaling for user code
     "report": 3,
     "cli": 4,
     "integrations": 3,  # watch and the pytest plugin: the tool inside user code

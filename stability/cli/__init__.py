@@ -26,6 +26,7 @@ def commands() -> list[Callable[[SubParsers], None]]:
     """Every subcommand's ``add_<name>``, in ``--help`` order (imported here: see above)."""
     from stability.cli import (
         bench,
+        coord_check,
         criticality,
         diff,
         doctor,
@@ -46,6 +47,7 @@ def commands() -> list[Callable[[SubParsers], None]]:
         diff.add_diff,
         probe.add_probe,
         criticality.add_criticality,
+        coord_check.add_coord_check,
         experiments.add_experiments,
     ]
 

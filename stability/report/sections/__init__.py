@@ -25,6 +25,7 @@ from stability.report.sections import (
     phase,
     precision,
     properties,
+    scaling,
     spectrum,
     throughput,
     your_model,
@@ -47,6 +48,7 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     spectrum.spectrum_section,
     phase.phase_section,
     experiments.experiments,
+    scaling.scaling,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]
