@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from stability.core.outputs import main_tensor
 from stability.scaling.roles import BLOCK, own_parameters
-from stability.usermodel.outputs import main_tensor
 
 
 def watched(model: nn.Module) -> list[tuple[str, nn.Module]]:
