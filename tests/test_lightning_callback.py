@@ -1,0 +1,135 @@
+"""``stability.integrations.lightning.StabilityCallback`` inside a real Lightning ``Trainer``.
+
+A tiny LightningModule (two Linear layers and a GELU, MSE loss, SGD) trains a few steps on
+CPU; a forward hook multiplies one layer's output by inf at a known optimizer step. The
+callback must name that step and module and the operator, and the weights after ``fit``
+must equal the weights before the bad step.
+"""
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+pl = pytest.importorskip("pytorch_lightning")
+
+from stability.integrations.lightning import StabilityCallback
+from stability.integrations.watch import NonFiniteError, NonFiniteWarning
+
+BAD_STEP = 3
+PLANTED = "net.0"  # the first Linear layer
+
+
+class Tiny(pl.LightningModule):  # type: ignore[misc]
+    """Linear(8, 16) -> GELU -> Linear(16, 1) on fixed random data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 1))
+        self.plant_at = -1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        return out
+
+    def training_step(self, batch: Any, idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader[Any]:
+        gen = torch.Generator().manual_seed(0)
+        data = torch.utils.data.TensorDataset(
+            torch.randn(64, 8, generator=gen), torch.randn(64, 1, generator=gen)
+        )
+        return torch.utils.data.DataLoader(data, batch_size=4)
+
+
+class Snapshot(pl.Callback):  # type: ignore[misc]
+    """The weights as the bad step begins (before any of its micro-batches)."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
+        module.plant_at = BAD_STEP
+        if trainer.global_step == BAD_STEP and not self.before:
+            self.before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def fit(tmp_path: Path, cb: StabilityCallback, logger: Any = False, **kw: Any) -> tuple[Any, Tiny, Snapshot]:
+    module, snap = Tiny(), Snapshot()
+    trainer = pl.Trainer(
+        max_steps=6, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[snap, cb],
+        default_root_dir=str(tmp_path), **kw,
+    )  # fmt: skip
+
+    def plant(m: nn.Module, a: Any, out: torch.Tensor) -> torch.Tensor | None:
+        return out * float("inf") if trainer.global_step == BAD_STEP else None
+
+    module.net[0].register_forward_hook(plant)
+    return trainer, module, snap
+
+
+def unchanged(module: Tiny, snap: Snapshot) -> bool:
+    after = module.state_dict()
+    return bool(snap.before) and all(torch.equal(v, after[k]) for k, v in snap.before.items())
+
+
+pytestmark = [  # Lightning's advice (num_workers, ...) and torch's pytree deprecations
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
+
+
+def test_planted_overflow_stops_fit_before_the_update(tmp_path: Path) -> None:
+    cb = StabilityCallback(every=2)
+    trainer, module, snap = fit(tmp_path, cb)
+    with pytest.warns(NonFiniteWarning, match=f"step {BAD_STEP}: {PLANTED} \\(forward\\)"):
+        trainer.fit(module)
+    assert cb.watch is not None and cb.watch.first is not None
+    found = cb.watch.first
+    assert (found.step, found.attribution.module, found.attribution.op) == (
+        BAD_STEP, PLANTED, "mul",
+    )  # fmt: skip
+    assert cb.skipped == [BAD_STEP] and trainer.global_step <= BAD_STEP + 1
+    assert unchanged(module, snap)
+    assert sorted(cb.watch.to_frame(wide=True)["step"].unique()) == [0, 2]
+    assert cb.report_path is not None and cb.report_path.exists()
+
+
+def test_raise_with_accumulation_and_tensorboard_logger(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cb = StabilityCallback(every=1, on_nonfinite="raise")
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    trainer, module, snap = fit(tmp_path, cb, logger=logger, accumulate_grad_batches=2)
+    with pytest.raises(NonFiniteError, match=f"step {BAD_STEP}: {PLANTED}"):
+        trainer.fit(module)
+    assert unchanged(module, snap)
+    logger.experiment.flush()
+    (logdir,) = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    acc = EventAccumulator(str(logdir)).Reload()
+    assert "stability/act_var/net.0" in acc.Tags()["scalars"]
+    # Logged at every optimizer step up to the bad one (its first micro-batch recorded).
+    assert [e.step for e in acc.Scalars("stability/grad_var/net.2")] == [0, 1, 2, 3]
+
+
+def test_warn_trains_on_with_finite_weights(tmp_path: Path) -> None:
+    cb = StabilityCallback(every=5, on_nonfinite="warn")
+    trainer, module, _ = fit(tmp_path, cb)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer.fit(module)
+    assert sum(issubclass(w.category, NonFiniteWarning) for w in seen) == 1
+    assert cb.skipped == [BAD_STEP] and trainer.global_step == 6
+    assert all(torch.isfinite(p).all() for p in module.parameters())
