@@ -133,3 +133,53 @@ def test_warn_trains_on_with_finite_weights(tmp_path: Path) -> None:
     assert sum(issubclass(w.category, NonFiniteWarning) for w in seen) == 1
     assert cb.skipped == [BAD_STEP] and trainer.global_step == 6
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+class CompiledInside(Tiny):
+    """The Lightning idiom for compiling: the network inside the module, compiled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast = torch.compile(self.net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fast(x)
+        return out
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports
+def test_compiled_network_inside_the_module(tmp_path: Path) -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    cb = StabilityCallback(every=2, target="fast")
+    module, snap = CompiledInside(), Snapshot()
+    trainer = pl.Trainer(
+        max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[snap, cb],
+        default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    bad = [False]  # read inside the graph: flipped twice, so compiled three times at most
+
+    class Flag(pl.Callback):  # type: ignore[misc]
+        def on_train_batch_start(self, trainer: Any, m: Any, batch: Any, idx: int) -> None:
+            bad[0] = trainer.global_step == BAD_STEP
+
+    trainer.callbacks.insert(0, Flag())
+    module.net[0].register_forward_hook(lambda m, a, out: out * float("inf") if bad[0] else None)
+    with pytest.warns(NonFiniteWarning, match=f"step {BAD_STEP}: 0 \\(forward\\)"):
+        trainer.fit(module)  # step 3 does not record: it ran the compiled graph
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert cb.skipped == [BAD_STEP] and unchanged(module, snap)
+    assert cb.watch is not None and sorted(cb.watch.to_frame(wide=True)["step"].unique()) == [0, 2]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_compiled_lightning_module_is_trained_uncompiled_with_one_warning(tmp_path: Path) -> None:
+    cb = StabilityCallback(every=2)
+    trainer, module, snap = fit(tmp_path, cb)
+    with pytest.warns(UserWarning, match="one graph that hooks cannot see into"):
+        with pytest.warns(NonFiniteWarning, match=f"step {BAD_STEP}: {PLANTED}"):
+            trainer.fit(torch.compile(module))
+    assert cb.skipped == [BAD_STEP] and unchanged(module, snap)

@@ -64,3 +64,40 @@ def test_a_users_summary_writer_is_left_open(tmp_path: Path) -> None:
 def test_log_to_must_be_a_writer_or_a_directory() -> None:
     with pytest.raises(StabilityError, match="log_to must be a SummaryWriter or a log directory"):
         stability.watch(mlp(), log_to=3)
+
+
+def bad_input_loop(model: nn.Module, params: nn.Module, steps: int, bad_at: int) -> None:
+    """SGD on fixed random batches; at ``bad_at`` one input entry is inf."""
+    opt = torch.optim.SGD(params.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        x = torch.randn(4, 8, generator=gen)
+        if step == bad_at:
+            x[0, 0] = float("inf")
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports (torch.jit)
+def test_compiled_model_records_eagerly_and_attributes_by_replay() -> None:
+    pytest.importorskip("torch._dynamo")
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager, base = mlp(), mlp()
+    compiled = torch.compile(base)
+    with stability.watch(eager, every=2, on_nonfinite="warn") as reference:
+        with pytest.warns(stability.integrations.watch.NonFiniteWarning):
+            bad_input_loop(eager, eager, 4, bad_at=3)
+    with pytest.raises(NonFiniteError) as caught, stability.watch(compiled, every=2) as w:
+        bad_input_loop(compiled, base, 4, bad_at=3)  # step 3 runs the compiled graph
+    assert counters["stats"]["unique_graphs"] >= 1  # the graph really ran in between
+    assert caught.value.step == 3
+    assert caught.value.attribution == reference.first.attribution  # type: ignore[union-attr]
+    assert caught.value.attribution.module == "0"
+    # Recording steps ran the eager module: the same statistics as the eager model's watch.
+    got, want = w.to_frame(), reference.to_frame()
+    assert got[["step", "module", "stat"]].equals(want[["step", "module", "stat"]])
+    assert got["value"].tolist() == pytest.approx(want["value"].tolist(), rel=1e-5, nan_ok=True)

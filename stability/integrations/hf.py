@@ -19,7 +19,10 @@ Scalars (``stability/<stat>/<module>``, ``integrations.scalars``) join the Train
 W&B, ...) that runs after this callback: ``attach(trainer)`` puts it first;
 ``Trainer(callbacks=[...])`` puts it after the reporters, which then miss them (they are
 still in ``state.log_history``). The report page is written to ``args.output_dir`` at the
-end. Under ``bf16=True`` the Trainer's autocast covers the replay too (it runs inside the
+end. Under ``torch_compile=True`` (with ``attach``) the compiled module the Trainer calls is
+hooked from outside its graph: recording steps run the eager model, the others the graph,
+and the attribution replays the failing call eagerly (``integrations.eager``). Under
+``bf16=True`` the Trainer's autocast covers the replay too (it runs inside the
 same forward). transformers is imported only here (the ``[hf]`` extra).
 """
 
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stability.errors import StabilityError
+from stability.integrations.eager import is_compiled
 from stability.integrations.scalars import LOGGED
 from stability.integrations.trainer_watch import (
     TrainerWatch,
@@ -66,16 +70,29 @@ class StabilityCallback(TrainerCallback):  # type: ignore[misc]
         self.watch: TrainerWatch | None = None
         self.skipped: list[int] = []  # the global steps whose update was not applied
         self.report_path: Path | None = None
+        self._trainer: Any = None
 
     def attach(self, trainer: Any) -> "StabilityCallback":
         """Put this callback first in ``trainer``'s handler (its scalars reach the reporters)."""
         trainer.callback_handler.callbacks.insert(0, self)
+        self._trainer = trainer
         return self
 
     # -- Trainer events ----------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         every, modules, precision, ranks, stats = self.options
-        self.watch = TrainerWatch(kw["model"], every, modules, precision, ranks, stats)
+        model = kw["model"]
+        if getattr(args, "torch_compile", False) and self._trainer is None:
+            raise StabilityError(
+                "StabilityCallback under torch_compile=True needs attach(trainer): callbacks "
+                "are not given the compiled module the Trainer calls"
+            )
+        wrapped = getattr(self._trainer, "model_wrapped", None)
+        if wrapped is not None and wrapped is not model and is_compiled(wrapped):
+            # torch_compile=True: hook the compiled module the Trainer calls, so the checks
+            # run outside its graph and recording steps run the eager model.
+            model = wrapped
+        self.watch = TrainerWatch(model, every, modules, precision, ranks, stats)
         self.watch.__enter__()
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

@@ -14,9 +14,16 @@ without one), and training stops (``"stop"``, ``trainer.should_stop``, a
 ``NonFiniteWarning``), raises ``NonFiniteError`` out of ``fit`` (``"raise"``) or goes on
 (``"warn"``). Scalars go to every logger of the trainer (``log_metrics`` at the global
 step); the report page is written to ``trainer.default_root_dir`` at the end.
+
+``torch.compile``: with ``self.net = torch.compile(net)`` and ``target="net"`` the compiled
+network runs between recording steps, recording steps run it eagerly and the attribution
+replays it eagerly (``integrations.eager``). ``trainer.fit(torch.compile(module))`` compiles
+``training_step`` itself, with the watch's hooks inside the graph: the callback says so in
+one warning and trains the module uncompiled.
 pytorch_lightning is imported only here (the ``[lightning]`` extra).
 """
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,10 @@ except ImportError as err:  # pragma: no cover - the extra is missing
     ) from err
 
 REPORT = "stability-watch.html"
+COMPILED = (
+    "stability: a compiled LightningModule is one graph that hooks cannot see into; training "
+    "it uncompiled (compile the network inside it and pass target= to keep compiling)"
+)
 
 
 class StabilityCallback(pl.Callback):  # type: ignore[misc]
@@ -67,6 +78,11 @@ class StabilityCallback(pl.Callback):  # type: ignore[misc]
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         every, modules, precision, ranks, stats = self.options
+        if self.target is None and getattr(pl_module, "_compiler_ctx", None):
+            from pytorch_lightning.utilities.compile import to_uncompiled
+
+            warnings.warn(COMPILED, stacklevel=2)
+            to_uncompiled(pl_module)
         model = pl_module if self.target is None else pl_module.get_submodule(self.target)
         self.watch = TrainerWatch(model, every, modules, precision, ranks, stats)
         self.watch.__enter__()
