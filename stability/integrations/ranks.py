@@ -53,12 +53,19 @@ class RankSync:
         return cls(ranks)
 
     def agree(self, bad: bool, event: Any) -> Any:
-        """None if no rank was non-finite in this step; else the lowest bad rank's ``event``."""
-        flag = torch.tensor([self.rank if bad else self.world], dtype=torch.int64)
+        """None if no rank was non-finite in this step; else the event every rank acts on: a
+        forward one before a backward one (a non-finite forward on one rank makes every
+        rank's gradients non-finite once DDP averages them), then the lowest rank's."""
+        phase = 0 if bad and event.attribution.phase == "forward" else 1
+        key = (phase * self.world + self.rank) if bad else 2 * self.world
+        flag = torch.tensor([key], dtype=torch.int64)
         self.dist.all_reduce(flag, op=self.dist.ReduceOp.MIN, group=self.group)
-        src = int(flag.item())
-        if src == self.world:
+        if int(flag.item()) == 2 * self.world:
             return None
+        src = int(flag.item()) % self.world
+        if self.rank == src:
+            where = replace(event.attribution, detail=_on_rank(event.attribution.detail, src))
+            event = replace(event, attribution=where)
         box = [event if self.rank == src else None]
         self.dist.broadcast_object_list(box, src=src, group=self.group)
         return box[0]
@@ -87,3 +94,7 @@ class RankSync:
             kept = {f: (type(getattr(st, f))(v)) for f, v in zip(fields, values, strict=True)}
             out.append((name, replace(st, **kept)))
         return out
+
+
+def _on_rank(detail: str, rank: int) -> str:
+    return f"{detail}; on rank {rank}" if detail else f"on rank {rank}"

@@ -47,7 +47,6 @@ from stability.core.probe import LayerStats
 from stability.errors import StabilityError
 from stability.integrations.eager import eager_module, forward_eagerly
 from stability.integrations.scalars import LOGGED, Rows
-from stability.integrations.watch_report import write_watch_report
 from stability.train.attribution import Attribution, all_finite, attribute, is_finite
 from stability.usermodel.outputs import own_loss, tensors_in
 from stability.usermodel.probe import default_modules as usermodel_defaults
@@ -360,6 +359,8 @@ class Watch:
 
     def report(self, path: str | Path) -> Path:
         """A self-contained HTML page of the history and the first non-finite value."""
+        from stability.integrations.watch_report import write_watch_report  # matplotlib: slow
+
         modules = [name for name, _ in self.named]
         meta = f"{len(modules)} modules, {self.step} steps, statistics every {self.every} steps"
         title = f"Watched: {type(self.model).__name__}"
