@@ -183,3 +183,20 @@ def test_a_compiled_lightning_module_is_trained_uncompiled_with_one_warning(tmp_
         with pytest.warns(NonFiniteWarning, match=f"step {BAD_STEP}: {PLANTED}"):
             trainer.fit(torch.compile(module))
     assert cb.skipped == [BAD_STEP] and unchanged(module, snap)
+
+
+def test_gradscaler_overflows_are_left_to_the_scaler(tmp_path: Path) -> None:
+    """float16 under a GradScaler (CPU here): scaled gradients overflow until the scale has
+    backed off (2^24 -> 2^15); those steps are the scaler's to skip, not alarms."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    cb = StabilityCallback(every=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    trainer = pl.Trainer(
+        max_steps=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[cb],
+        default_root_dir=str(tmp_path), plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+    )  # fmt: skip
+    trainer.fit(Tiny())
+    assert cb.watch is not None and cb.watch.scaler_skips > 0 and scaler.get_scale() < 2.0**24
+    assert cb.skipped == [] and cb.watch.first is None and trainer.global_step == 12

@@ -23,7 +23,9 @@ end. Under ``torch_compile=True`` (with ``attach``) the compiled module the Trai
 hooked from outside its graph: recording steps run the eager model, the others the graph,
 and the attribution replays the failing call eagerly (``integrations.eager``). Under
 ``bf16=True`` the Trainer's autocast covers the replay too (it runs inside the
-same forward). transformers is imported only here (the ``[hf]`` extra).
+same forward). Under ``fp16=True`` a step whose forward was finite and whose scaled
+gradients overflowed is left to the GradScaler (``watch.scaler_skips``), as it should be.
+transformers is imported only here (the ``[hf]`` extra).
 """
 
 from collections.abc import Sequence
@@ -103,6 +105,8 @@ class StabilityCallback(TrainerCallback):  # type: ignore[misc]
         w = self.watch
         if w is None or not w.bad_update():
             return
+        if w.scaler_overflow(getattr(kw.get("optimizer"), "scaler", None)):
+            return  # fp16: accelerate's GradScaler skips this step and backs off
         self.skipped.append(state.global_step)
         try:
             stop = act(w, self.on_nonfinite, w.model, warned=len(self.skipped) > 1)

@@ -97,6 +97,8 @@ class StabilityCallback(pl.Callback):  # type: ignore[misc]
         w = self.watch
         if w is None or not w.bad_update():
             return
+        if w.scaler_overflow(getattr(trainer.precision_plugin, "scaler", None)):
+            return  # 16-mixed: the GradScaler skips this step and backs off
         self.skipped.append(trainer.global_step)
         try:
             stop = act(w, self.on_nonfinite, pl_module, warned=len(self.skipped) > 1)

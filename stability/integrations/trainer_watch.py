@@ -44,17 +44,35 @@ class TrainerWatch(Watch):
         self.stats = tuple(stats)
         self.fresh: dict[str, float] = {}  # the last recorded step's scalars, until logged
         self.sinks.append(self._collect)
+        self.phases: set[str] = set()  # the phases that went non-finite in this update
+        self.scaler_skips = 0  # backward-only overflows left to a GradScaler
 
     def begin_update(self, update: int) -> None:
         """The trainer starts optimizer step ``update``: record its first micro-batch if due."""
         self.update = update
         self._armed = update % self.every == 0
         self._bad_at_begin = self.nonfinite_steps
+        self.phases = set()
         self._prepare_next()
 
     def bad_update(self) -> bool:
         """Whether a micro-batch of this optimizer step held an inf or NaN (on any rank)."""
         return self.nonfinite_steps > self._bad_at_begin
+
+    def scaler_overflow(self, scaler: Any) -> bool:
+        """Under a ``GradScaler`` (float16), a step whose forward was finite and only its scaled
+        gradients overflowed is the scaler's to skip (and back its scale off), not an alarm:
+        counted, and forgotten, so that the next real one is attributed afresh."""
+        if scaler is None or self.phases != {"backward"}:
+            return False
+        self.scaler_skips += 1
+        if self.first is not None and self.first.step == self.update:
+            self.first = None
+        return True
+
+    def _alarm(self, step: int, phase: str, bad_parameter: str | None) -> None:
+        self.phases.add(phase)
+        super()._alarm(step, phase, bad_parameter)
 
     def _records_next(self) -> bool:
         return self._armed
