@@ -73,7 +73,10 @@ def test_hf_callback_overhead(
 ) -> None:  # fmt: skip
     """The interleaved ratio Trainer-with-callback / plain Trainer at every=10."""
     rounds = QUICK_ROUNDS if request.config.getoption("quick") else RATIO_ROUNDS
-    plain, watched = trainer(str(tmp_path / "plain"), None), trainer(str(tmp_path / "w"), GOAL_EVERY)
+    plain, watched = (
+        trainer(str(tmp_path / "plain"), None),
+        trainer(str(tmp_path / "w"), GOAL_EVERY),
+    )
     with intra_op_threads(threads):
         a = Timer(plain.train, "cpu", warmup=1, iterations=1)
         b = Timer(watched.train, "cpu", warmup=1, iterations=1)
@@ -94,7 +97,9 @@ def test_hf_callback_overhead(
             "ratio_watched_seconds": list(with_cb.samples),
         }
     )  # fmt: skip
-    print(f"hf callback every {GOAL_EVERY}: {ratio:.3f}x the plain Trainer (p over goal {p_over:.2g})")
+    print(
+        f"hf callback every {GOAL_EVERY}: {ratio:.3f}x the plain Trainer (p over goal {p_over:.2g})"
+    )
     assert met, (
         f"StabilityCallback every {GOAL_EVERY}: a Trainer run takes {ratio:.3f}x the plain one, "
         f"goal <= {OVERHEAD_GOAL:.2f}x (over it with p={p_over:.2g})"

@@ -117,7 +117,7 @@ def test_raise_under_bf16_and_gradient_accumulation(tmp_path: Path) -> None:
 
 def test_backward_overflow_warn_skips_the_step_and_trains_on(tmp_path: Path) -> None:
     cb = StabilityCallback(every=3, on_nonfinite="warn")
-    trainer, plant = run(tmp_path, cb, phase="backward", steps=5)
+    trainer, _ = run(tmp_path, cb, phase="backward", steps=5)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         trainer.train()

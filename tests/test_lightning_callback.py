@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-pl = pytest.importorskip("pytorch_lightning")
+pytest.importorskip("pytorch_lightning")
+
+import pytorch_lightning as pl
 
 from stability.integrations.lightning import StabilityCallback
 from stability.integrations.watch import NonFiniteError, NonFiniteWarning
@@ -63,7 +65,9 @@ class Snapshot(pl.Callback):  # type: ignore[misc]
             self.before = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def fit(tmp_path: Path, cb: StabilityCallback, logger: Any = False, **kw: Any) -> tuple[Any, Tiny, Snapshot]:
+def fit(
+    tmp_path: Path, cb: StabilityCallback, logger: Any = False, **kw: Any
+) -> tuple[Any, Tiny, Snapshot]:
     module, snap = Tiny(), Snapshot()
     trainer = pl.Trainer(
         max_steps=6, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
@@ -179,9 +183,11 @@ def test_compiled_network_inside_the_module(tmp_path: Path) -> None:
 def test_a_compiled_lightning_module_is_trained_uncompiled_with_one_warning(tmp_path: Path) -> None:
     cb = StabilityCallback(every=2)
     trainer, module, snap = fit(tmp_path, cb)
-    with pytest.warns(UserWarning, match="one graph that hooks cannot see into"):
-        with pytest.warns(NonFiniteWarning, match=f"step {BAD_STEP}: {PLANTED}"):
-            trainer.fit(torch.compile(module))
+    with (
+        pytest.warns(UserWarning, match="one graph that hooks cannot see into"),
+        pytest.warns(NonFiniteWarning, match=f"step {BAD_STEP}: {PLANTED}"),
+    ):
+        trainer.fit(torch.compile(module))
     assert cb.skipped == [BAD_STEP] and unchanged(module, snap)
 
 

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ddp_watch_worker as worker
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-import ddp_watch_worker as worker
 
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)

@@ -10,7 +10,7 @@ from torch import nn
 
 import stability
 from stability.errors import StabilityError
-from stability.integrations.watch import NonFiniteError
+from stability.integrations.watch import NonFiniteError, NonFiniteWarning
 
 
 def mlp() -> nn.Module:
@@ -88,9 +88,11 @@ def test_compiled_model_records_eagerly_and_attributes_by_replay() -> None:
     counters.clear()
     eager, base = mlp(), mlp()
     compiled = torch.compile(base)
-    with stability.watch(eager, every=2, on_nonfinite="warn") as reference:
-        with pytest.warns(stability.integrations.watch.NonFiniteWarning):
-            bad_input_loop(eager, eager, 4, bad_at=3)
+    with (
+        stability.watch(eager, every=2, on_nonfinite="warn") as reference,
+        pytest.warns(NonFiniteWarning),
+    ):
+        bad_input_loop(eager, eager, 4, bad_at=3)
     with pytest.raises(NonFiniteError) as caught, stability.watch(compiled, every=2) as w:
         bad_input_loop(compiled, base, 4, bad_at=3)  # step 3 runs the compiled graph
     assert counters["stats"]["unique_graphs"] >= 1  # the graph really ran in between

@@ -53,7 +53,7 @@ except ImportError as err:  # pragma: no cover - the extra is missing
 REPORT = "stability-watch.html"
 
 
-class StabilityCallback(TrainerCallback):  # type: ignore[misc]
+class StabilityCallback(TrainerCallback):
     """See the module docstring; ``watch`` holds the history once training has begun."""
 
     def __init__(

@@ -53,7 +53,7 @@ COMPILED = (
 )
 
 
-class StabilityCallback(pl.Callback):  # type: ignore[misc]
+class StabilityCallback(pl.Callback):
     """See the module docstring; ``watch`` holds the history once training has begun."""
 
     def __init__(

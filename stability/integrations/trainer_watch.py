@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from stability.errors import StabilityError
-from stability.integrations.scalars import LOGGED, Rows, scalars
+from stability.integrations.scalars import Rows, scalars
 from stability.integrations.watch import NonFiniteError, NonFiniteWarning, Watch
 from stability.train.attribution import Attribution
 
@@ -121,13 +121,13 @@ def act(watch: TrainerWatch, on_nonfinite: str, model: nn.Module, warned: bool) 
         raise error
     if not warned:
         what = "training stopped" if on_nonfinite == "stop" else "training goes on"
-        warnings.warn(
-            NonFiniteWarning(f"{error}; the step was skipped, {what}"), stacklevel=3
-        )
+        warnings.warn(NonFiniteWarning(f"{error}; the step was skipped, {what}"), stacklevel=3)
     return on_nonfinite == "stop"
 
 
-def write_report(watch: TrainerWatch, directory: str | Path | None, name: str | None) -> Path | None:
+def write_report(
+    watch: TrainerWatch, directory: str | Path | None, name: str | None
+) -> Path | None:
     """The watch report page in ``directory`` (the trainer's output directory), if named."""
     if name is None or directory is None:
         return None

@@ -327,7 +327,9 @@ class Watch:
         ran = set(self.probe.order)
         rows = [
             (name, stats)
-            for i, ((name, _), stats) in enumerate(zip(self.named, self.probe.results(), strict=True))
+            for i, ((name, _), stats) in enumerate(
+                zip(self.named, self.probe.results(), strict=True)
+            )
             if i in ran
         ]
         if self.sync is not None:
