@@ -61,9 +61,22 @@ def test_a_users_summary_writer_is_left_open(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_log_to_must_be_a_writer_or_a_directory() -> None:
-    with pytest.raises(StabilityError, match="log_to must be a SummaryWriter or a log directory"):
-        stability.watch(mlp(), log_to=3)
+@pytest.mark.parametrize(
+    ("integration", "kwargs", "message"),
+    [
+        ("hf", {"on_nonfinite": "ignore"}, "unknown on_nonfinite 'ignore'; valid choices: ['stop'"),
+        ("hf", {"stats": ["act_vra"]}, "unknown stat 'act_vra'; valid choices: ['act_mean'"),
+        ("lightning", {"on_nonfinite": "x"}, "unknown on_nonfinite 'x'; valid choices: ['stop'"),
+        ("lightning", {"stats": "var"}, "unknown stat 'var'; valid choices: ['act_mean'"),
+    ],
+)
+def test_callback_arguments_are_checked_at_once(
+    integration: str, kwargs: dict[str, object], message: str
+) -> None:
+    module = pytest.importorskip(f"stability.integrations.{integration}")
+    with pytest.raises(StabilityError) as caught:
+        module.StabilityCallback(**kwargs)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
 def bad_input_loop(model: nn.Module, params: nn.Module, steps: int, bad_at: int) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from stability.errors import StabilityError
 from stability.integrations.eager import is_compiled
-from stability.integrations.scalars import LOGGED
+from stability.integrations.scalars import LOGGED, check_stats
 from stability.integrations.trainer_watch import (
     TrainerWatch,
     act,
@@ -66,7 +66,7 @@ class StabilityCallback(TrainerCallback):
         ranks: str = "reduce",
         stats: Sequence[str] = LOGGED,
     ) -> None:
-        self.options = (every, modules, precision, ranks, tuple(stats))
+        self.options = (every, modules, precision, ranks, check_stats(stats))
         self.on_nonfinite = check_mode(on_nonfinite)
         self.report = report
         self.watch: TrainerWatch | None = None

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stability.errors import StabilityError
-from stability.integrations.scalars import LOGGED
+from stability.integrations.scalars import LOGGED, check_stats
 from stability.integrations.trainer_watch import (
     TrainerWatch,
     act,
@@ -67,7 +67,7 @@ class StabilityCallback(pl.Callback):
         ranks: str = "reduce",
         stats: Sequence[str] = LOGGED,
     ) -> None:
-        self.options = (every, modules, precision, ranks, tuple(stats))
+        self.options = (every, modules, precision, ranks, check_stats(stats))
         self.on_nonfinite = check_mode(on_nonfinite)
         self.report = report
         self.target = target

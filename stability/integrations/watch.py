@@ -46,14 +46,12 @@ from stability.core.pooled_probe import PooledProbe
 from stability.core.probe import LayerStats
 from stability.errors import StabilityError
 from stability.integrations.eager import eager_module, forward_eagerly
-from stability.integrations.scalars import LOGGED, Rows
+from stability.integrations.scalars import LOGGED, STATS, Rows, check_stats
 from stability.train.attribution import Attribution, all_finite, attribute, is_finite
 from stability.usermodel.outputs import own_loss, tensors_in
 from stability.usermodel.probe import default_modules as usermodel_defaults
 
 ON_NONFINITE = ("raise", "warn")
-# LayerStats fields kept per module and step (the MLP-only pre-activation ones are left out).
-STATS = tuple(c for c in LayerStats.columns() if c not in ("layer", "preact_mean", "preact_var"))
 
 
 class NonFiniteError(FloatingPointError):
@@ -115,6 +113,7 @@ class Watch:
             raise StabilityError(
                 f"unknown on_nonfinite {on_nonfinite!r}; valid choices: {list(ON_NONFINITE)}"
             )
+        stats = check_stats(stats)
         self.outer = model  # what the user calls: possibly compiled or DDP-wrapped
         model = eager_module(model)  # its eager modules: hooked, named and replayed
         self.model = model
