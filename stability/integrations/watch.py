@@ -29,6 +29,9 @@ sum is confirmed element by element (a finite sum can overflow). On the first no
 value the failing call is replayed operator by operator (``train.attribution``, the
 doctor's replay) and ``NonFiniteError`` is raised, or ``NonFiniteWarning`` warned, naming
 the module, the phase (forward, backward, or an earlier update) and the operator.
+
+Around it: ``integrations.tensorboard`` (``log_to``), ``.eager`` (compiled and DDP models),
+``.ranks`` (one alarm for all ranks), ``.trainer_watch`` (the trainer callbacks' subclass).
 """
 
 import warnings
@@ -194,8 +197,7 @@ class Watch:
         return call
 
     def _prepare_next(self) -> None:
-        """A compiled model's submodule hooks are not seen by its graph (dynamo does not guard
-        on them): the next call runs the eager module when it records (``integrations.eager``)."""
+        """A compiled model's next call runs its eager module if it records (``.eager``)."""
         forward_eagerly(self.outer, self._records_next())
 
     # -- hooks -----------------------------------------------------------------------------
