@@ -68,7 +68,17 @@ class TrainerWatch(Watch):
         self.scaler_skips += 1
         if self.first is not None and self.first.step == self.update:
             self.first = None
+            if self.sync is not None:
+                self.sync.agreed = None
         return True
+
+    def _agree(self) -> None:
+        """DDP: a rank that saw nothing itself takes the agreed event's phase, so every rank
+        makes the same choice (act, or leave it to the GradScaler) before the step."""
+        mine = self._bad_now
+        super()._agree()
+        if not mine and self._agreed_now is not None:
+            self.phases.add(self._agreed_now.attribution.phase)
 
     def _alarm(self, step: int, phase: str, bad_parameter: str | None) -> None:
         self.phases.add(phase)

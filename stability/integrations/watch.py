@@ -93,9 +93,8 @@ class _NoModel(nn.Module):
 class Watch:
     """Hooks on a model for the life of a ``with`` block; see the module docstring.
 
-    ``defer``: the alarm attributes and records the first non-finite value but leaves the
-    raising or warning to the caller (the trainer callbacks act before the optimizer step;
-    under DDP every rank acts at once after the backward, ``integrations.ranks``)."""
+    ``defer``: the alarm attributes and records, and the caller raises or warns (the trainer
+    callbacks before the optimizer step; under DDP every rank at once, ``.ranks``)."""
 
     defer = False
 
@@ -152,6 +151,7 @@ class Watch:
         self._params: list[tuple[str, torch.Tensor]] = []
         self._queued = False
         self._bad_now = False  # the current call (forward or backward) held a non-finite
+        self._agreed_now: Event | None = None  # DDP: this step's agreed event, if any
         self.sinks: list[Callable[[int, Rows], None]] = []
         if log_to is not None:
             from stability.integrations.tensorboard import TensorBoardSink
@@ -273,7 +273,7 @@ class Watch:
         """DDP: every rank learns whether any rank went non-finite in this step, and all act
         on the lowest such rank's attribution (one small all-reduce per step)."""
         assert self.sync is not None
-        agreed = self.sync.agree(self._bad_now, self.first)
+        agreed = self._agreed_now = self.sync.agree(self._bad_now, self.first)
         if agreed is None:
             return
         if not self._bad_now:
