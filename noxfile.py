@@ -30,8 +30,9 @@ def install(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the tool's tests and the property suite (hypothesis ``ci`` profile)."""
-    # bench: the benchmarks' own fixtures; hf: tiny real architectures (transformers)
-    install(session, "test", "bench", "dask", "hf")
+    # bench: the benchmarks' own fixtures; hf: tiny real architectures (transformers) and the
+    # Trainer callback; lightning and tensorboard: the other integrations' tests
+    install(session, "test", "bench", "dask", "hf", "lightning", "tensorboard")
     session.run(
         "pytest",
         "tests",

@@ -201,6 +201,8 @@ def test_root_label_when_the_model_itself_fails() -> None:
         ({"every": 0}, "every must be an integer >= 1, got 0"),
         ({"on_nonfinite": "ignore"}, "unknown on_nonfinite 'ignore'; valid choices"),
         ({"modules": ["0.nope"]}, "unknown module '0.nope'; valid choices: ['0', '0.norm'"),
+        ({"ranks": "all"}, "unknown ranks 'all'; valid choices: ['reduce', 'each']"),
+        ({"log_to": 3}, "log_to must be a SummaryWriter or a log directory, got int"),
     ],
 )
 def test_bad_arguments_are_one_line(kwargs: dict[str, object], message: str) -> None:

@@ -29,10 +29,13 @@ sum is confirmed element by element (a finite sum can overflow). On the first no
 value the failing call is replayed operator by operator (``train.attribution``, the
 doctor's replay) and ``NonFiniteError`` is raised, or ``NonFiniteWarning`` warned, naming
 the module, the phase (forward, backward, or an earlier update) and the operator.
+
+Around it: ``integrations.tensorboard`` (``log_to``), ``.eager`` (compiled and DDP models),
+``.ranks`` (one alarm for all ranks), ``.trainer_watch`` (the trainer callbacks' subclass).
 """
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,14 +49,12 @@ from stability.core.outputs import own_loss, tensors_in
 from stability.core.pooled_probe import PooledProbe
 from stability.core.probe import LayerStats
 from stability.errors import StabilityError
-from stability.integrations.watch_report import write_watch_report
-from stability.train.attribution import Attribution, attribute, is_finite
+from stability.integrations.eager import eager_module, forward_eagerly
+from stability.integrations.scalars import LOGGED, STATS, Rows, check_stats
+from stability.train.attribution import Attribution, all_finite, attribute, is_finite
 from stability.usermodel.probe import default_modules as usermodel_defaults
 
 ON_NONFINITE = ("raise", "warn")
-_HALF = (torch.float16, torch.bfloat16)  # summed in float32: a float16 sum overflows early
-# LayerStats fields kept per module and step (the MLP-only pre-activation ones are left out).
-STATS = tuple(c for c in LayerStats.columns() if c not in ("layer", "preact_mean", "preact_var"))
 
 
 class NonFiniteError(FloatingPointError):
@@ -90,7 +91,12 @@ class _NoModel(nn.Module):
 
 
 class Watch:
-    """Hooks on a model for the life of a ``with`` block; see the module docstring."""
+    """Hooks on a model for the life of a ``with`` block; see the module docstring.
+
+    ``defer``: the alarm attributes and records, and the caller raises or warns (the trainer
+    callbacks before the optimizer step; under DDP every rank at once, ``.ranks``)."""
+
+    defer = False
 
     def __init__(
         self,
@@ -99,6 +105,9 @@ class Watch:
         on_nonfinite: str = "raise",
         modules: Sequence[str] | None = None,
         precision: str | None = None,
+        log_to: Any = None,
+        ranks: str = "reduce",
+        stats: Sequence[str] = LOGGED,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise StabilityError(f"every must be an integer >= 1, got {every!r}")
@@ -106,6 +115,9 @@ class Watch:
             raise StabilityError(
                 f"unknown on_nonfinite {on_nonfinite!r}; valid choices: {list(ON_NONFINITE)}"
             )
+        stats = check_stats(stats)
+        self.outer = model  # what the user calls: possibly compiled or DDP-wrapped
+        model = eager_module(model)  # its eager modules: hooked, named and replayed
         self.model = model
         self.every = every
         self.on_nonfinite = on_nonfinite
@@ -138,13 +150,26 @@ class Watch:
         self._loss_at: int | None = None  # the index of the model's own loss among its outputs
         self._params: list[tuple[str, torch.Tensor]] = []
         self._queued = False
+        self._bad_now = False  # the current call (forward or backward) held a non-finite
+        self._agreed_now: Event | None = None  # DDP: this step's agreed event, if any
+        self.sinks: list[Callable[[int, Rows], None]] = []
+        if log_to is not None:
+            from stability.integrations.tensorboard import TensorBoardSink
+
+            self.sinks.append(TensorBoardSink(log_to, stats))
+        from stability.integrations.ranks import RankSync
+
+        self.sync = RankSync.create(ranks)  # None outside torch.distributed
+        if self.sync is not None:
+            self.defer = True
 
     # -- the context manager ---------------------------------------------------------------
     def __enter__(self) -> "Watch":
-        m = self.model
+        m = self.outer
         self._handles.append(m.register_forward_pre_hook(self._before, with_kwargs=True))
         self._handles.append(m.register_forward_hook(self._after))
-        self._params = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+        self._params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self._prepare_next()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -152,7 +177,28 @@ class Watch:
             h.remove()
         self._handles.clear()
         self._module_handles.clear()
+        forward_eagerly(self.outer, False)
         self._harvest()
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+
+    # -- what a subclass changes -----------------------------------------------------------
+    def _records_next(self) -> bool:
+        """Whether the next call (index ``self.step``) records statistics."""
+        return self.step % self.every == 0
+
+    def _recorded(self) -> None:
+        """Called once a call has started recording (the trainers disarm here)."""
+
+    def _label(self, call: int) -> int:
+        """The step a call is filed under: its index (the trainers: their global step)."""
+        return call
+
+    def _prepare_next(self) -> None:
+        """A compiled model's next call runs its eager module if it records (``.eager``)."""
+        forward_eagerly(self.outer, self._records_next())
 
     # -- hooks -----------------------------------------------------------------------------
     def _before(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -164,9 +210,11 @@ class Watch:
         self._rng = torch.get_rng_state()
         self._grad_out = []
         self._queued = False  # a backward that died before its callback queued nothing now
-        if self.step % self.every == 0:
+        self._bad_now = False
+        if self._records_next():
+            self._recorded()
             self.probe._on_model_forward()  # every=1: records this pass, clears the last
-            self._pending = self.step
+            self._pending = self._label(self.step)
             for i, (_, module) in enumerate(self.named):
                 self._module_handles.append(
                     module.register_forward_hook(
@@ -190,7 +238,8 @@ class Watch:
                 t.register_hook(lambda g, i=i: self._keep_grad(kept, i, g))  # type: ignore[no-untyped-call]
         step = self.step
         self.step += 1
-        if _all_finite(outs):
+        self._prepare_next()
+        if all_finite(outs):
             return
         self._alarm(step, "forward", None)
 
@@ -204,7 +253,7 @@ class Watch:
     def _after_backward(self) -> None:
         self._queued = False
         grads = [p.grad for _, p in self._params if p.grad is not None]
-        if grads and not _all_finite(grads, fused=True):
+        if grads and not all_finite(grads, fused=True):
             # Backward runs from the top: the last parameter with a bad gradient is the first.
             bad = next(
                 (
@@ -216,11 +265,29 @@ class Watch:
             )
             if bad is not None:
                 self._alarm(self.step - 1, "backward", bad)
+        if self.sync is not None:
+            self._agree()
         self._harvest()
+
+    def _agree(self) -> None:
+        """DDP: every rank learns whether any rank went non-finite in this step, and all act
+        on the lowest such rank's attribution (one small all-reduce per step)."""
+        assert self.sync is not None
+        agreed = self._agreed_now = self.sync.agree(self._bad_now, self.first)
+        if agreed is None:
+            return
+        if not self._bad_now:
+            self.nonfinite_steps += 1  # another rank's
+        if self.sync.agreed is not None:
+            return  # every rank already holds the first one
+        self.sync.agreed = self.first = agreed
+        self._fire(agreed.step, agreed.attribution)
 
     # -- the alarm -------------------------------------------------------------------------
     def _alarm(self, step: int, phase: str, bad_parameter: str | None) -> None:
-        self.nonfinite_steps += 1
+        if not self._bad_now:  # a step's forward and backward count once
+            self.nonfinite_steps += 1
+        self._bad_now = True
         if self.first is not None:
             return
         self._replaying = True
@@ -233,10 +300,14 @@ class Watch:
                 )  # fmt: skip
         finally:
             self._replaying = False
-        self.first = Event(step, found)
+        self.first = Event(self._label(step), found)
+        if not self.defer:
+            self._fire(self.first.step, found)
+
+    def _fire(self, step: int, found: Attribution) -> None:
         if self.on_nonfinite == "raise":
             raise NonFiniteError(step, found)
-        warnings.warn(NonFiniteWarning(str(NonFiniteError(step, found))), stacklevel=2)
+        warnings.warn(NonFiniteWarning(str(NonFiniteError(step, found))), stacklevel=3)
 
     def _replayed_grads(self) -> list[torch.Tensor | None]:
         """The gradients arriving at the outputs, one per output (None: none arrived). When
@@ -255,9 +326,18 @@ class Watch:
             return
         step, self._pending = self._pending, None
         ran = set(self.probe.order)
-        for i, ((name, _), stats) in enumerate(zip(self.named, self.probe.results(), strict=True)):
-            if i in ran:
-                self.history.append((step, name, stats))
+        rows = [
+            (name, stats)
+            for i, ((name, _), stats) in enumerate(
+                zip(self.named, self.probe.results(), strict=True)
+            )
+            if i in ran
+        ]
+        if self.sync is not None:
+            rows = self.sync.reduce(rows)
+        self.history.extend((step, name, stats) for name, stats in rows)
+        for sink in self.sinks:
+            sink(step, rows)
 
     # -- results ---------------------------------------------------------------------------
     def to_frame(self, wide: bool = False) -> pd.DataFrame:
@@ -282,6 +362,8 @@ class Watch:
 
     def report(self, path: str | Path) -> Path:
         """A self-contained HTML page of the history and the first non-finite value."""
+        from stability.integrations.watch_report import write_watch_report  # matplotlib: slow
+
         modules = [name for name, _ in self.named]
         meta = f"{len(modules)} modules, {self.step} steps, statistics every {self.every} steps"
         title = f"Watched: {type(self.model).__name__}"
@@ -295,21 +377,6 @@ class Watch:
         return f"First non-finite value at step {self.first.step}: {self.first.attribution.line()}"
 
 
-def _all_finite(tensors: Sequence[torch.Tensor], fused: bool = False) -> bool:
-    """Every value finite: one reduction per tensor (one fused pass with ``fused``), then an
-    element-by-element look only where a sum came out non-finite (it may have overflowed)."""
-    if not tensors:
-        return True
-    detached = [t.detach() for t in tensors]
-    if fused:  # the L2 norm: NaN and +-inf carry through the sum of squares
-        sums = list(torch._foreach_norm(detached))
-    else:
-        sums = [t.sum(dtype=torch.float32) if t.dtype in _HALF else t.sum() for t in detached]
-    if bool(torch.isfinite(torch.stack([s.float() for s in sums])).all()):
-        return True
-    return all(is_finite(t) for t, s in zip(detached, sums, strict=True) if not torch.isfinite(s))
-
-
 def _float(v: float | int) -> float:
     return float(v) if not isinstance(v, float) else v
 
@@ -320,9 +387,14 @@ def watch(
     on_nonfinite: str = "raise",
     modules: Sequence[str] | None = None,
     precision: str | None = None,
+    log_to: Any = None,
+    ranks: str = "reduce",
 ) -> Watch:
     """Watch ``model`` inside a ``with`` block: statistics every ``every`` steps, the first
     non-finite value attributed (``on_nonfinite``: ``"raise"`` or ``"warn"``). ``modules``
     names the modules to watch (default: every submodule but plain containers);
-    ``precision`` (``"float16"``, ``"bfloat16"``) counts overflow/subnormal/flush fractions."""
-    return Watch(model, every, on_nonfinite, modules, precision)
+    ``precision`` (``"float16"``, ``"bfloat16"``) counts overflow/subnormal/flush fractions.
+    ``log_to``: a TensorBoard ``SummaryWriter`` or a log directory, one scalar per module and
+    statistic (``integrations.tensorboard``); ``ranks`` under DDP: ``"reduce"`` (statistics
+    averaged across ranks) or ``"each"`` (every rank its own)."""
+    return Watch(model, every, on_nonfinite, modules, precision, log_to, ranks)

@@ -23,6 +23,7 @@ from stability.core.outputs import tensors_in
 from stability.train.doctor.diagnosis import INF, NAN, OpEvent
 from stability.train.doctor.replay import _FirstNonFinite, tensors_of
 
+_HALF = (torch.float16, torch.bfloat16)  # summed in float32: a float16 sum overflows early
 ROOT = "<model>"  # the label of the model's own code, outside every watched child
 
 
@@ -49,6 +50,21 @@ def is_finite(t: torch.Tensor) -> bool:
     """One reduction: a finite sum means every value is finite; confirmed elementwise if not."""
     s = t.detach().sum(dtype=torch.float64) if t.numel() else torch.zeros(())
     return bool(torch.isfinite(s)) or bool(torch.isfinite(t.detach()).all())
+
+
+def all_finite(tensors: Sequence[torch.Tensor], fused: bool = False) -> bool:
+    """Every value finite: one reduction per tensor (one fused pass with ``fused``), then an
+    element-by-element look only where a sum came out non-finite (it may have overflowed)."""
+    if not tensors:
+        return True
+    detached = [t.detach() for t in tensors]
+    if fused:  # the L2 norm: NaN and +-inf carry through the sum of squares
+        sums = list(torch._foreach_norm(detached))
+    else:
+        sums = [t.sum(dtype=torch.float32) if t.dtype in _HALF else t.sum() for t in detached]
+    if bool(torch.isfinite(torch.stack([s.float() for s in sums])).all()):
+        return True
+    return all(is_finite(t) for t, s in zip(detached, sums, strict=True) if not torch.isfinite(s))
 
 
 def _kind(ts: Sequence[torch.Tensor]) -> str:
