@@ -44,11 +44,11 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     doctor.doctor,
     history.history,
     your_model.your_model,
-    lowp.lowp,
     spectrum.spectrum_section,
     phase.phase_section,
     experiments.experiments,
     scaling.scaling,
+    lowp.lowp,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]

@@ -10,7 +10,7 @@ from stability.report.sections.figure_cache import cached_figure
 from stability.report.sections.page import Section, Table
 from stability.usermodel.lowp_advice import KEEP
 
-TITLE = "Which layers can go to fp8 / fp4"
+TITLE = "16. Which layers can go to fp8 / fp4"
 INTRO = (
     "Every matmul module of your model (Linear, Conv1D, Conv) with its input and weight "
     "stored in each low-precision format under each scaling recipe: the SQNR of its "
