@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-from stability.errors import StabilityError
 from stability.results import store_file, store_open
 from stability.results.environment import environment
 from stability.results.files import APPLICATION_ID, writable_path
