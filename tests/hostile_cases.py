@@ -6,16 +6,11 @@ factories), ``s.db`` (a store with two sweep runs), ``mb.json`` (a model baselin
 """
 
 import json
-import os
 import random
-import signal
 import sqlite3
-import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from hostile_lab import bench_doc, bench_entry
 
@@ -39,8 +34,23 @@ def batch_sleeps(): time.sleep(3600)
 def batch_none(): return None
 def batch_huge(): return torch.empty(2**40, 4)
 """
-GRID = ["--activation", "relu", "--init", "kaiming_normal,xavier_normal", "--depth", "2",
-        "--width", "4", "--dtype", "float32", "--seeds", "0", "--batch", "4", "--quiet"]  # fmt: skip
+GRID = [
+    "--activation",
+    "relu",
+    "--init",
+    "kaiming_normal,xavier_normal",
+    "--depth",
+    "2",
+    "--width",
+    "4",
+    "--dtype",
+    "float32",
+    "--seeds",
+    "0",
+    "--batch",
+    "4",
+    "--quiet",
+]
 MODEL = ["--model", "fac:good", "--input", "4x4"]
 Spawn = Callable[..., int]
 Reap = Callable[..., int | None]
@@ -86,19 +96,52 @@ def seed_workspace(seed: Path, spawn: Spawn, reap: Reap) -> Path:
 COMMANDS: dict[str, tuple[list[str], list[str]]] = {
     "sweep": (["sweep", *GRID, "--db", "s.db", "--out", "s.csv"], ["s.csv"]),
     "sweep-json": (["sweep", *GRID, "--db", "s.db", "--out", "s.csv", "--json"], ["s.csv"]),
-    "report": (["report", "--no-run", "--db", "s.db", "--out", "rep/index.html"],
-               ["rep/index.html"]),  # fmt: skip
-    "doctor": (["doctor", "--steps", "2", "--depth", "2", "--width", "4", "--batch", "4",
-                "--db", "s.db", "--out", "d.csv"], ["d.csv"]),  # fmt: skip
+    "report": (
+        ["report", "--no-run", "--db", "s.db", "--out", "rep/index.html"],
+        ["rep/index.html"],
+    ),
+    "doctor": (
+        [
+            "doctor",
+            "--steps",
+            "2",
+            "--depth",
+            "2",
+            "--width",
+            "4",
+            "--batch",
+            "4",
+            "--db",
+            "s.db",
+            "--out",
+            "d.csv",
+        ],
+        ["d.csv"],
+    ),
     "probe": (["probe", *MODEL, "--db", "s.db", "--out", "p.csv"], ["p.csv"]),
     "probe-json": (["probe", *MODEL, "--db", "s.db", "--out", "p.csv", "--json"], ["p.csv"]),
-    "doctor-model": (["doctor", *MODEL, "--steps", "2", "--db", "s.db", "--out", "dm.csv"],
-                     ["dm.csv"]),  # fmt: skip
+    "doctor-model": (
+        ["doctor", *MODEL, "--steps", "2", "--db", "s.db", "--out", "dm.csv"],
+        ["dm.csv"],
+    ),
     "baseline": (["baseline", *MODEL, "--reason", "x", "--out", "b.json"], ["b.json"]),
     "gate": (["gate", *MODEL, "--baseline", "mb.json"], []),
     "gate-json": (["gate", *MODEL, "--baseline", "mb.json", "--json"], []),
-    "experiments": (["experiments", "--quick", "--only", "polynomial", "--seeds", "1", "--db",
-                     "s.db", "--out", "exp"], ["exp/polynomial.csv"]),  # fmt: skip
+    "experiments": (
+        [
+            "experiments",
+            "--quick",
+            "--only",
+            "polynomial",
+            "--seeds",
+            "1",
+            "--db",
+            "s.db",
+            "--out",
+            "exp",
+        ],
+        ["exp/polynomial.csv"],
+    ),
     "bench-ingest": (["bench-ingest", "bench.json", "--db", "s.db"], []),
     "criticality": (["criticality", "--activation", "tanh", "--depth", "10"], []),
     "diff": (["diff", "1", "2", "--db", "s.db"], []),
@@ -111,18 +154,33 @@ def _stream_cases() -> list[Case]:
     out = []
     for name, (argv, outputs) in COMMANDS.items():
         for stream, codes in STREAMS.items():
-            out.append(Case(f"{name}/stdout-{stream}", argv, codes, stream,
-                            ASCII_ENV if stream == "ascii" else {}, outputs,
-                            json_stdout="--json" in argv,
-                            twin=f"{name}/stdout-plain" if stream == "full" else ""))  # fmt: skip
+            out.append(
+                Case(
+                    f"{name}/stdout-{stream}",
+                    argv,
+                    codes,
+                    stream,
+                    ASCII_ENV if stream == "ascii" else {},
+                    outputs,
+                    json_stdout="--json" in argv,
+                    twin=f"{name}/stdout-plain" if stream == "full" else "",
+                )
+            )
     return out
 
 
 # -- the user's code -----------------------------------------------------------------------
-FENCE = {"exits": (2, "SystemExit"), "prints": (0, ""), "interrupts": (130, "interrupted"),
-         "naps": (0, ""), "sleeps": (2, "UserTimeout"), "none": (2, "NoneType"),
-         "notmodule": (2, "not a torch.nn.Module"), "huge": (2, "allocate"),
-         "huge_model": (2, "allocate")}  # fmt: skip
+FENCE = {
+    "exits": (2, "SystemExit"),
+    "prints": (0, ""),
+    "interrupts": (130, "interrupted"),
+    "naps": (0, ""),
+    "sleeps": (2, "UserTimeout"),
+    "none": (2, "NoneType"),
+    "notmodule": (2, "not a torch.nn.Module"),
+    "huge": (2, "allocate"),
+    "huge_model": (2, "allocate"),
+}
 USER_TIMEOUT = {"STABILITY_USER_TIMEOUT": "1"}
 
 
@@ -130,8 +188,10 @@ def _factory_cases() -> list[Case]:
     out = []
     runs = {
         "probe": (["probe", "--input", "4x4", "--db", "s.db", "--out", "p.csv", "--json"], "p.csv"),
-        "doctor": (["doctor", "--input", "4x4", "--steps", "2", "--db", "s.db", "--out", "d.csv"],
-                   "d.csv"),  # fmt: skip
+        "doctor": (
+            ["doctor", "--input", "4x4", "--steps", "2", "--db", "s.db", "--out", "d.csv"],
+            "d.csv",
+        ),
         "baseline": (["baseline", "--input", "4x4", "--reason", "x", "--out", "b.json"], "b.json"),
         "gate": (["gate", "--input", "4x4", "--baseline", "mb.json", "--json"], ""),
     }
@@ -141,25 +201,75 @@ def _factory_cases() -> list[Case]:
         for name in names:
             code, word = FENCE[name]
             files = [output] if output else []
-            out.append(Case(f"{command}/--model {name}", [*argv, "--model", f"fac:{name}"],
-                            (code,), env=USER_TIMEOUT, outputs=files if code == 0 else [],
-                            absent=files if code else [], words=[word] if word else [],
-                            json_stdout="--json" in argv))  # fmt: skip
-    for name, code, word in [("exits", 2, "SystemExit"), ("interrupts", 130, "interrupted"),
-                             ("sleeps", 2, "UserTimeout"), ("none", 2, "NoneType"),
-                             ("huge", 2, "allocate")]:  # fmt: skip
-        argv = ["probe", "--model", "fac:good", "--input", f"fac:batch_{name}", "--db", "s.db",
-                "--out", "p.csv"]  # fmt: skip
-        out.append(Case(f"probe/--input batch_{name}", argv, (code,), env=USER_TIMEOUT,
-                        absent=["p.csv"], words=[word]))  # fmt: skip
-    for name, body, word in [("exit_at_import", "import sys; sys.exit(3)", "SystemExit"),
-                             ("sleep_at_import", "import time; time.sleep(3600)", "UserTimeout")]:
+            out.append(
+                Case(
+                    f"{command}/--model {name}",
+                    [*argv, "--model", f"fac:{name}"],
+                    (code,),
+                    env=USER_TIMEOUT,
+                    outputs=files if code == 0 else [],
+                    absent=files if code else [],
+                    words=[word] if word else [],
+                    json_stdout="--json" in argv,
+                )
+            )
+    for name, code, word in [
+        ("exits", 2, "SystemExit"),
+        ("interrupts", 130, "interrupted"),
+        ("sleeps", 2, "UserTimeout"),
+        ("none", 2, "NoneType"),
+        ("huge", 2, "allocate"),
+    ]:
+        argv = [
+            "probe",
+            "--model",
+            "fac:good",
+            "--input",
+            f"fac:batch_{name}",
+            "--db",
+            "s.db",
+            "--out",
+            "p.csv",
+        ]
+        out.append(
+            Case(
+                f"probe/--input batch_{name}",
+                argv,
+                (code,),
+                env=USER_TIMEOUT,
+                absent=["p.csv"],
+                words=[word],
+            )
+        )
+    for name, body, word in [
+        ("exit_at_import", "import sys; sys.exit(3)", "SystemExit"),
+        ("sleep_at_import", "import time; time.sleep(3600)", "UserTimeout"),
+    ]:
+
         def setup(ws: Path, name: str = name, body: str = body) -> None:
             (ws / f"{name}.py").write_text(body + "\n")
 
-        out.append(Case(f"probe/--model module {name}", ["probe", "--model", f"{name}:build",
-                        "--input", "4x4", "--db", "s.db", "--out", "p.csv"], (2,),
-                        env=USER_TIMEOUT, absent=["p.csv"], words=[word], setup=setup))  # fmt: skip
+        out.append(
+            Case(
+                f"probe/--model module {name}",
+                [
+                    "probe",
+                    "--model",
+                    f"{name}:build",
+                    "--input",
+                    "4x4",
+                    "--db",
+                    "s.db",
+                    "--out",
+                    "p.csv",
+                ],
+                (2,),
+                env=USER_TIMEOUT,
+                absent=["p.csv"],
+                words=[word],
+                setup=setup,
+            )
+        )
     return out
 
 
@@ -180,162 +290,94 @@ def _garble_pages(ws: Path) -> None:
 
 
 STORES: list[tuple[str, Callable[[Path], None], list[str], str]] = [
-    ("another application_id", lambda ws: _sql(ws / "s.db", "PRAGMA application_id = 1234"),
-     ["sweep", *GRID, "--out", "s.csv"], "another application"),
-    ("another application, empty", lambda ws: ((ws / "s.db").unlink(), _sql(
-        ws / "s.db", "PRAGMA application_id = 1234")), ["sweep", *GRID, "--out", "s.csv"],
-     "another application"),
-    ("0-byte file", lambda ws: (ws / "s.db").write_bytes(b""), ["sweep", *GRID, "--out", "s.csv"],
-     "empty file"),
-    ("empty SQLite file", lambda ws: ((ws / "s.db").unlink(), _sql(
-        ws / "s.db", "PRAGMA user_version = 1")), ["sweep", *GRID, "--out", "s.csv"], "empty"),
-    ("claims to be a store, no tables", lambda ws: ((ws / "s.db").unlink(), _sql(
-        ws / "s.db", f"PRAGMA application_id = {APPLICATION_ID}", "PRAGMA user_version = 1")),
-     ["sweep", *GRID, "--out", "s.csv"], "no table 'runs'"),
+    (
+        "another application_id",
+        lambda ws: _sql(ws / "s.db", "PRAGMA application_id = 1234"),
+        ["sweep", *GRID, "--out", "s.csv"],
+        "another application",
+    ),
+    (
+        "another application, empty",
+        lambda ws: ((ws / "s.db").unlink(), _sql(ws / "s.db", "PRAGMA application_id = 1234")),
+        ["sweep", *GRID, "--out", "s.csv"],
+        "another application",
+    ),
+    (
+        "0-byte file",
+        lambda ws: (ws / "s.db").write_bytes(b""),
+        ["sweep", *GRID, "--out", "s.csv"],
+        "empty file",
+    ),
+    (
+        "empty SQLite file",
+        lambda ws: ((ws / "s.db").unlink(), _sql(ws / "s.db", "PRAGMA user_version = 1")),
+        ["sweep", *GRID, "--out", "s.csv"],
+        "empty",
+    ),
+    (
+        "claims to be a store, no tables",
+        lambda ws: (
+            (ws / "s.db").unlink(),
+            _sql(
+                ws / "s.db", f"PRAGMA application_id = {APPLICATION_ID}", "PRAGMA user_version = 1"
+            ),
+        ),
+        ["sweep", *GRID, "--out", "s.csv"],
+        "no table 'runs'",
+    ),
     ("corrupt pages", _garble_pages, ["sweep", *GRID, "--out", "s.csv"], "corrupt"),
-    ("sweep_rows dropped, --resume", lambda ws: _sql(ws / "s.db", "DROP TABLE sweep_rows"),
-     ["sweep", *GRID, "--out", "s.csv", "--resume"], "no table 'sweep_rows'"),
-    ("row not JSON, report", lambda ws: _sql(
-        ws / "s.db", "UPDATE sweep_rows SET data = '{oops' WHERE rowid = 3"),
-     ["report", "--no-run", "--out", "rep/index.html"], "table 'sweep_rows' row 3"),
-    ("row not JSON, diff", lambda ws: _sql(
-        ws / "s.db", "UPDATE sweep_rows SET data = 'nan nan' WHERE rowid = 1"),
-     ["diff", "1", "2"], "table 'sweep_rows' row 1"),
-    ("row a JSON list, diff", lambda ws: _sql(
-        ws / "s.db", "UPDATE sweep_rows SET data = '[1, 2]' WHERE rowid = 2"),
-     ["diff", "1", "2"], "row 2 holds a JSON list"),
-    ("bench row a JSON number, report", lambda ws: _sql(
-        ws / "s.db", "INSERT INTO bench_results VALUES (1, 'x', '7')"),
-     ["report", "--no-run", "--out", "rep/index.html"], "table 'bench_results'"),
-    ("--out is the store's journal", lambda ws: None,
-     ["sweep", *GRID, "--out", "s.db-journal"], "journal"),
-]  # fmt: skip
+    (
+        "sweep_rows dropped, --resume",
+        lambda ws: _sql(ws / "s.db", "DROP TABLE sweep_rows"),
+        ["sweep", *GRID, "--out", "s.csv", "--resume"],
+        "no table 'sweep_rows'",
+    ),
+    (
+        "row not JSON, report",
+        lambda ws: _sql(ws / "s.db", "UPDATE sweep_rows SET data = '{oops' WHERE rowid = 3"),
+        ["report", "--no-run", "--out", "rep/index.html"],
+        "table 'sweep_rows' row 3",
+    ),
+    (
+        "row not JSON, diff",
+        lambda ws: _sql(ws / "s.db", "UPDATE sweep_rows SET data = 'nan nan' WHERE rowid = 1"),
+        ["diff", "1", "2"],
+        "table 'sweep_rows' row 1",
+    ),
+    (
+        "row a JSON list, diff",
+        lambda ws: _sql(ws / "s.db", "UPDATE sweep_rows SET data = '[1, 2]' WHERE rowid = 2"),
+        ["diff", "1", "2"],
+        "row 2 holds a JSON list",
+    ),
+    (
+        "bench row a JSON number, report",
+        lambda ws: _sql(ws / "s.db", "INSERT INTO bench_results VALUES (1, 'x', '7')"),
+        ["report", "--no-run", "--out", "rep/index.html"],
+        "table 'bench_results'",
+    ),
+    (
+        "--out is the store's journal",
+        lambda ws: None,
+        ["sweep", *GRID, "--out", "s.db-journal"],
+        "journal",
+    ),
+]
 
 
 def _store_cases() -> list[Case]:
-    return [Case(f"store/{name}", [*argv, "--db", "s.db"], (2,), setup=setup, words=[word],
-                 keep=["s.db"], absent=["s.csv", "rep/index.html", "s.db-journal"])
-            for name, setup, argv, word in STORES]  # fmt: skip
+    return [
+        Case(
+            f"store/{name}",
+            [*argv, "--db", "s.db"],
+            (2,),
+            setup=setup,
+            words=[word],
+            keep=["s.db"],
+            absent=["s.csv", "rep/index.html", "s.db-journal"],
+        )
+        for name, setup, argv, word in STORES
+    ]
 
 
-# -- processes: two at once, and killed ones ------------------------------------------------
-def _rows(db: Path) -> list[tuple[int, str, int]]:
-    conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True)
-    try:
-        found = conn.execute("SELECT run_id, cell_key, data FROM sweep_rows").fetchall()
-    finally:
-        conn.close()
-    return [(run, key, json.loads(data)["layer"]) for run, key, data in found]
-
-
-def _done(db: Path) -> dict[int, set[str]]:
-    if not db.exists():
-        return {}
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=5)
-        try:
-            found = conn.execute("SELECT run_id, cell_key FROM cells WHERE status = 'done'")
-            out: dict[int, set[str]] = {}
-            for run, key in found:
-                out.setdefault(run, set()).add(key)
-            return out
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return {}
-
-
-def count_rows(db: Path, cells: int, depth: int) -> list[str]:
-    """Problems with the rows: a (run, cell, layer) twice, a done cell without all its layers,
-    or fewer than ``cells`` cells with rows."""
-    try:
-        rows = _rows(db)
-    except (sqlite3.Error, KeyError, ValueError) as exc:
-        return [f"lost rows: the store's rows cannot be read ({exc})"]
-    problems = [f"row lost or duplicated: {k} x{n}" for k, n in Counter(rows).items() if n > 1]
-    per_cell = Counter((run, key) for run, key, _ in rows)
-    for run, keys in _done(db).items():
-        for key in keys:
-            if per_cell[(run, key)] != depth:
-                problems.append(f"lost rows: run {run} has {per_cell[(run, key)]} of {depth}")
-    have = len({key for _, key, _ in rows})
-    if have != cells:
-        problems.append(f"lost cells: {have} of {cells} cells have rows")
-    return problems
-
-
-def _two_at_once(ws: Path, rng: random.Random) -> tuple[int | None, list[str]]:
-    a = ["sweep", "--activation", "relu,tanh", "--init", "kaiming_normal", "--seeds", "0,1",
-         "--depth", "3", "--width", "4", "--dtype", "float32", "--batch", "4", "--per-cell",
-         "--quiet", "--db", "c.db"]  # fmt: skip
-    b = [*a]
-    b[2] = "tanh,sigmoid"
-    pids = [spawn_hook(a + ["--out", "a.csv"], ws, tag="run"),
-            spawn_hook(b + ["--out", "b.csv"], ws, tag="b")]  # fmt: skip
-    codes = [reap_hook(pid) for pid in pids]
-    if None in codes:
-        return None, []
-    problems = count_rows(ws / "c.db", 6, 3)
-    runs = _done(ws / "c.db")
-    if sorted(len(keys) for keys in runs.values()) != [4, 4]:
-        problems.append(f"lost cells: runs hold {[len(k) for k in runs.values()]}, expected 4, 4")
-    return max(c or 0 for c in codes), problems
-
-
-def _exited(pid: int) -> bool:
-    """Whether child ``pid`` has ended, leaving it to be reaped."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-Process = Callable[[Path, random.Random], tuple[int | None, list[str]]]
-
-
-def _kill_then_resume(sig: signal.Signals) -> Process:
-    def run(ws: Path, rng: random.Random) -> tuple[int | None, list[str]]:
-        argv = ["sweep", "--activation", "relu,tanh", "--init", "kaiming_normal,xavier_normal",
-                "--seeds", "0,1,2,3,4,5", "--depth", "10", "--width", "16", "--dtype",
-                "float32", "--batch", "16", "--per-cell", "--quiet", "--db", "k.db", "--out",
-                "k.csv"]  # fmt: skip
-        target, extra = rng.randrange(1, 20), rng.uniform(0, 0.05)
-        pid = spawn_hook(argv, ws, tag="killed")
-        deadline = time.monotonic() + 60
-        while sum(map(len, _done(ws / "k.db").values())) < target:
-            if time.monotonic() > deadline or _exited(pid):
-                break
-            time.sleep(0.005)
-        time.sleep(extra)
-        landed = not _exited(pid)
-        os.kill(pid, sig)
-        killed = reap_hook(pid)
-        if killed is None:
-            return None, []
-        code = reap_hook(spawn_hook([*argv, "--resume"], ws, tag="run"))
-        # The killed run's done cells, read after the resume (a ro reader cannot roll back
-        # the hot journal a SIGKILL leaves): exactly what the resume had to skip.
-        before = len(_done(ws / "k.db").get(1, set()))
-        problems = count_rows(ws / "k.db", 24, 10)
-        if not landed or killed != 128 + sig:
-            problems.append(f"kill missed: the sweep had ended (exit {killed})")
-        skipped = f"{before} skipped (resume)"
-        if skipped not in (ws / "run.out").read_text():
-            problems.append(f"lost rows: the resume did not skip the {before} stored cells")
-        return code, problems
-
-    return run
-
-
-spawn_hook: Spawn = lambda *a, **k: 0  # noqa: E731 (hostile_table sets the real ones)
-reap_hook: Reap = lambda *a, **k: 0  # noqa: E731
-
-
-def _process_cases() -> list[Case]:
-    out = [Case("sweep/two at once on one new store", [], db="c.db", process=_two_at_once,
-                outputs=["a.csv", "b.csv"])]  # fmt: skip
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for n in range(2):
-            out.append(Case(f"sweep/{sig.name} at a seeded point #{n}, --resume", [], db="k.db",
-                            process=_kill_then_resume(sig), outputs=["k.csv"]))  # fmt: skip
-    return out
-
-
-CASES = [*_stream_cases(), *_factory_cases(), *_store_cases(), *_process_cases()]
+CASES = [*_stream_cases(), *_factory_cases(), *_store_cases()]

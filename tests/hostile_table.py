@@ -36,7 +36,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import hostile_cases
-from hostile_cases import CASES, Case, seed_workspace
+import hostile_kills
+from hostile_cases import Case, seed_workspace
 
 from stability.cli import build_parser
 from stability.cli import main as stability_main
@@ -48,13 +49,14 @@ def preload() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
     import torch  # noqa: F401
 
-    import stability.report.build  # noqa: F401
+    import stability.report.build
     import stability.usermodel.probe  # noqa: F401
 
     build_parser()
+
 
 TIMEOUT_S = 60.0
 PARALLEL = 2
@@ -123,8 +125,13 @@ def _child(argv: list[str], ws: Path, stream: str, env: dict[str, str], tag: str
         os._exit(code)
 
 
-def spawn(argv: list[str], ws: Path, stream: str = "plain", env: dict[str, str] | None = None,
-          tag: str = "run") -> int:  # fmt: skip
+def spawn(
+    argv: list[str],
+    ws: Path,
+    stream: str = "plain",
+    env: dict[str, str] | None = None,
+    tag: str = "run",
+) -> int:
     """Fork a child running ``stability argv`` in ``ws``; its pid."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -284,7 +291,8 @@ def judge_all(outcomes: list[Outcome]) -> None:
         judge(o, o.ws, o.before)
 
 
-hostile_cases.spawn_hook, hostile_cases.reap_hook = spawn, reap
+hostile_kills.spawn_hook, hostile_kills.reap_hook = spawn, reap
+CASES = [*hostile_cases.CASES, *hostile_kills.cases()]
 
 COLUMNS = ("wrong code", "traceback", "hang", "store damaged", "noise", "lost result", "other")
 

@@ -18,8 +18,22 @@ import pytest
 from hostile import ROOT
 
 TABLE = ROOT / "tests" / "hostile_table.py"
-GRID = ["--activation", "relu", "--init", "kaiming_normal", "--depth", "2", "--width", "4",
-        "--dtype", "float32", "--seeds", "0", "--batch", "4"]  # fmt: skip
+GRID = [
+    "--activation",
+    "relu",
+    "--init",
+    "kaiming_normal",
+    "--depth",
+    "2",
+    "--width",
+    "4",
+    "--dtype",
+    "float32",
+    "--seeds",
+    "0",
+    "--batch",
+    "4",
+]
 
 
 def _defaults() -> None:
@@ -29,8 +43,15 @@ def _defaults() -> None:
 
 def test_the_hostile_table_is_clean() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(TABLE)], cwd=ROOT / "tests", env=env, text=True,
-                          capture_output=True, timeout=480, preexec_fn=_defaults)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(TABLE)],
+        cwd=ROOT / "tests",
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=480,
+        preexec_fn=_defaults,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     totals = json.loads(proc.stdout.strip().splitlines()[-1])
     print(proc.stdout)  # the table, for the CI log
@@ -48,8 +69,9 @@ STREAMS = {
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
 @pytest.mark.parametrize("stream", list(STREAMS))
-def test_a_real_interpreter_survives_its_stdout(stream: str, json_flag: list[str],
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_a_real_interpreter_survives_its_stdout(
+    stream: str, json_flag: list[str], tmp_path: Path
+) -> None:
     """``stability sweep`` started with stdout closed, full or ASCII-only: the CSV and the
     store are written, the documented code, at most one error line on stderr (``--json`` sends
     the lines for a person there too), no traceback."""
@@ -60,8 +82,16 @@ def test_a_real_interpreter_survives_its_stdout(stream: str, json_flag: list[str
     out = "/dev/full" if stream == "full" else str(tmp_path / "stdout")
     shell = " ".join(f"'{a}'" for a in [*argv, *json_flag])
     redirect = ">&-" if stream == "closed" else f"> {out}"
-    proc = subprocess.run(f"exec {shell} {redirect}", shell=True, cwd=tmp_path, env=env,
-                          text=True, stderr=subprocess.PIPE, timeout=120, preexec_fn=_defaults)  # fmt: skip
+    proc = subprocess.run(
+        f"exec {shell} {redirect}",
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        preexec_fn=_defaults,
+    )
     assert proc.returncode == STREAMS[stream][2], proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("stability:")]
     assert "Traceback" not in proc.stderr and len(errors) <= 1, proc.stderr  # --json: lines
