@@ -12,13 +12,14 @@ from collections.abc import Callable, Sequence
 
 from stability.cli.args import (
     EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     Parser,
     SubParsers,
     silence_stdout,
 )
-from stability.cli.streams import guarded_stdout
+from stability.cli.streams import guarded_stdout, standard_fds
 from stability.errors import StabilityError
 
 
@@ -79,11 +80,27 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 failures/regressions, 2 bad input,
-    130 interrupted). A reader of stdout that goes away changes nothing but the output."""
+    130 interrupted). A reader of stdout that goes away changes nothing but the output; a
+    stdout that cannot be written (a full disk) is one line and exit 1, after the results."""
+    standard_fds()
+    with guarded_stdout() as out:
+        code = _run(argv)
+        out.flush()
+        if out.failed and code in (0, EXIT_FAILED):
+            print(
+                f"stability: error: cannot write stdout ({out.failed}); the results were "
+                "written first (the store and every output file): exit 1",
+                file=sys.stderr,
+            )
+            code = EXIT_FAILED
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """The command's own exit code; bad input and Ctrl-C as one line on stderr."""
     try:
-        with guarded_stdout():
-            args = build_parser().parse_args(argv)
-            code: int = args.handler(args)
+        args = build_parser().parse_args(argv)
+        code: int = args.handler(args)
         return code
     except StabilityError as exc:
         print(f"stability: error: {exc}", file=sys.stderr)

@@ -64,5 +64,19 @@ def cmd_gate_model(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     words = {0: "PASS", 1: "REGRESSION", 2: "CANNOT JUDGE"}
     judged = len(verdict.rows)
+    if args.format == "json":  # stdout holds the document only, as for the MLP's gate
+        from stability.cli.json_output import emit
+
+        body = {
+            "exit_code": verdict.code,
+            "verdict": words[verdict.code].lower().replace(" ", "-"),
+            "model": args.model,
+            "baseline": str(args.baseline or DEFAULT_MODEL_PATH),
+            "judged": judged,
+            "checks": verdict.rows,
+            "notes": verdict.lines,
+        }
+        emit("gate", body)
+        return verdict.code
     print(f"gate --model {args.model}: {words[verdict.code]} ({judged} figures judged)")
     return verdict.code

@@ -7,7 +7,6 @@ it finished and ``--resume`` can skip it. A file that is not a stability databas
 
 import datetime as dt
 import json
-import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,10 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from stability.errors import StabilityError
-from stability.results import store_file
+from stability.results import store_file, store_open
 from stability.results.environment import environment
-from stability.results.files import APPLICATION_ID, SQLITE_HEADER, writable_path
+from stability.results.files import APPLICATION_ID, writable_path
 
 __all__ = ["APPLICATION_ID", "DEFAULT_DB", "SCHEMA_VERSION", "Store", "writable_path"]
 
@@ -71,53 +69,6 @@ CREATE INDEX IF NOT EXISTS records_name ON records (name);
 """
 
 
-def _check_file(path: Path) -> None:
-    if path.is_dir():
-        raise StabilityError(f"results database {str(path)!r} is a directory; pass a file path")
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    try:
-        with path.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise StabilityError(
-            f"cannot read results database {str(path)!r} ({exc.strerror}); "
-            "pass --db with another path"
-        ) from None
-    if header != SQLITE_HEADER:
-        raise StabilityError(
-            f"results database {str(path)!r} is not an SQLite file (corrupt or foreign); "
-            "move it away or pass --db with another path"
-        )
-
-
-def _temp_tables(conn: sqlite3.Connection) -> None:
-    """On a read-only connection: empty TEMP stand-ins for tables an older file lacks
-    (a writer would add them on open), so every query reads as "no rows" instead of failing."""
-    have = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    for statement in _SCHEMA.split(";"):
-        match = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
-        if match and match.group(1) not in have:
-            conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-
-
-def _check_owner(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse another application's database, and ours at another schema version."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if app_id != APPLICATION_ID and tables > 0:
-        raise StabilityError(
-            f"results database {str(path)!r} belongs to another application "
-            f"(application_id {app_id}); pass --db with another path"
-        )
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app_id == APPLICATION_ID and version != SCHEMA_VERSION:
-        raise StabilityError(
-            f"results database {str(path)!r} has schema version {version}, "
-            f"expected {SCHEMA_VERSION}; move it away to start a new one"
-        )
-
-
 class Store:
     """A connection to the results database; create with ``Store.open(path)``.
 
@@ -133,42 +84,11 @@ class Store:
     def open(cls, path: Path | str = DEFAULT_DB, readonly: bool = False) -> "Store":
         """Open a stability database; refuse anything else, and a damaged one.
 
-        A writer creates the file if needed and proves it can write before any work;
+        A writer creates the file only where none exists, and proves it can write before any work;
         ``readonly`` opens with ``mode=ro`` (a read-only mount is fine) and never writes.
         """
         path = Path(path)
-        _check_file(path)
-        if readonly and not path.exists():
-            raise StabilityError(
-                f"results database {str(path)!r} does not exist; pass --db with a store"
-            )
-        conn = None
-        try:
-            if not readonly:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            conn = store_file.connect(path, readonly)
-            _check_owner(conn, path)
-            store_file.check_integrity(conn, path)
-            store_file.check_tables(conn, path, _SCHEMA, APPLICATION_ID)
-            if readonly:
-                _temp_tables(conn)
-            else:
-                with conn:  # also the write probe: a read-only file fails here, not mid-run
-                    conn.executescript(_SCHEMA)
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except (OSError, sqlite3.Error, StabilityError) as exc:
-            if conn is not None:
-                conn.close()
-            if isinstance(exc, StabilityError):
-                raise
-            if isinstance(exc, OSError):
-                raise StabilityError(
-                    f"cannot open results database {str(path)!r} ({exc.strerror}); "
-                    "pass --db with another path"
-                ) from None
-            raise StabilityError(store_file.explain(exc, path)) from None
-        return cls(conn, path)
+        return cls(store_open.connect(path, readonly, _SCHEMA, SCHEMA_VERSION), path)
 
     def close(self) -> None:
         self.conn.close()
@@ -257,14 +177,14 @@ class Store:
     def sweep_rows(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Tidy rows, one per (config, seed, layer); the newest run wins for a repeated cell."""
         latest = (
-            "SELECT r.data FROM sweep_rows r JOIN (SELECT cell_key, max(run_id) AS run_id"
+            "SELECT r.rowid, r.data FROM sweep_rows r JOIN (SELECT cell_key, max(run_id) AS run_id"
             " FROM cells WHERE status = 'done' GROUP BY cell_key) c"
             " ON r.cell_key = c.cell_key AND r.run_id = c.run_id"
         )
         wanted = None if keys is None else set(keys)
         records = []
-        for (data,) in self.conn.execute(latest):
-            row = json.loads(data)
+        for rowid, data in self.conn.execute(latest):
+            row = store_file.decode_row(data, "sweep_rows", rowid, self.path)
             if wanted is None or row.get("cell_key") in wanted:
                 records.append(row)
         return pd.DataFrame.from_records(records)
@@ -280,20 +200,18 @@ class Store:
     @store_file.guarded
     def run_sweep_rows(self, run_id: int) -> pd.DataFrame:
         """The sweep rows one run wrote (``stability diff``), with their ``run_id``."""
-        return self._json_frame("SELECT run_id, data FROM sweep_rows WHERE run_id = ?", (run_id,))
+        return self._json_frame("sweep_rows", "WHERE run_id = ?", (run_id,))
 
     @store_file.guarded
     def run_bench_results(self, run_id: int) -> pd.DataFrame:
         """The benchmark results one run stored (``stability diff``), with their ``run_id``."""
-        return self._json_frame(
-            "SELECT run_id, data FROM bench_results WHERE run_id = ?", (run_id,)
-        )
+        return self._json_frame("bench_results", "WHERE run_id = ?", (run_id,))
 
     @store_file.guarded
     def sweep_history(self) -> pd.DataFrame:
         """Every run's sweep rows with their ``run_id``, oldest run first: unlike
         ``sweep_rows`` a repeated cell appears once per run, so runs can be compared."""
-        return self._json_frame("SELECT run_id, data FROM sweep_rows ORDER BY run_id")
+        return self._json_frame("sweep_rows", "ORDER BY run_id")
 
     # -- benchmarks ----------------------------------------------------------------------
     @store_file.guarded
@@ -321,7 +239,7 @@ class Store:
 
     @store_file.guarded
     def bench_results(self) -> pd.DataFrame:
-        return self._json_frame("SELECT run_id, data FROM bench_results ORDER BY run_id")
+        return self._json_frame("bench_results", "ORDER BY run_id")
 
     # -- divergence doctor ---------------------------------------------------------------
     @store_file.guarded
@@ -353,9 +271,7 @@ class Store:
     @store_file.guarded
     def doctor_rows(self, kind: str) -> pd.DataFrame:
         """All rows of one doctor table, oldest run first, with their run id."""
-        return self._json_frame(
-            "SELECT run_id, data FROM doctor_rows WHERE kind = ? ORDER BY run_id", (kind,)
-        )
+        return self._json_frame("doctor_rows", "WHERE kind = ? ORDER BY run_id", (kind,))
 
     # -- named records of any other command ---------------------------------------------
     @store_file.guarded
@@ -383,16 +299,20 @@ class Store:
     @store_file.guarded
     def records(self, name: str) -> pd.DataFrame:
         """Every row stored under ``name``, oldest run first, with its ``run_id``."""
-        return self._json_frame(
-            "SELECT run_id, data FROM records WHERE name = ? ORDER BY run_id, rowid", (name,)
-        )
+        return self._json_frame("records", "WHERE name = ? ORDER BY run_id, rowid", (name,))
 
     @store_file.guarded
     def record_names(self) -> list[str]:
         """The names that hold at least one row."""
         return [n for (n,) in self.conn.execute("SELECT DISTINCT name FROM records ORDER BY name")]
 
-    def _json_frame(self, query: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
-        """Rows of ``(run_id, json data)`` as one DataFrame: the JSON fields plus ``run_id``."""
-        cur = self.conn.execute(query, params)
-        return pd.DataFrame.from_records([{"run_id": rid, **json.loads(d)} for rid, d in cur])
+    def _json_frame(self, table: str, where: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
+        """``table``'s rows (``where``) as one DataFrame: the JSON fields plus ``run_id``; a
+        row whose ``data`` is no JSON object is one line naming the table and the row."""
+        cur = self.conn.execute(f"SELECT rowid, run_id, data FROM {table} {where}", params)
+        return pd.DataFrame.from_records(
+            [
+                {"run_id": rid, **store_file.decode_row(d, table, rowid, self.path)}
+                for rowid, rid, d in cur
+            ]
+        )

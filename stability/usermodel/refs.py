@@ -12,9 +12,12 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import torch
@@ -47,12 +50,61 @@ def quiet_stdout(quiet: bool) -> Iterator[None]:
         yield
 
 
+TIMEOUT_ENV = "STABILITY_USER_TIMEOUT"
+
+
+class UserTimeout(Exception):
+    """The user's code ran past ``$STABILITY_USER_TIMEOUT`` seconds."""
+
+
+def user_timeout() -> float:
+    """Seconds each call into the user's code may take: ``$STABILITY_USER_TIMEOUT``, or 0 (no
+    limit)."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(text or "0")
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value < 1e9):
+        raise StabilityError(f"{TIMEOUT_ENV} must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise ``UserTimeout`` in the block after ``seconds`` (SIGALRM: the main thread only,
+    and not while a timer of someone else's runs); a C call is cut at its return."""
+    usable = (
+        seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise UserTimeout(f"still running after {seconds:g} s ({TIMEOUT_ENV})")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @contextlib.contextmanager
 def user_code(where: str) -> Iterator[None]:
     """Run the user's code; anything it raises (``SystemExit`` included) is one line that
-    starts with ``where``. A ``StabilityError`` from inside is already one line: it passes."""
+    starts with ``where``. A ``StabilityError`` from inside is already one line: it passes.
+    With ``$STABILITY_USER_TIMEOUT`` set, code still running after that many seconds is
+    stopped the same way (``UserTimeout``)."""
     try:
-        yield
+        with _deadline(user_timeout()):
+            yield
     except (StabilityError, KeyboardInterrupt):
         raise
     except (Exception, SystemExit) as exc:
@@ -71,7 +123,8 @@ def resolve(ref: str, flag: str) -> Any:
     if added:  # only while importing: the caller's sys.path is left as it was
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        with _deadline(user_timeout()):
+            module = importlib.import_module(module_name)
     except KeyboardInterrupt:
         raise
     except (Exception, SystemExit) as exc:  # any error while importing the module is theirs
