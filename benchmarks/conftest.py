@@ -35,6 +35,8 @@ FULL_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
 QUICK_BATCHES = (1, 4, 16, 64, 256, 1024)
 FULL_SHAPES = ((8, 512), (32, 1024))  # (depth, width)
 QUICK_SHAPES = ((8, 512),)
+SMOKE_BATCHES = (16, 256)  # --smoke (``report --quick``): two points of the throughput curve
+SMOKE_ROUNDS = 5
 CPU_DTYPES = ("float32", "float64")
 CUDA_DTYPES = ("float32", "float16", "bfloat16")
 # One thread by default: on a shared 2-core machine a second thread mostly waits for the
@@ -73,6 +75,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="reduced grid: depth 8 x width 512, CPU float32, batch 1..1024 (< 3 minutes)",
     )
     group.addoption(
+        "--smoke",
+        action="store_true",
+        default=False,
+        help="with --quick, for 'stability report --quick': batches 16 and 256 only, "
+        f"{SMOKE_ROUNDS} rounds each (about a minute with -k 'train_step or forward')",
+    )
+    group.addoption(
         "--bench-threads",
         type=int,
         default=DEFAULT_THREADS,
@@ -80,10 +89,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def grid(quick: bool) -> list[Case]:
+def grid(quick: bool, smoke: bool = False) -> list[Case]:
     """The benchmark grid; CUDA points only where a GPU is present."""
+    quick = quick or smoke
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
-    batches = QUICK_BATCHES if quick else FULL_BATCHES
+    batches = SMOKE_BATCHES if smoke else QUICK_BATCHES if quick else FULL_BATCHES
     devices: list[tuple[str, Sequence[str]]] = [("cpu", ("float32",) if quick else CPU_DTYPES)]
     if torch.cuda.is_available():
         devices.append(("cuda", CUDA_DTYPES))
@@ -98,7 +108,8 @@ def grid(quick: bool) -> list[Case]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
-        cases = grid(bool(metafunc.config.getoption("quick")))
+        option = metafunc.config.getoption
+        cases = grid(bool(option("quick")), bool(option("smoke")))
         params = [
             pytest.param(c, id=c.id, marks=[pytest.mark.cuda] if c.device == "cuda" else [])
             for c in cases
@@ -156,12 +167,17 @@ Measure = Callable[[Step], Throughput]
 
 
 @pytest.fixture
-def run_step(benchmark: Any, threads: int, pedantic: RoundRunner) -> Measure:
+def run_step(
+    request: pytest.FixtureRequest, benchmark: Any, threads: int, pedantic: RoundRunner
+) -> Measure:
     """Time a step through pytest-benchmark and attach the full record to ``extra_info``."""
+    smoke = bool(request.config.getoption("smoke"))
 
     def run(step: Step) -> Throughput:
         rounds, warmup = DEFAULT_ROUNDS, DEFAULT_WARMUP
-        if _one_call_seconds(step) > SLOW_CALL_S:
+        if smoke:
+            rounds, warmup = SMOKE_ROUNDS, 1
+        elif _one_call_seconds(step) > SLOW_CALL_S:
             rounds, warmup = 5, 1
         iterations = fixed_iterations(step.flops)
         result = measure(step, rounds, warmup, threads, pedantic, iterations=iterations)

@@ -29,12 +29,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
+from sweep_peer import peer_cell
 
-from stability.core.activations import get_activation
-from stability.core.config import MLPConfig
-from stability.core.inits import get_init
-from stability.core.model import input_batch
-from stability.core.probe import PROJECTION_SEED
 from stability.measure.bench import fixed_iterations, unstable
 from stability.measure.calibration import Gemm
 from stability.measure.interleave import RoundRunner
@@ -57,36 +53,6 @@ def bench_grid(quick: bool) -> list[Cell]:
     depth, width, batch = QUICK if quick else FULL
     grid = SweepGrid(ACTIVATIONS, INITS, (depth,), (width,), ("float32",), (0, 1), (batch,))
     return grid.cells()
-
-
-def peer_cell(config: MLPConfig, batch: int) -> list[list[float]]:
-    """The hand-written loop for one cell: per layer [preact, act, grad, weight grad] var."""
-    gen = torch.Generator().manual_seed(config.seed)
-    init = get_init(config.init)
-    weights = []
-    for _ in range(config.depth):
-        w = torch.empty(config.width, config.width)
-        init.apply(w, gen)
-        weights.append(w.requires_grad_())
-    phi = get_activation(config.activation).factory()
-    x = input_batch(config, batch)
-    pre, acts = [], []
-    for w in weights:
-        h = x @ w.T
-        x = phi(h)
-        x.retain_grad()
-        pre.append(h.detach())
-        acts.append(x)
-    r = torch.randn(x.shape, generator=torch.Generator().manual_seed(PROJECTION_SEED))
-    (x * r).sum().backward()  # type: ignore[no-untyped-call]
-    variances = [
-        torch.stack(pre).var(dim=(1, 2)),
-        torch.stack([a.detach() for a in acts]).var(dim=(1, 2)),
-        torch.stack([a.grad for a in acts if a.grad is not None]).var(dim=(1, 2)),
-        torch.stack([w.grad for w in weights if w.grad is not None]).var(dim=(1, 2)),
-    ]
-    table: list[list[float]] = torch.stack(variances, dim=1).tolist()
-    return table
 
 
 def peer(cells: Sequence[Cell]) -> Callable[[], object]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stability.cli import build_parser, main
+from stability.cli import COMMAND_MODULES, build_parser, main
 from stability.cli.json_output import document
 from stability.train.doctor.tables import doctor_csv_path
 
@@ -135,6 +135,18 @@ def _subparsers() -> dict[str, object]:
 def test_help_shows_defaults_as_typed(command: str) -> None:
     text = _subparsers()[command].format_help()  # type: ignore[attr-defined]
     assert "['" not in text and "[0," not in text, text
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()))
+def test_one_command_parser_is_the_full_parsers(command: str) -> None:
+    """Running one command builds only its parser (``COMMAND_MODULES``): the same help,
+    and every command of the full parser is in the table."""
+    assert set(COMMAND_MODULES) == set(_subparsers())
+    parser = build_parser([command])
+    action = next(a for a in parser._actions if a.dest == "command")
+    assert list(action.choices) == [command]  # type: ignore[arg-type]
+    lazy = action.choices[command].format_help()  # type: ignore[index]
+    assert lazy == _subparsers()[command].format_help()  # type: ignore[attr-defined]
 
 
 def test_output_files_are_lowercase_words_joined_by_hyphens() -> None:

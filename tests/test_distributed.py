@@ -92,9 +92,12 @@ def client() -> Iterator[Any]:
         "distributed.scheduler.allowed-failures": 1,
     }
     with dask.config.set(config):
+        # No dashboard, and the scheduler's HTTP routes on a free port: the default 8787
+        # may be held by someone else's cluster on a shared machine (a warning, an error here).
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"},
+        )  # fmt: skip
     try:
         with distributed.Client(cluster) as c:
             yield c

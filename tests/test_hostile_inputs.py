@@ -235,6 +235,16 @@ def test_an_executor_that_cannot_start_records_no_run(tmp_path: Path) -> None:
 
 
 # -- signals and pipes, in process -------------------------------------------------------------
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, the one these tests test, whatever the runner left
+    (started under nohup, SIGINT is ignored and Python never installs it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_deferred_interrupt_finishes_the_block_then_raises() -> None:
     finished = []
     with pytest.raises(KeyboardInterrupt), deferred_interrupt():
@@ -243,6 +253,7 @@ def test_deferred_interrupt_finishes_the_block_then_raises() -> None:
     assert finished == [True]
 
 
+@pytest.mark.usefixtures("python_sigint")
 def test_witness_without_deferral_the_block_is_cut_short() -> None:
     finished = []
     with pytest.raises(KeyboardInterrupt):

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,33 @@ def stability(
     """``python -m stability ARGS`` running ``pythonpath``'s package; stdout and stderr piped
     unless ``kw`` says otherwise."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
-    return subprocess.Popen(
+    # The child's SIGINT at its default, whatever this process inherited (nohup and some CI
+    # runners ignore it, and an ignored SIGINT is inherited: Ctrl-C would then do nothing).
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "preexec_fn": default_sigint, **kw}
+    proc = subprocess.Popen(
         [sys.executable, "-m", "stability", *args], cwd=cwd, env=env, text=True, **kw
     )
+    STARTED.append(proc)
+    return proc
+
+
+STARTED: list["subprocess.Popen[str]"] = []
+
+
+@pytest.fixture(autouse=True)
+def reap() -> Iterator[None]:
+    """Kill and reap whatever a test started and left running (a failed wait, a timeout):
+    a live Popen collected later warns (ResourceWarning, an error here) in some other test."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def children(pid: int) -> list[int]:

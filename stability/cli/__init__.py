@@ -7,6 +7,7 @@ Importing this module is cheap on purpose: torch and pandas load inside ``main``
 Ctrl-C during those seconds of imports is one line and exit 130, not a traceback.
 """
 
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -53,6 +54,34 @@ def commands() -> list[Callable[[SubParsers], None]]:
     ]
 
 
+# Each command's module and ``add_<name>``: a run of one command imports and builds only its
+# own parser (the others' imports were ~6 % of a default sweep, issue 27). ``commands()`` is
+# the full list, for ``--help``; tests/test_cli_scripting.py checks the two agree.
+COMMAND_MODULES = {
+    "sweep": ("sweep", "add_sweep"),
+    "report": ("report", "add_report"),
+    "doctor": ("doctor", "add_doctor"),
+    "bench-ingest": ("bench", "add_bench_ingest"),
+    "baseline": ("gate", "add_baseline"),
+    "gate": ("gate", "add_gate"),
+    "diff": ("diff", "add_diff"),
+    "probe": ("probe", "add_probe"),
+    "criticality": ("criticality", "add_criticality"),
+    "experiments": ("experiments", "add_experiments"),
+}
+
+
+def _one_command(words: Sequence[str]) -> Callable[[SubParsers], None] | None:
+    """The ``add_<name>`` of the command ``words`` runs, if the first word names one."""
+    if not words or words[0] not in COMMAND_MODULES:
+        return None  # --help, --version, a typo: the full parser says what there is
+    module, add = COMMAND_MODULES[words[0]]
+    found: Callable[[SubParsers], None] = getattr(
+        importlib.import_module(f"stability.cli.{module}"), add
+    )
+    return found
+
+
 def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -62,7 +91,9 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def build_parser() -> Parser:
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
+    """The parser; given the ``argv`` it will parse, only the command that names (the
+    same parser for those arguments, without importing every other command)."""
     parser = Parser(
         prog="stability",
         description="Probe, test, benchmark and gate the numerical stability of deep networks.",
@@ -73,7 +104,8 @@ def build_parser() -> Parser:
         version=f"stability {_version('stability')} (torch {_version('torch')})",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for add in commands():
+    one = None if argv is None else _one_command(argv)
+    for add in commands() if one is None else [one]:
         add(sub)
     return parser
 
@@ -99,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     """The command's own exit code; bad input and Ctrl-C as one line on stderr."""
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(words).parse_args(words)
         code: int = args.handler(args)
         return code
     except StabilityError as exc:

@@ -29,7 +29,8 @@ def add_report(sub: SubParsers) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="one seed in the sweep, properties without 'slow' ones",
+        help="a minute or two: one seed in the sweep, properties (dev profile) without "
+        "'slow' ones, benchmarks' train/forward steps at two batches; reuses a full run",
     )
     p.add_argument(
         "--no-run", action="store_true", help="compute nothing: render from the store only"

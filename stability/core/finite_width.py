@@ -44,8 +44,7 @@ from stability.core.layer_shape import (
     Q_CLAMP,
     WEIGHTS,
     LayerShape,
-    correlation_slope,
-    layer_shape,
+    band_step,
     phi_and_slope,
     second_moments,
 )
@@ -99,13 +98,11 @@ def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tup
     q = [t.preact_var for t in mf]
     shapes, c, spread = [], 0.0, 1.0 / n  # independent N(0, 1) inputs: c = 0 +- 1/sqrt(n)
     for ql in q:
-        shape = layer_shape(activation, ql, round(c, 6))
         # Two inputs at width n correlate by c plus a random part of variance ``spread``,
         # which each layer renews ((1 - c^2)^2 / n) and carries with the correlation map's
         # slope: their noises covary at that effective correlation, which no batch averages.
         c_eff = min(math.sqrt(c * c + spread), 1.0)
-        noisy = layer_shape(activation, ql, round(c_eff, 6))
-        slope = correlation_slope(activation, ql, c)
+        shape, noisy, slope = band_step(activation, ql, c, c_eff)  # one call of phi per layer
         c_next_eff = math.sqrt(shape.c_next**2 + slope**2 * spread)
         shapes.append(replace(shape, rho=noisy.rho, rho_slope=noisy.rho_slope,
                               cross_rho=noisy.cross_rho, c_eff=c_next_eff))  # fmt: skip

@@ -17,7 +17,7 @@ values are counted, never raised.
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -70,7 +70,12 @@ class LayerStats:
         return [f.name for f in fields(cls)]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: every field is a number, and ``dataclasses.asdict``'s deep copy was a
+        # tenth of a sweep's time (2,000 calls, 1.1 s of 11.8 s, issue 27).
+        return {name: getattr(self, name) for name in _LAYER_FIELDS}
+
+
+_LAYER_FIELDS = tuple(f.name for f in fields(LayerStats))
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ Gauss-Hermite quadrature, except where a closed form exists (identity, relu, lea
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -64,8 +65,12 @@ def _piecewise_linear(q: float, negative_slope: float) -> Moments:
     return Moments(second=q * (1.0 + a * a) / 2.0, mean=mean, slope_second=(1.0 + a * a) / 2.0)
 
 
+@lru_cache(maxsize=8192)
 def gaussian_moments(activation: str, q: float) -> Moments:
-    """E[phi^2], E[phi], E[phi'^2] for ``h ~ N(0, q)``; closed form where one exists."""
+    """E[phi^2], E[phi], E[phi'^2] for ``h ~ N(0, q)``; closed form where one exists.
+
+    Cached (as ``layer_shape``): the finite-width band and the sweep's mean field ask for
+    the same ``q`` path of every (activation, init), a quadrature with autograd per layer."""
     get_activation(activation)  # validate the name first
     if not math.isfinite(q):
         return Moments(math.nan, math.nan, math.nan)

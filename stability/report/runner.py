@@ -38,6 +38,13 @@ from stability.sweep.stacks import default_budget
 from stability.sweep.vectorised import VectorisedExecutor
 
 PYTEST_COMPLETED = (0, 1, 5)  # all passed, some failed, none collected: a result to keep
+# ``--quick`` benchmarks: the throughput curve's train and forward steps at two batches, five
+# rounds (``benchmarks/conftest.py --smoke``); the rest of the suite runs in full mode only.
+SMOKE_SELECTION = "test_train_step or test_forward"
+# Seconds on a quiet 2-core machine when nothing is cached (a first guess, replaced by the
+# previous run's own seconds from the cache where there is one); sweeps: per cell per job.
+EXPECTED_S = {"properties": (600.0, 45.0), "bench": (480.0, 45.0), "other": (90.0, 30.0)}
+SWEEP_CELL_S = 0.4
 
 
 def _has_tests(folder: Path) -> bool:
@@ -86,20 +93,50 @@ class Runner:
         return self._code
 
     def run(self) -> RunResult:
-        steps = []
+        self.display.say(f"report{' --quick' if self.quick else ''}: {self.expected()}")
+        start = last = time.perf_counter()
+        steps: list[Step] = []
+
+        def done(*finished: Step) -> None:  # each step's time as it finishes
+            nonlocal last
+            now = time.perf_counter()
+            names = " + ".join(f"{s.name} ({s.status})" for s in finished)
+            self.display.say(f"{names}: {now - last:.0f} s, {now - start:.0f} s so far")
+            steps.extend(finished)
+            last = now
+
         with Store.open(self.db) as store:
             for name, grid in plan.sweeps(self.quick):
-                steps.append(self.sweep(store, name, grid))
+                done(self.sweep(store, name, grid))
         prop_step, prop_run = self.properties()
-        steps.append(prop_step)
-        steps.append(self.benchmarks())
-        steps.append(self.doctor())
-        steps.append(self.spectrum())
+        done(prop_step)
+        done(self.benchmarks())
+        done(self.doctor())
+        done(self.spectrum())
         with Store.open(self.db) as store:
-            steps.append(experiments_step(store, self.cache, self.code, self.display))
+            done(experiments_step(store, self.cache, self.code, self.display))
         gate_steps, verdict = self.gate()
-        steps += gate_steps
+        done(*gate_steps)
         return RunResult(steps, prop_run, verdict)
+
+    def expected(self) -> str:
+        """The expected time, said up front: sweep cells still to run, and the property
+        suite and benchmarks at their last run's seconds (a fixed guess before any run)."""
+        mode = 1 if self.quick else 0
+        with Store.open(self.db) as store:
+            done = store.done_keys()
+            cells = [c for _, grid in plan.sweeps(self.quick) for c in grid.cells()]
+        todo = sum(1 for c in cells if c.key not in done)
+        parts = {"sweeps": todo * SWEEP_CELL_S / self.jobs}
+        for kind in ("properties", "bench"):
+            last = self.cache.find(kind)
+            same_mode = last is not None and bool(last.get("quick", False)) == self.quick
+            guess = float(last["seconds"]) if last and same_mode else EXPECTED_S[kind][mode]
+            parts[kind] = guess
+        parts["doctor, spectrum, experiments, gate"] = EXPECTED_S["other"][mode]
+        total = sum(parts.values())
+        detail = ", ".join(f"{k} {v:.0f} s" for k, v in parts.items())
+        return f"expected at most about {total / 60:.1f} min if nothing is cached ({detail})"
 
     # -- the gate ----------------------------------------------------------------------------
     def gate(self) -> tuple[list[Step], GateResult | None]:
@@ -133,8 +170,11 @@ class Runner:
         return Step(name, status, detail, summary.seconds)
 
     # -- property suite ----------------------------------------------------------------------
-    def property_options(self) -> dict[str, Any]:
-        return {"profile": "ci", "quick": self.quick}
+    def property_options(self, quick: bool | None = None) -> dict[str, Any]:
+        """The run's options (its fingerprint): ``--quick`` runs the dev profile without
+        the slow tests; the full run, the ci profile."""
+        quick = self.quick if quick is None else quick
+        return {"profile": "dev", "quick": True} if quick else {"profile": "ci", "quick": False}
 
     def properties(self) -> tuple[Step, PropertyRun | None]:
         name = "property suite"
@@ -145,7 +185,8 @@ class Runner:
             return step, None
         code_hash, label = self.code
         fp = fingerprint(code_hash, "properties", self.property_options())
-        cached = self.cache.find("properties", fp)
+        full = fingerprint(code_hash, "properties", self.property_options(quick=False))
+        cached = self.cache.find("properties", full) or self.cache.find("properties", fp)
         if cached is not None and Path(cached["junit"]).exists():
             run = property_run(cached, current=True, how="reused: same code and environment")
             detail = f"reused the run of {cached['finished']} ({label})"
@@ -154,15 +195,17 @@ class Runner:
         junit = self.cache.folder / f"properties-{fp[:16]}.xml"
         log = junit.with_suffix(".log")
         junit.unlink(missing_ok=True)
+        profile = self.property_options()["profile"]
         cmd = [
             sys.executable, "-m", "pytest", "properties",
-            "--hypothesis-profile=ci", "--hypothesis-show-statistics",
+            f"--hypothesis-profile={profile}", "--hypothesis-show-statistics",
             f"--junitxml={junit}", "-o", "junit_family=xunit2", "-q", "-p", "no:cacheprovider",
         ]  # fmt: skip
         if self.quick:
             cmd += ["-m", "not slow"]
         self.display.say(
-            f"{name}: running pytest properties (ci profile){' quick' if self.quick else ''}"
+            f"{name}: running pytest properties ({profile} profile)"
+            + (", without the slow ones" if self.quick else "")
         )
         start = time.perf_counter()
         code = stream(cmd, self.root, log, self.display, name)
@@ -204,8 +247,11 @@ class Runner:
         ]  # fmt: skip
         conftest = self.root / "benchmarks" / "conftest.py"
         with contextlib.suppress(OSError):
-            if "--quick" in conftest.read_text():
+            text = conftest.read_text()
+            if "--quick" in text:
                 cmd.append("--quick")
+            if self.quick and "--smoke" in text:
+                cmd += ["--smoke", "-k", SMOKE_SELECTION]
         return cmd
 
     def benchmarks(self) -> Step:
@@ -216,8 +262,10 @@ class Runner:
             self.display.say(f"{name}: {step.detail}")
             return step
         code_hash, label = self.code
-        fp = fingerprint(code_hash, "bench", {"quick": True, "threads": torch.get_num_threads()})
-        cached = self.cache.find("bench", fp)
+        options: dict[str, Any] = {"quick": True, "threads": torch.get_num_threads()}
+        full = fingerprint(code_hash, "bench", options)  # the README's job: every benchmark
+        fp = fingerprint(code_hash, "bench", {**options, "smoke": True}) if self.quick else full
+        cached = self.cache.find("bench", full) or self.cache.find("bench", fp)
         if cached is not None and _run_exists(self.db, int(cached["run_id"])):
             detail = f"reused bench run {cached['run_id']} of {cached['finished']} ({label})"
             self.display.say(f"{name}: {detail}")
@@ -225,7 +273,10 @@ class Runner:
         out = self.cache.folder / f"bench-{fp[:16]}.json"
         log = out.with_suffix(".log")
         out.unlink(missing_ok=True)
-        self.display.say(f"{name}: running pytest benchmarks")
+        self.display.say(
+            f"{name}: running pytest benchmarks"
+            + (f" --smoke -k '{SMOKE_SELECTION}' (--quick)" if self.quick else "")
+        )
         start = time.perf_counter()
         code = stream(self.bench_command(out), self.root, log, self.display, name)
         seconds = time.perf_counter() - start
@@ -254,6 +305,7 @@ class Runner:
                 "exit_code": code,
                 "seconds": round(seconds, 1),
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "quick": self.quick,
             },
         )
         detail = f"bench run {run_id}: pytest exit {code} in {seconds:.0f} s ({label})"

@@ -106,6 +106,8 @@ def connect(scheduler: "str | Client", workers: int = 2) -> Iterator[Any]:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                # the scheduler's HTTP routes on a free port, not 8787 (another cluster's)
+                scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"},
             )
         try:
             with distributed.Client(cluster) as client:
