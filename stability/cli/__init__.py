@@ -68,6 +68,7 @@ COMMAND_MODULES = {
     "probe": ("probe", "add_probe"),
     "criticality": ("criticality", "add_criticality"),
     "experiments": ("experiments", "add_experiments"),
+    "coord-check": ("coord_check", "add_coord_check"),
 }
 
 
