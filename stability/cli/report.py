@@ -29,7 +29,7 @@ def add_report(sub: SubParsers) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a minute or two: one seed in the sweep, properties (dev profile) without "
+        help="about 3 minutes cold on 2 cores: one seed in the sweep, properties (dev) without "
         "'slow' ones, benchmarks' train/forward steps at two batches; reuses a full run",
     )
     p.add_argument(

@@ -43,7 +43,7 @@ PYTEST_COMPLETED = (0, 1, 5)  # all passed, some failed, none collected: a resul
 SMOKE_SELECTION = "test_train_step or test_forward"
 # Seconds on a quiet 2-core machine when nothing is cached (a first guess, replaced by the
 # previous run's own seconds from the cache where there is one); sweeps: per cell per job.
-EXPECTED_S = {"properties": (600.0, 45.0), "bench": (480.0, 45.0), "other": (90.0, 30.0)}
+EXPECTED_S = {"properties": (600.0, 90.0), "bench": (480.0, 20.0), "other": (90.0, 45.0)}
 SWEEP_CELL_S = 0.4
 
 
