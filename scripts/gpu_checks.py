@@ -154,11 +154,12 @@ def spectrum_check(device: str) -> tuple[bool, str]:
 def _script_checks() -> dict[str, int]:
     """The checks of the scripts beside this one, each a list of ``(name, ok, line)``: the
     user-model paths on an HF model, fp8 against ``torch._scaled_mm``, the coordinate
-    check's width sweep; a script that does not import or raises is one failure."""
+    check's width sweep, stacked against per-cell; a script that does not import or raises
+    is one failure."""
     import importlib
 
     codes: dict[str, int] = {}
-    for script in ("gpu_usermodel", "gpu_lowp", "gpu_coord"):
+    for script in ("gpu_usermodel", "gpu_lowp", "gpu_coord", "gpu_sweep_speed"):
         try:
             module = importlib.import_module(script)
             for name, ok, line in module.checks("cuda"):
