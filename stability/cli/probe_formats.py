@@ -31,11 +31,16 @@ def add_format_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma list of low-precision formats to emulate per matmul module "
                    "(e4m3, e5m2, hybrid, mxfp8, mxfp8_e5m2, mxfp6, mxfp4, nvfp4); rows to "
                    "<out stem>-formats.csv and a recommendation per module")  # fmt: skip
+    add_recipe_arguments(p, "a module's")
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser, whose: str) -> None:
+    """``--recipe`` and ``--sqnr-target``: shared by probe --formats and a low-precision sweep."""
     p.add_argument("--recipe", type=names, default=["tensor"], metavar="RECIPES",
                    help="comma list of fp8 scaling recipes: none, tensor, row, delayed:H"
                    "[:max|recent] (default: tensor; MX, NVFP4 carry their own scale)")  # fmt: skip
     p.add_argument("--sqnr-target", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
-                   help="SQNR in dB a module's output and gradient must keep to leave bf16 "
+                   help=f"SQNR in dB {whose} output and gradient must keep to leave bf16 "
                    "(default: %(default)s)")  # fmt: skip
 
 
@@ -45,11 +50,17 @@ def parse_formats(args: argparse.Namespace) -> tuple[list[LowpFormat], list[Reci
         return None
     if not args.formats:
         raise StabilityError("--formats needs at least one format, e.g. e4m3,mxfp8,mxfp4")
+    recipes = parse_recipes(args)
+    return [get_format(n) for n in args.formats], recipes
+
+
+def parse_recipes(args: argparse.Namespace) -> list[Recipe]:
+    """``--recipe`` and ``--sqnr-target`` checked: one-line errors."""
     if not args.recipe:
         raise StabilityError("--recipe needs at least one recipe, e.g. tensor")
     if not math.isfinite(args.sqnr_target):
         raise StabilityError(f"--sqnr-target {args.sqnr_target} is not a finite number of dB")
-    return [get_format(n) for n in args.formats], [get_recipe(n) for n in args.recipe]
+    return [get_recipe(n) for n in args.recipe]
 
 
 def format_paths(out: Path) -> tuple[Path, Path]:

@@ -1,6 +1,7 @@
 """``stability sweep``: probe a grid of MLPs layer by layer into the store and a CSV."""
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,17 +17,29 @@ from stability.cli.args import (
 )
 from stability.cli.json_output import add_json_argument, emit, human, stdout_to_stderr
 from stability.cli.limits import check_seeds, check_sweep
+from stability.cli.probe_formats import add_recipe_arguments
+from stability.cli.sweep_formats import (
+    LowpPlan,
+    finish_lowp,
+    json_part,
+    report_lowp_fail_on,
+    run_lowp,
+    split_dtypes,
+)
+from stability.core.dtypes import DTYPES
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.results.files import check_outputs, write_csv
 from stability.results.findings import findings_document, findings_lines
 from stability.results.store import Store
 from stability.results.tables import VERDICTS, summary_table, with_verdicts
-from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, SweepGrid
+from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Cell, SweepGrid
 from stability.sweep.executors import Executor, local_executor
 from stability.sweep.run import Progress, SweepSummary, run_sweep
 from stability.sweep.stacks import default_budget, parse_budget
 from stability.sweep.vectorised import VectorisedExecutor
+from stability.usermodel.lowp_advice import FORMAT_VERDICTS
+from stability.usermodel.lowp_mlp import CARRIER
 
 DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
 
@@ -54,7 +67,11 @@ def add_sweep(sub: SubParsers) -> None:
         "--dtype",
         type=names,
         default=["float32", "float16"],
-        help="comma list of float64,float32,bfloat16,float16 (default: float32,float16)",
+        help="comma list of float64,float32,bfloat16,float16, and low-precision formats "
+        "(float8_e4m3fn, float8_e5m2, hybrid, mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp4_e2m1, "
+        "nvfp4, or e4m3, mxfp8, mxfp4, ...), whose cells run the MLP in float32 and emulate "
+        "the format per Linear, in this process, into <out stem>-formats.csv "
+        "(default: float32,float16)",
     )
     p.add_argument("--seeds", type=ints, default=[0, 1, 2], help="comma list (default: 0,1,2)")
     p.add_argument("--batch", type=ints, default=[256], help="comma list, >= 2 (default: 256)")
@@ -103,14 +120,16 @@ def add_sweep(sub: SubParsers) -> None:
         help="run beyond the limits on --depth and the number of --seeds (see docs/exit-codes.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress, no findings summary")
+    add_recipe_arguments(p, "a layer's")
     add_json_argument(p, "sweep")
     p.add_argument(
         "--fail-on",
         type=names,
         default=None,
         metavar="VERDICTS",
-        help="comma list of verdicts, from " + ",".join(VERDICTS) + ": after writing all "
-        "results, name each config (seeds averaged) with one of them on stderr and exit 1 "
+        help="comma list of verdicts, from " + ",".join(VERDICTS + FORMAT_VERDICTS) + ": after "
+        "writing all results, name each config (seeds averaged; keep-bf16: each layer of a "
+        "low-precision cell) with one of them on stderr and exit 1 "
         "(default: always exit 0 unless a cell fails)",
     )
     p.set_defaults(handler=_cmd_sweep)
@@ -128,12 +147,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"the grid is empty ({', '.join(empty)}: no value); {args.out} is untouched"
         )
     check_seeds(len(args.seeds), args.yes, listed=True)  # before a cell list is built
+    ordinary, lowp = split_dtypes(args.dtype, args, args.out)
     grid = SweepGrid(
         activations=args.activation,
         inits=args.init,
         depths=args.depth,
         widths=args.width,
-        dtypes=args.dtype,
+        dtypes=ordinary or [CARRIER],  # low-precision cells run the carrier's networks
         seeds=args.seeds,
         batches=args.batch,
         device=args.device,
@@ -142,14 +162,59 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     cells = grid.cells()  # validates every name and size before any work
     jobs = check_sweep(cells, args.jobs, args.scheduler, args.yes)  # memory, bounds, --jobs
     executor = _executor(jobs, args.scheduler, args.per_cell, args.memory_budget, args.device)
-    fail_on = _fail_on_verdicts(args.fail_on)
+    fail_on = _fail_on_verdicts(args.fail_on, bool(ordinary), lowp is not None)
     out = args.out
-    check_outputs({"--out": out}, store=args.db)  # not the store, not a database, writable
+    outputs = {"--out": out, **({"--out (formats)": lowp.csv} if lowp else {})}
+    check_outputs(outputs, store=args.db)  # not the store, not a database, writable
     if args.device.startswith("cuda") and args.scheduler is None:  # else the workers need CUDA
         import torch
 
         if not torch.cuda.is_available():
             raise StabilityError(f"device {args.device!r} requested but CUDA is not available")
+    if ordinary:
+        code, body = _ordinary(args, grid, cells, executor, fail_on)
+        if code == EXIT_INTERRUPTED:
+            return code
+    else:
+        code, body = 0, {}
+    if lowp is not None:
+        networks = dataclasses.replace(grid, dtypes=[CARRIER]).cells()  # one per network
+        code = max(code, _low_precision(args, lowp, networks, fail_on, body))
+        if code == EXIT_INTERRUPTED:
+            return code
+    if args.json:
+        emit("sweep", {**body, "exit_code": code})
+    return code
+
+
+def _low_precision(
+    args: argparse.Namespace, lowp: LowpPlan, cells: list[Cell], fail_on: list[str],
+    body: dict[str, object],
+) -> int:  # fmt: skip
+    """The low-precision cells after the ordinary ones: exit code, the JSON part in ``body``."""
+    command = ["stability", *sys.argv[1:]]
+    with stdout_to_stderr(args.json), Store.open(args.db) as store:
+        try:
+            result = run_lowp(lowp, cells, store, command, args.device, args.resume, args.quiet)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: completed networks are kept in {store.path}; "
+                  "rerun with --resume to finish", file=sys.stderr)  # fmt: skip
+            return EXIT_INTERRUPTED
+    finish_lowp(result, lowp, human(args.json), args.quiet)
+    flagged = report_lowp_fail_on(result.advice, fail_on)
+    body.setdefault("run_id", result.run_id)
+    body.setdefault("db", args.db)
+    body["low_precision"] = json_part(result, lowp, flagged)
+    return EXIT_FAILED if flagged else 0
+
+
+def _ordinary(
+    args: argparse.Namespace, grid: SweepGrid, cells: list[Cell], executor: Executor,
+    fail_on: list[str],
+) -> tuple[int, dict[str, object]]:  # fmt: skip
+    """The ordinary dtypes' cells, as the sweep always ran them: exit code and JSON body."""
+    out = args.out
+    fail_on = [v for v in fail_on if v in VERDICTS]
     with stdout_to_stderr(args.json), Store.open(args.db) as store:
         if args.resume:
             _note_rowless(store, {c.key for c in cells})
@@ -169,7 +234,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 "rerun with --resume to finish",
                 file=sys.stderr,
             )
-            return EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED, {}
         rows = store.sweep_rows(c.key for c in cells)
     if rows.empty:  # nothing to judge: never a pass, never an empty CSV over an earlier one
         _check_no_rows(summary, out, fail_on, args.db)
@@ -185,9 +250,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"failed: {failure}", file=sys.stderr)
     flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
     code = EXIT_FAILED if summary.failed or flagged else 0
-    if args.json:
-        emit("sweep", _json_body(summary, rows, out, args.db, fail_on, flagged, code))
-    return code
+    return code, _json_body(summary, rows, out, args.db, fail_on, flagged, code)
 
 
 def _note_rowless(store: Store, keys: set[str]) -> None:
@@ -267,16 +330,25 @@ def _executor(
     return VectorisedExecutor(jobs, default_budget(device) if budget is None else budget)
 
 
-def _fail_on_verdicts(given: list[str] | None) -> list[str]:
-    """``--fail-on``'s names, each one a verdict ``summary_table`` assigns; [] without it."""
+def _fail_on_verdicts(given: list[str] | None, ordinary: bool, lowp: bool) -> list[str]:
+    """``--fail-on``'s names, each one a verdict ``summary_table`` assigns or keep-bf16; []
+    without it. A verdict no cell of the grid can get judges nothing: refused."""
     if given is None:
         return []
+    choices = {v: v for v in VERDICTS + FORMAT_VERDICTS}
     if not given:
         raise StabilityError(
-            f"--fail-on needs at least one verdict; expected some of {sorted(VERDICTS)}"
+            f"--fail-on needs at least one verdict; expected some of {sorted(choices)}"
         )
-    choices = {v: v for v in VERDICTS}
-    return [lookup("verdict", name, choices) for name in given]
+    verdicts = [lookup("verdict", name, choices) for name in given]
+    for v in verdicts:
+        if v in FORMAT_VERDICTS and not lowp:
+            raise StabilityError(f"--fail-on {v} judges low-precision cells, and --dtype "
+                                 "lists no low-precision format (e.g. float8_e4m3fn)")  # fmt: skip
+        if v in VERDICTS and not ordinary:
+            raise StabilityError(f"--fail-on {v} judges the ordinary dtypes' rows, and --dtype "
+                                 f"lists none of {sorted(DTYPES)}")  # fmt: skip
+    return verdicts
 
 
 def _report_fail_on(rows: pd.DataFrame, fail_on: list[str], written: str) -> int:

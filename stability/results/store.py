@@ -285,16 +285,28 @@ class Store:
         """A new run of ``kind`` and its named tables in one transaction: all, or nothing.
 
         New commands store here instead of adding a table each, so the schema stays put."""
+        with self.conn:
+            run_id = self._insert_run(kind, command, device)
+            self._insert_records(run_id, tables)
+        return run_id
+
+    @store_file.guarded
+    def write_records(self, run_id: int, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
+        """More named tables for a run already started, in one transaction: a long command
+        commits each piece as it lands, so an interruption keeps what it finished."""
+        with self.conn:
+            self._insert_records(run_id, tables)
+
+    def _insert_records(
+        self, run_id: int, tables: Mapping[str, Iterable[Mapping[str, Any]]]
+    ) -> None:
         data = [
             (name, json.dumps(dict(r), default=str)) for name, rows in tables.items() for r in rows
         ]
-        with self.conn:
-            run_id = self._insert_run(kind, command, device)
-            self.conn.executemany(
-                "INSERT INTO records (run_id, name, data) VALUES (?, ?, ?)",
-                [(run_id, name, d) for name, d in data],
-            )
-        return run_id
+        self.conn.executemany(
+            "INSERT INTO records (run_id, name, data) VALUES (?, ?, ?)",
+            [(run_id, name, d) for name, d in data],
+        )
 
     @store_file.guarded
     def records(self, name: str) -> pd.DataFrame:
