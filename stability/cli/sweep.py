@@ -331,20 +331,22 @@ def _executor(
 
 
 def _fail_on_verdicts(given: list[str] | None, ordinary: bool, lowp: bool) -> list[str]:
-    """``--fail-on``'s names, each one a verdict ``summary_table`` assigns or keep-bf16; []
-    without it. A verdict no cell of the grid can get judges nothing: refused."""
+    """``--fail-on``'s names, each one a verdict ``summary_table`` assigns (or keep-bf16,
+    with low-precision cells); [] without it. A verdict no cell of the grid can get judges
+    nothing: refused."""
     if given is None:
         return []
-    choices = {v: v for v in VERDICTS + FORMAT_VERDICTS}
+    choices = {v: v for v in VERDICTS + (FORMAT_VERDICTS if lowp else ())}
     if not given:
         raise StabilityError(
             f"--fail-on needs at least one verdict; expected some of {sorted(choices)}"
         )
+    for name in given:
+        if name in FORMAT_VERDICTS and not lowp:
+            raise StabilityError(f"--fail-on {name} judges low-precision cells, and --dtype "
+                                 "lists no low-precision format (e.g. float8_e4m3fn)")  # fmt: skip
     verdicts = [lookup("verdict", name, choices) for name in given]
     for v in verdicts:
-        if v in FORMAT_VERDICTS and not lowp:
-            raise StabilityError(f"--fail-on {v} judges low-precision cells, and --dtype "
-                                 "lists no low-precision format (e.g. float8_e4m3fn)")  # fmt: skip
         if v in VERDICTS and not ordinary:
             raise StabilityError(f"--fail-on {v} judges the ordinary dtypes' rows, and --dtype "
                                  f"lists none of {sorted(DTYPES)}")  # fmt: skip
