@@ -53,7 +53,8 @@ def mlp_format_rows(
 
 @dataclass(frozen=True)
 class FirstEvent:
-    """The first layer (forward order) where one thing happens, and where in it."""
+    """The first layer (``order``: forward order, 1 = the first Linear) where one thing
+    happens, and in which of its tensors."""
 
     layer: int
     tensor: str
@@ -65,12 +66,12 @@ class FirstEvent:
 
 
 def _first(rows: list[dict[str, Any]], hit: str, target: float) -> FirstEvent | None:
-    for r in sorted(rows, key=lambda r: r["layer"]):
+    for r in sorted(rows, key=lambda r: r["order"]):  # stable: tensors in their order
         if hit == "sqnr":
             if r["tensor"] in ("output", "grad") and r["sqnr_db"] < target:
-                return FirstEvent(r["layer"], r["tensor"], r["sqnr_db"])
+                return FirstEvent(r["order"], r["tensor"], r["sqnr_db"])
         elif r[f"{hit}_frac"] > 0:
-            return FirstEvent(r["layer"], r["tensor"], r[f"{hit}_frac"])
+            return FirstEvent(r["order"], r["tensor"], r[f"{hit}_frac"])
     return None
 
 
