@@ -73,10 +73,14 @@ def test_rows_are_probe_formats_of_the_same_mlp(
     assert not out_csv.exists()  # no ordinary dtype: no ordinary rows, no CSV of them
     assert "runs in float32 (the carrier)" in printed
     for e in first_events(rows, 20.0):
-        flush = e["flush"].describe("frac") if e["flush"] else "none"
-        below = e["below_target"].describe("sqnr") if e["below_target"] else "none"
+        shown = {
+            k: e[k].describe("sqnr" if k == "below_target" else "frac") if e[k] else "none"
+            for k in ("overflow", "grad_overflow", "flush", "grad_flush", "below_target")
+        }
         line = [ln for ln in printed.splitlines() if ln.strip().startswith(e["format"])]
-        assert f"flush: {flush}; below 20 dB: {below}" in line[0]
+        assert (f"overflow: {shown['overflow']}, grad {shown['grad_overflow']}; flush: "
+                f"{shown['flush']}, grad {shown['grad_flush']}; below 20 dB: "
+                f"{shown['below_target']}") in line[0]  # fmt: skip
     expected = recommend(rows, 20.0)
     assert advice["recommendation"].tolist() == [a["recommendation"] for a in expected]
     first = expected[0]["recommendation"]

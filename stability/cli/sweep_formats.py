@@ -31,7 +31,13 @@ from stability.results.store import Store
 from stability.sweep.cells import Cell
 from stability.sweep.run import Progress
 from stability.usermodel.lowp_advice import KEEP, recommend
-from stability.usermodel.lowp_mlp import CARRIER, first_events, lowp_cell_key, mlp_format_rows
+from stability.usermodel.lowp_mlp import (
+    CARRIER,
+    FirstEvent,
+    first_events,
+    lowp_cell_key,
+    mlp_format_rows,
+)
 
 ROWS, ADVICE = "sweep_formats", "sweep_formats_advice"
 
@@ -193,13 +199,17 @@ def _print_network(rows: list[dict[str, Any]], target: float, text: TextIO) -> N
     events = first_events(rows, target)
     pad = max(len(f"{e['format']} {e['recipe']}") for e in events)
     for e in events:
-        checks = (("overflow", "overflow", "frac"), ("flush", "flush", "frac"),
-                  (f"below {target:g} dB", "below_target", "sqnr"))  # fmt: skip
-        parts = [f"{what}: {e[key].describe(unit) if e[key] else 'none'}"
-                 for what, key, unit in checks]  # fmt: skip
+        parts = [f"overflow: {_shown(e, 'overflow')}, grad {_shown(e, 'grad_overflow')}",
+                 f"flush: {_shown(e, 'flush')}, grad {_shown(e, 'grad_flush')}",
+                 f"below {target:g} dB: {_shown(e, 'below_target')}"]  # fmt: skip
         case = f"{e['format']} {e['recipe']}"
         print(f"    {case:<{pad}}  " + "; ".join(parts), file=text)
     print("    advice: " + "; ".join(_runs(advice)), file=text)
+
+
+def _shown(event: dict[str, Any], key: str) -> str:
+    found: FirstEvent | None = event[key]
+    return found.describe("sqnr" if key == "below_target" else "frac") if found else "none"
 
 
 def _runs(advice: list[dict[str, Any]]) -> list[str]:

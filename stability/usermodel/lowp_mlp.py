@@ -65,8 +65,12 @@ class FirstEvent:
         return f"layer {self.layer} {self.tensor} ({shown})"
 
 
-def _first(rows: list[dict[str, Any]], hit: str, target: float) -> FirstEvent | None:
-    for r in sorted(rows, key=lambda r: r["order"]):  # stable: tensors in their order
+def _first(
+    rows: list[dict[str, Any]], hit: str, target: float, backward: bool = False
+) -> FirstEvent | None:
+    """The first row (by layer; from the top with ``backward``) with ``hit``."""
+    ordered = sorted(rows, key=lambda r: -r["order"] if backward else r["order"])  # stable
+    for r in ordered:
         if hit == "sqnr":
             if r["tensor"] in ("output", "grad") and r["sqnr_db"] < target:
                 return FirstEvent(r["order"], r["tensor"], r["sqnr_db"])
@@ -76,27 +80,26 @@ def _first(rows: list[dict[str, Any]], hit: str, target: float) -> FirstEvent | 
 
 
 def first_events(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
-    """Per (format, recipe) in the rows: the first layer with an overflow, with a flush
-    (a nonzero value stored as zero) and with output or gradient SQNR below ``target`` (a
-    NaN SQNR, no signal, is never below); None where no layer has one."""
+    """Per (format, recipe) in the rows: the first layer whose input, weight or output
+    overflows and flushes (a nonzero value stored as zero), in forward order; the first
+    whose gradient does, in backward order (the gradient's own: from the loss down); and
+    the first whose output or gradient SQNR is below ``target`` (a NaN SQNR, no signal, is
+    never below). None where no layer has one."""
     cases: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         cases.setdefault((r["format"], r["recipe"]), []).append(r)
-    return [
-        {
-            "format": fmt,
-            "recipe": recipe,
-            "overflow": _first(rs, "overflow", target),
-            "flush": _first(rs, "flush", target),
+    out = []
+    for (fmt, recipe), rs in cases.items():
+        fwd = [r for r in rs if r["tensor"] != "grad"]
+        grad = [r for r in rs if r["tensor"] == "grad"]
+        sqnrs = [r["sqnr_db"] for r in rs if r["tensor"] == "output"]
+        out.append({
+            "format": fmt, "recipe": recipe,
+            "overflow": _first(fwd, "overflow", target),
+            "grad_overflow": _first(grad, "overflow", target, backward=True),
+            "flush": _first(fwd, "flush", target),
+            "grad_flush": _first(grad, "flush", target, backward=True),
             "below_target": _first(rs, "sqnr", target),
-            "min_sqnr_db": min(
-                (
-                    r["sqnr_db"]
-                    for r in rs
-                    if r["tensor"] == "output" and not math.isnan(r["sqnr_db"])
-                ),
-                default=math.nan,
-            ),
-        }
-        for (fmt, recipe), rs in cases.items()
-    ]
+            "min_sqnr_db": min((v for v in sqnrs if not math.isnan(v)), default=math.nan),
+        })  # fmt: skip
+    return out
