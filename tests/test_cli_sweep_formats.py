@@ -56,6 +56,15 @@ def _same(frame: pd.DataFrame, rows: list[dict[str, Any]]) -> None:
         ), column
 
 
+def _describe(event: dict[str, Any], key: str) -> str:
+    """What the summary line should say for one first event."""
+    found = event[key]
+    if found is None:
+        return "none"
+    unit = "sqnr" if key == "below_target" else "frac"
+    return str(found.describe(unit, tensor=not key.startswith("grad_")))
+
+
 def test_rows_are_probe_formats_of_the_same_mlp(
     db: Path, out_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,10 +82,8 @@ def test_rows_are_probe_formats_of_the_same_mlp(
     assert not out_csv.exists()  # no ordinary dtype: no ordinary rows, no CSV of them
     assert "runs in float32 (the carrier)" in printed
     for e in first_events(rows, 20.0):
-        shown = {
-            k: e[k].describe("sqnr" if k == "below_target" else "frac") if e[k] else "none"
-            for k in ("overflow", "grad_overflow", "flush", "grad_flush", "below_target")
-        }
+        shown = {k: _describe(e, k) for k in
+                 ("overflow", "grad_overflow", "flush", "grad_flush", "below_target")}  # fmt: skip
         line = [ln for ln in printed.splitlines() if ln.strip().startswith(e["format"])]
         assert (f"overflow: {shown['overflow']}, grad {shown['grad_overflow']}; flush: "
                 f"{shown['flush']}, grad {shown['grad_flush']}; below 20 dB: "

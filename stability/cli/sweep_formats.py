@@ -209,7 +209,10 @@ def _print_network(rows: list[dict[str, Any]], target: float, text: TextIO) -> N
 
 def _shown(event: dict[str, Any], key: str) -> str:
     found: FirstEvent | None = event[key]
-    return found.describe("sqnr" if key == "below_target" else "frac") if found else "none"
+    if found is None:
+        return "none"
+    unit = "sqnr" if key == "below_target" else "frac"
+    return found.describe(unit, tensor=not key.startswith("grad_"))
 
 
 def _runs(advice: list[dict[str, Any]]) -> list[str]:

@@ -60,9 +60,10 @@ class FirstEvent:
     tensor: str
     value: float  # the fraction (overflow, flush) or the SQNR in dB (below target)
 
-    def describe(self, what: str) -> str:
+    def describe(self, what: str, tensor: bool = True) -> str:
         shown = f"{self.value:.1f} dB" if what == "sqnr" else f"{self.value:.2%}"
-        return f"layer {self.layer} {self.tensor} ({shown})"
+        where = f" {self.tensor}" if tensor else ""
+        return f"layer {self.layer}{where} ({shown})"
 
 
 def _first(
