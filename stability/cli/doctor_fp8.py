@@ -93,7 +93,7 @@ def print_fp8(rows: list[dict[str, Any]], args: argparse.Namespace, steps: int) 
         worst = t.pivot_table(index=["order", "module"], columns="tensor",
                               values=["flush_frac", "overflow_frac"], aggfunc="max")  # fmt: skip
         label = {"flush_frac": "flushed", "overflow_frac": ">max"}
-        pairs: list[tuple[str, str]] = list(worst.columns)  # (value, tensor)
+        pairs: list[Any] = worst.columns.tolist()  # (value, tensor) pairs
         worst.columns = [f"{w} {label[e]}" for e, w in pairs]
         order = [f"{w} {e}" for w in ("input", "weight", "grad") for e in label.values()]
         worst = worst[[c for c in order if c in worst.columns]].droplevel("order")
