@@ -97,6 +97,20 @@ def test_doctor_mlp_float8_names_or_clears_and_writes_the_fp8_table(
     assert not Store.open(tmp_path / "s.db").doctor_rows("fp8").empty
 
 
+def test_e5m2_overflow_is_named_and_the_doctor_replays_through_fp8_casts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """N(0, 1) weights grow the gradient past E5M2's 57344 with no scale: inf, then NaN."""
+    args = ["--recipe", "none", "--init", "standard_normal", "--depth", "4", "--width", "16",
+            "--lr", "0.1", "--steps", "5", "--dtype", "float8"]  # fmt: skip
+    _, doc = doctor(tmp_path, capsys, *args)
+    e = doc["fp8_event"]
+    assert (e["kind"], e["phase"], e["element"]) == ("overflow", "backward", "e5m2")
+    d = doc["diagnosis"]
+    assert d["status"] == "diverged" and d["step"] >= e["step"]
+    assert "float8_e5m2" in d["first_inf"]  # the replay names the cast that made the inf
+
+
 def test_doctor_model_names_the_planted_module_under_none_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -135,8 +149,16 @@ def test_tiny_gpt2_trains_in_float8_and_names_a_module_or_none(
         ([*PLANT, "--dtype", "float9"], "'float8'"),
         ([*PLANT, "--dtype", "float8", "--recipe", "delayed:0"], "'delayed:H'"),
     ],
-    ids=["dtype", "recipe", "recipe-without-float8", "lr-search", "loss-scaling",
-         "threshold", "model-dtype", "model-recipe"],  # fmt: skip
+    ids=[
+        "dtype",
+        "recipe",
+        "recipe-without-float8",
+        "lr-search",
+        "loss-scaling",
+        "threshold",
+        "model-dtype",
+        "model-recipe",
+    ],  # fmt: skip
 )
 def test_bad_fp8_input_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str

@@ -85,7 +85,7 @@ def fp8_event(rows: list[dict[str, Any]], args: argparse.Namespace) -> Fp8Event 
 def print_fp8(rows: list[dict[str, Any]], args: argparse.Namespace, steps: int) -> Fp8Event | None:
     """The per-module worst case over steps, then the first gradient event (or none)."""
     print(f"fp8: hybrid (E4M3 forward, E5M2 backward), recipe {args.recipe}, emulated in "
-          "float32 on every matmul")  # fmt: skip
+          "the float32 carrier on every matmul")  # fmt: skip
     event = fp8_event(rows, args)
     if rows:
         t = fp8_table(rows)
