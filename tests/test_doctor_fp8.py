@@ -158,7 +158,7 @@ def test_tiny_gpt2_trains_in_float8_and_names_a_module_or_none(
         "threshold",
         "model-dtype",
         "model-recipe",
-    ],  # fmt: skip
+    ],
 )
 def test_bad_fp8_input_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
