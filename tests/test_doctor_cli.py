@@ -88,7 +88,7 @@ def _foreign_db(tmp_path: Path) -> Path:
 BAD_INPUT = [
     pytest.param(["--activation", "relux"], "unknown activation 'relux'", id="activation"),
     pytest.param(["--init", "kaiming"], "unknown init 'kaiming'", id="init"),
-    pytest.param(["--dtype", "float8"], "unknown dtype 'float8'", id="dtype"),
+    pytest.param(["--dtype", "float9"], "unknown dtype 'float9'", id="dtype"),
     pytest.param(["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'", id="optimizer"),
     pytest.param(["--data", "mnist"], "unknown data set 'mnist'", id="data"),
     pytest.param(["--lr", "-1"], "learning rate must be finite and > 0", id="lr-negative"),

@@ -19,6 +19,7 @@ from stability.cli.args import (
     names,
     nonempty,
 )
+from stability.cli.doctor_fp8 import add_fp8_arguments, check_dtype, print_fp8, refuse_studies
 from stability.cli.doctor_model import MLP_DEFAULTS, MODEL_ONLY, cmd_doctor_model
 from stability.cli.json_output import add_json_argument, emit, human
 from stability.cli.model_args import add_model_arguments
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from stability.train.trainer import TrainConfig
 
 DEFAULT_DOCTOR_CSV = Path("results") / "doctor.csv"
+MLP_DTYPES = ("float64", "float32", "bfloat16", "float16")  # and float8 (``doctor_fp8``)
 
 
 def add_doctor(sub: SubParsers) -> None:
@@ -56,7 +58,14 @@ def add_doctor(sub: SubParsers) -> None:
     p.add_argument("--init", default=d["init"], help="(default: %(default)s)")
     p.add_argument("--depth", type=int, default=d["depth"], help="(default: %(default)s)")
     p.add_argument("--width", type=int, default=d["width"], help="(default: %(default)s)")
-    p.add_argument("--dtype", default="float32", help="float64,float32,bfloat16,float16")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="float64, float32, bfloat16, float16, or float8 (alias fp8, hybrid: E4M3 forward, "
+        "E5M2 backward on every matmul, emulated; names the first module whose gradient "
+        "overflows or flushes); with --model float32, float16, bfloat16 or float8",
+    )
+    add_fp8_arguments(p)
     add_model_arguments(p, required=False, training=True)  # --model ...: your own network
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default: %(default)s)")
@@ -145,6 +154,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     given = [flag for flag, key in MODEL_ONLY.items() if getattr(args, key) not in (None, 0.0)]
     if given:
         raise StabilityError(f"{given[0]} works with --model only, not on the built-in MLP")
+    fp8 = check_dtype(args, MLP_DTYPES)
+    if fp8:
+        refuse_studies(args)
     from stability.train.doctor import (
         diagnose,
         diagnosis_tables,
@@ -156,10 +168,19 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     cfg, extras = _parse(args)
     tables: dict[str, pd.DataFrame] = {}
     with contextlib.redirect_stdout(human(args.json)):  # --json: stdout holds JSON only
-        diag = diagnose(cfg)
+        event = None
+        if fp8:
+            from stability.train.doctor.fp8 import diagnose_fp8
+
+            diag, fp8_rows = diagnose_fp8(cfg, args.recipe)
+        else:
+            diag = diagnose(cfg)
         _print_diagnosis(diag)
         verdict, layers = diagnosis_tables(diag)
         tables.update(diagnosis=verdict, layers=layers)
+        if fp8:
+            event = print_fp8(fp8_rows, args, diag.steps_run)
+            tables["fp8"] = pd.DataFrame(fp8_rows)
         for kind, table in extra_tables(cfg, extras):
             tables[kind] = table
             _PRINTERS[kind](table, args)
@@ -181,6 +202,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         emit("doctor", {
             "exit_code": code, "run_id": run_id, "db": args.db, "files": written,
             "summary": diag.summary(), "diagnosis": diag.as_row(),
+            **({"fp8_event": event.as_dict() if event else None} if fp8 else {}),
             "tables": {k: t.to_dict("records") for k, t in tables.items() if k != "diagnosis"},
         })  # fmt: skip
     return code
@@ -199,7 +221,7 @@ def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
         width=args.width,
         activation=args.activation,
         init=args.init,
-        dtype=args.dtype,
+        dtype="float32" if args.dtype == "float8" else args.dtype,  # float8's carrier
         seed=args.seed,
         device=args.device,
     )
@@ -225,6 +247,7 @@ def _parse(args: argparse.Namespace) -> "tuple[TrainConfig, Extras]":
             "['bfloat16', 'float16']"
         )
     studies = [kind for kind in OPTIONAL_TABLES if getattr(args, kind)]  # --cost... by name
+    studies += ["fp8"] if args.dtype == "float8" else []
     check_outputs(doctor_outputs(args.out, args.figure, studies), store=args.db)
     if args.figure is not None:  # a format matplotlib cannot write, after what the path is
         figure_path(args.figure)

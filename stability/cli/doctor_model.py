@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from stability.cli.args import EXIT_FAILED
+from stability.cli.doctor_fp8 import check_dtype, print_fp8
 from stability.cli.json_output import emit, human
 from stability.errors import StabilityError
 from stability.results.files import check_outputs, write_csv
@@ -30,6 +31,7 @@ MLP_DEFAULTS: dict[str, Any] = {
     "map_inits": ["kaiming_normal", "xavier_normal", "standard_normal"],
     "map_activations": ["relu", "tanh"],
 }  # fmt: skip
+MODEL_DTYPES = ("float32", "float16", "bfloat16")  # and float8 (``doctor_fp8``)
 MODEL_ONLY = {"--momentum": "momentum", "--weight-decay": "weight_decay", "--mode": "mode"}
 
 
@@ -44,17 +46,19 @@ def cmd_doctor_model(args: argparse.Namespace) -> int:
     )
     from stability.train.doctor import doctor_csv_path, doctor_outputs
 
+    fp8 = check_dtype(args, MODEL_DTYPES)
     given = [f"--{k.replace('_', '-')}" for k in MLP_ONLY if getattr(args, k)]
     given += [f"--{k.replace('_', '-')}" for k, v in MLP_DEFAULTS.items() if getattr(args, k) != v]
     if given:
         raise StabilityError(f"{given[0]} works on the built-in MLP only, not with --model")
     cfg = ModelTrainConfig(args.lr, args.optimizer, args.steps, args.dtype, args.device,
-                           mode_of(args), args.momentum, args.weight_decay)  # fmt: skip
+                           mode_of(args), args.momentum, args.weight_decay,
+                           args.recipe or "tensor")  # fmt: skip
     if cfg.steps > MAX_STEPS and not args.yes:
         raise StabilityError(f"--steps {cfg.steps} is over {MAX_STEPS}; pass --yes to run it")
     if args.trial_steps < 1:
         raise StabilityError(f"trial-steps must be >= 1, got {args.trial_steps}")
-    if args.loss_scaling and cfg.dtype == "float32":
+    if args.loss_scaling and cfg.dtype in ("float32", "float8"):
         raise StabilityError(
             f"--loss-scaling needs a reduced dtype; got {cfg.dtype!r}, expected one of "
             "['bfloat16', 'float16']"
@@ -65,6 +69,7 @@ def cmd_doctor_model(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise StabilityError(f"device {cfg.device!r} requested but CUDA is not available")
     studies = [k for k in ("lr_search", "loss_scaling") if getattr(args, k)]
+    studies += ["fp8"] if fp8 else []
     outputs = doctor_outputs(args.out, None, studies)
     check_outputs(outputs, store=args.db)
     Store.open(args.db).close()  # a foreign, corrupt or read-only store: refused before training
@@ -77,6 +82,9 @@ def cmd_doctor_model(args: argparse.Namespace) -> int:
         for note in setup.batch.notes:
             print(note)
         tables = {"diagnosis": pd.DataFrame([diag.as_row()]), "layers": diag.layers}
+        event = print_fp8(diag.fp8_rows, args, diag.steps_run) if fp8 else None
+        if fp8:
+            tables["fp8"] = pd.DataFrame(diag.fp8_rows)
         if args.lr_search:
             table = lr_search(setup, cfg, args.trial_steps)
             row = table.iloc[0]
@@ -109,7 +117,9 @@ def cmd_doctor_model(args: argparse.Namespace) -> int:
     if args.json:
         verdict = {k: _json_safe(v) for k, v in diag.as_row().items()}
         emit("doctor", {"exit_code": code, "run_id": run_id, "diagnosis": verdict,
-                        "tables": written, "db": str(args.db)})  # fmt: skip
+                        "tables": written, "db": str(args.db),
+                        **({"fp8_event": event.as_dict() if event else None}
+                           if fp8 else {})})  # fmt: skip
     return code
 
 

@@ -29,6 +29,8 @@ from torch import nn
 
 from stability.core.emulate_model import emulate
 from stability.core.emulation import round_to
+from stability.core.lowp.recipes import get_recipe
+from stability.core.lowp.training import Fp8Training
 from stability.core.registry import lookup
 from stability.errors import StabilityError
 from stability.integrations.watch import NonFiniteError, Watch
@@ -39,7 +41,7 @@ from stability.train.lr_search import diverged, largest_stable_lr
 from stability.train.scaler import LossScaler
 from stability.usermodel.spec import MODES, UserSetup, set_mode
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "float8")  # float8: HYBRID, emulated
 SEARCH_RTOL = 0.05  # the lr search stops when its bracket is 5 % wide: trials are whole runs
 
 Params = Iterable[nn.Parameter]
@@ -68,10 +70,12 @@ class ModelTrainConfig:
     mode: str = "eval"
     momentum: float | None = None
     weight_decay: float = 0.0
+    recipe: str = "tensor"  # float8's scaling recipe (``core.lowp.recipes``)
 
     def __post_init__(self) -> None:
         lookup("optimizer", self.optimizer, OPTIMIZERS)
         lookup("dtype", self.dtype, {d: d for d in DTYPES})
+        get_recipe(self.recipe)
         lookup("--mode", self.mode, MODES)
         if self.momentum is not None and self.optimizer not in ("sgd", "momentum"):
             raise StabilityError(f"--momentum is for sgd and momentum, not {self.optimizer}")
@@ -104,6 +108,7 @@ class ModelDiagnosis:
     skipped_steps: int = 0
     losses: list[float] = field(default_factory=list)
     layers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fp8_rows: list[dict[str, Any]] = field(default_factory=list)  # float8: per step and module
 
     def as_row(self) -> dict[str, Any]:
         a = self.attribution
@@ -122,7 +127,8 @@ class ModelDiagnosis:
 
     def summary(self) -> str:
         c = self.config
-        lines = [f"model: {self.model}; {c.optimizer_line()}, {c.dtype}, {c.steps} steps",
+        dtype = f"{c.dtype} (hybrid, recipe {c.recipe})" if c.dtype == "float8" else c.dtype
+        lines = [f"model: {self.model}; {c.optimizer_line()}, {dtype}, {c.steps} steps",
                  f"mode: {MODES[c.mode]}", f"objective: {self.objective}"]  # fmt: skip
         finite = [v for v in self.losses if math.isfinite(v)]
         if self.status == "stable":
@@ -156,8 +162,9 @@ class _Run:
         self.model: nn.Module = copy.deepcopy(setup.model).to(cfg.device)
         set_mode(self.model, cfg.mode)
         self.batch = setup.batch.to(cfg.device)
-        self.reduced = cfg.dtype != "float32"
-        self.torch_dtype = getattr(torch, cfg.dtype)
+        self.fp8 = Fp8Training(self.model, "hybrid", cfg.recipe) if cfg.dtype == "float8" else None
+        self.reduced = cfg.dtype not in ("float32", "float8")  # float8 keeps float32 masters
+        self.torch_dtype = getattr(torch, cfg.dtype) if self.reduced else torch.float32
         factory = lookup("optimizer", cfg.optimizer, OPTIMIZERS)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = factory(params, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -173,6 +180,10 @@ class _Run:
 
     @contextmanager
     def _precision(self) -> Iterator[None]:
+        if self.fp8 is not None:
+            with self.fp8:
+                yield
+            return
         with emulate(self.model, self.cfg.dtype) if self.reduced else nullcontext():
             yield
 
@@ -224,6 +235,8 @@ def diagnose_model(setup: UserSetup, cfg: ModelTrainConfig) -> ModelDiagnosis:
         diag = ModelDiagnosis(setup.model_ref, cfg, "diverged", setup.objective, exc.step + 1,
                               exc.step, exc.attribution, losses=losses)  # fmt: skip
     diag.layers = last_finite(watch.to_frame(wide=True))
+    if run.fp8 is not None:
+        diag.fp8_rows = run.fp8.rows(steps=diag.steps_run)
     return diag
 
 
@@ -272,7 +285,7 @@ def lr_search(setup: UserSetup, cfg: ModelTrainConfig, trial_steps: int) -> pd.D
 def loss_scaling(setup: UserSetup, cfg: ModelTrainConfig) -> pd.DataFrame:
     """Train in the reduced dtype with and without loss scaling: per module, the mean
     fraction of weight gradients that are zero in the dtype; per run, the final loss."""
-    if cfg.dtype == "float32":
+    if cfg.dtype in ("float32", "float8"):
         raise StabilityError(
             f"--loss-scaling needs a reduced dtype; got {cfg.dtype!r}, expected one of "
             "['bfloat16', 'float16']"

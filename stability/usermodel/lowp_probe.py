@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stability.core.lowp.formats import LowpFormat
+from stability.core.lowp.matmul import is_matmul
 from stability.core.lowp.quantize import EVENTS, Quantized, quantize, recipe_name
 from stability.core.lowp.recipes import AmaxHistory, Recipe
 from stability.core.lowp.sqnr import combine_db, db, gaussian_sqnr_db
@@ -27,17 +28,6 @@ from stability.core.outputs import tensors_in
 from stability.usermodel.probe import signal_input
 
 TENSORS = ("input", "weight", "output", "grad")
-
-
-def is_matmul(module: nn.Module) -> bool:
-    """Linear, Conv1D or a conv: a module with its own weight of two or more dimensions."""
-    w = getattr(module, "weight", None)
-    kinds = (nn.Linear, nn.modules.conv._ConvNd)
-    return (
-        isinstance(w, torch.Tensor)
-        and w.dim() >= 2
-        and (isinstance(module, kinds) or type(module).__name__ == "Conv1D")
-    )
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

@@ -28,9 +28,12 @@ _FACTORIES = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_st
 
 
 def tensors_of(obj: object) -> list[torch.Tensor]:
-    """The floating-point tensors in a (nested) value: a tensor, tuple, list or dict."""
+    """The floating-point tensors in a (nested) value: a tensor, tuple, list or dict; fp8
+    ones (the fp8 emulation's casts) read in float32, as torch has no isinf for them."""
     if isinstance(obj, torch.Tensor):
-        return [obj] if obj.is_floating_point() else []
+        if not obj.is_floating_point():
+            return []
+        return [obj.float() if obj.element_size() == 1 else obj]
     if isinstance(obj, list | tuple):
         return [t for o in obj for t in tensors_of(o)]
     if isinstance(obj, dict):
@@ -120,7 +123,7 @@ class _FirstNonFinite(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if self.first_inf is None and not (in_inf or in_nan) and _has(outs, torch.isinf):
             if math.isnan(biggest):
                 biggest = _max_finite(ins)
-            dtype = outs[0].dtype
+            dtype = out.dtype if isinstance(out, torch.Tensor) else outs[0].dtype  # fp8 kept
             limit = torch.finfo(dtype).max
             dname = str(dtype).replace("torch.", "")
             self.first_inf = OpEvent(
