@@ -5,6 +5,7 @@ the delayed (amax-history) scale while dynamic per-tensor scaling never overflow
 witness is the same loop without the growth, where the delayed scale keeps up.
 """
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -60,7 +61,7 @@ def test_growing_weight_overflows_delayed_scaling_not_dynamic() -> None:
     assert sorted(set(frame["step"])) == list(range(STEPS))
     amax = series(frame, "tensor", "weight", "amax")
     # The weight grows by GROWTH per step; the SGD updates are far smaller than that.
-    assert all(b > a * (1 + (GROWTH - 1) / 2) for a, b in zip(amax, amax[1:], strict=False))
+    assert all(b > a * (1 + (GROWTH - 1) / 2) for a, b in itertools.pairwise(amax))
     for tensor in ("weight", "output"):
         delayed = series(frame, "delayed:4", tensor, "overflow_frac")
         assert delayed[0] == 0  # the first step scales by its own amax
@@ -147,9 +148,8 @@ def hooks(model: nn.Module) -> int:
 )
 def test_bad_formats_fail_at_construction(kwargs: dict[str, object], says: list[str]) -> None:
     model = mlp()
-    with pytest.raises(StabilityError) as err:
-        with stability.watch(model, **kwargs):  # type: ignore[arg-type]
-            model(torch.randn(2, 16))
+    with pytest.raises(StabilityError) as err, stability.watch(model, **kwargs):  # type: ignore[arg-type]
+        model(torch.randn(2, 16))
     message = str(err.value)
     assert "\n" not in message
     assert all(s in message for s in says), message
