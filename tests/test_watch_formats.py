@@ -172,13 +172,13 @@ def test_trainer_watch_logs_fp8_scalars_with_its_own() -> None:
 
 
 def test_report_shows_amax_across_steps(tmp_path: Path) -> None:
-    frame_model = mlp()
+    model = mlp()
     x, y = batch()
-    with stability.watch(frame_model, every=1, formats=["e4m3"], recipe="delayed:2") as w:
+    with stability.watch(model, every=1, formats=["e4m3"], recipe="delayed:2") as w:
         for _ in range(2):
-            nn.functional.mse_loss(frame_model(x), y).backward()
+            nn.functional.mse_loss(model(x), y).backward()
             with torch.no_grad():
-                frame_model[2].weight.mul_(GROWTH)
+                model[2].weight.mul_(GROWTH)
     page = w.report(tmp_path / "watch.html").read_text(encoding="utf-8")
     assert "log2 amax" in page and "figures at the last recorded step" in page
     assert "first recorded step with an overflow" in page
@@ -192,3 +192,19 @@ def test_without_formats_nothing_changes(tmp_path: Path) -> None:
     assert w.formats is None and w.formats_frame().empty
     page = w.report(tmp_path / "watch.html").read_text(encoding="utf-8")
     assert "log2 amax" not in page
+
+
+def test_docs_example_prints_what_the_docs_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/low-precision.md's "Watching fp8 figures while training": its code, run as a
+    user copies it, prints the output the page shows."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "low-precision.md").read_text()
+    section = doc.split("## Watching fp8 figures while training")[1].split("\n## ")[0]
+    code = section.split("```python\n")[1].split("```")[0]
+    shown = section.split("```text\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "low-precision.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert [s.rstrip() for s in printed.splitlines()] == [s.rstrip() for s in shown.splitlines()]
+    assert (tmp_path / "watch.html").exists()

@@ -25,6 +25,8 @@ and the attribution replays the failing call eagerly (``integrations.eager``). U
 ``bf16=True`` the Trainer's autocast covers the replay too (it runs inside the
 same forward). Under ``fp16=True`` a step whose forward was finite and whose scaled
 gradients overflowed is left to the GradScaler (``watch.scaler_skips``), as it should be.
+``formats=`` / ``recipe=``: each recorded step's fp8 / MX figures, as ``stability.watch``
+takes them (``integrations.watch_formats``), in ``watch.formats_frame()`` and the scalars.
 transformers is imported only here (the ``[hf]`` extra).
 """
 

@@ -20,6 +20,8 @@ network runs between recording steps, recording steps run it eagerly and the att
 replays it eagerly (``integrations.eager``). ``trainer.fit(torch.compile(module))`` compiles
 ``training_step`` itself, with the watch's hooks inside the graph: the callback says so in
 one warning and trains the module uncompiled.
+``formats=`` / ``recipe=``: each recorded step's fp8 / MX figures, as ``stability.watch``
+takes them (``integrations.watch_formats``), in ``watch.formats_frame()`` and the scalars.
 pytorch_lightning is imported only here (the ``[lightning]`` extra).
 """
 
