@@ -19,6 +19,7 @@ pytest.importorskip("accelerate")
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from examples import hf_tiny
+from stability.errors import StabilityError
 from stability.integrations.hf import StabilityCallback
 from stability.integrations.watch import NonFiniteError, NonFiniteWarning
 
@@ -144,3 +145,20 @@ def test_scalars_reach_the_trainers_tensorboard(tmp_path: Path) -> None:
     tags = EventAccumulator(str(logdir)).Reload().Tags()["scalars"]
     assert "train/stability/act_var/lm_head" in tags
     assert f"train/stability/grad_var/{PLANTED}" in tags and "train/loss" in tags
+
+
+def test_formats_pass_through_to_the_watch_and_the_logs(tmp_path: Path) -> None:
+    cb = StabilityCallback(every=2, formats=["e4m3"], recipe="delayed:4", report=None)
+    trainer, _ = run(tmp_path, cb, steps=3)  # the plant (step 3) never comes
+    trainer.train()
+    assert cb.watch is not None
+    frame = cb.watch.formats_frame()
+    assert sorted(frame["step"].unique()) == [0, 2]
+    assert PLANTED in set(frame["module"])  # a Conv1D: a matmul module
+    tag = f"stability/fp8/float8_e4m3fn/delayed:4/output_amax/{PLANTED}"
+    assert any(tag in row for row in trainer.state.log_history)
+
+
+def test_a_bad_format_fails_when_the_callback_is_made() -> None:
+    with pytest.raises(StabilityError, match=r"unknown .*'e4m7'.*float8_e4m3fn"):
+        StabilityCallback(formats=["e4m7"])

@@ -18,6 +18,7 @@ pytest.importorskip("pytorch_lightning")
 
 import pytorch_lightning as pl
 
+from stability.errors import StabilityError
 from stability.integrations.lightning import StabilityCallback
 from stability.integrations.watch import NonFiniteError, NonFiniteWarning
 
@@ -206,3 +207,23 @@ def test_gradscaler_overflows_are_left_to_the_scaler(tmp_path: Path) -> None:
     trainer.fit(Tiny())
     assert cb.watch is not None and cb.watch.scaler_skips > 0 and scaler.get_scale() < 2.0**24
     assert cb.skipped == [] and cb.watch.first is None and trainer.global_step == 12
+
+
+def test_formats_pass_through_to_the_watch(tmp_path: Path) -> None:
+    cb = StabilityCallback(every=2, formats=["e4m3", "mxfp8"], report=None)
+    trainer = pl.Trainer(
+        max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[cb],
+        default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(Tiny())
+    assert cb.watch is not None
+    frame = cb.watch.formats_frame()
+    assert sorted(frame["step"].unique()) == [0, 2, 4]
+    assert set(frame["module"]) == {"net.0", "net.2"}
+    assert set(frame["format"]) == {"float8_e4m3fn", "mxfp8_e4m3"}
+
+
+def test_a_bad_recipe_fails_when_the_callback_is_made() -> None:
+    with pytest.raises(StabilityError, match="unknown scaling recipe 'delayed:0'"):
+        StabilityCallback(formats=["e4m3"], recipe="delayed:0")

@@ -25,6 +25,8 @@ and the attribution replays the failing call eagerly (``integrations.eager``). U
 ``bf16=True`` the Trainer's autocast covers the replay too (it runs inside the
 same forward). Under ``fp16=True`` a step whose forward was finite and whose scaled
 gradients overflowed is left to the GradScaler (``watch.scaler_skips``), as it should be.
+``formats=`` / ``recipe=``: each recorded step's fp8 / MX figures, as ``stability.watch``
+takes them (``integrations.watch_formats``), in ``watch.formats_frame()`` and the scalars.
 transformers is imported only here (the ``[hf]`` extra).
 """
 
@@ -42,6 +44,7 @@ from stability.integrations.trainer_watch import (
     scalars_of,
     write_report,
 )
+from stability.integrations.watch_formats import check_formats
 
 try:
     from transformers import TrainerCallback
@@ -65,8 +68,13 @@ class StabilityCallback(TrainerCallback):
         report: str | None = REPORT,
         ranks: str = "reduce",
         stats: Sequence[str] = LOGGED,
+        formats: Sequence[str] | None = None,
+        recipe: str | Sequence[str] = "tensor",
     ) -> None:
         self.options = (every, modules, precision, ranks, check_stats(stats))
+        if formats is not None:
+            check_formats(formats, recipe)  # a bad name fails here, not at the first step
+        self.lowp = (formats, recipe)
         self.on_nonfinite = check_mode(on_nonfinite)
         self.report = report
         self.watch: TrainerWatch | None = None
@@ -94,7 +102,7 @@ class StabilityCallback(TrainerCallback):
             # torch_compile=True: hook the compiled module the Trainer calls, so the checks
             # run outside its graph and recording steps run the eager model.
             model = wrapped
-        self.watch = TrainerWatch(model, every, modules, precision, ranks, stats)
+        self.watch = TrainerWatch(model, every, modules, precision, ranks, stats, *self.lowp)
         self.watch.__enter__()
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

@@ -20,6 +20,8 @@ network runs between recording steps, recording steps run it eagerly and the att
 replays it eagerly (``integrations.eager``). ``trainer.fit(torch.compile(module))`` compiles
 ``training_step`` itself, with the watch's hooks inside the graph: the callback says so in
 one warning and trains the module uncompiled.
+``formats=`` / ``recipe=``: each recorded step's fp8 / MX figures, as ``stability.watch``
+takes them (``integrations.watch_formats``), in ``watch.formats_frame()`` and the scalars.
 pytorch_lightning is imported only here (the ``[lightning]`` extra).
 """
 
@@ -37,6 +39,7 @@ from stability.integrations.trainer_watch import (
     scalars_of,
     write_report,
 )
+from stability.integrations.watch_formats import check_formats
 
 try:
     import pytorch_lightning as pl
@@ -66,8 +69,13 @@ class StabilityCallback(pl.Callback):
         target: str | None = None,
         ranks: str = "reduce",
         stats: Sequence[str] = LOGGED,
+        formats: Sequence[str] | None = None,
+        recipe: str | Sequence[str] = "tensor",
     ) -> None:
         self.options = (every, modules, precision, ranks, check_stats(stats))
+        if formats is not None:
+            check_formats(formats, recipe)  # a bad name fails here, not at the first step
+        self.lowp = (formats, recipe)
         self.on_nonfinite = check_mode(on_nonfinite)
         self.report = report
         self.target = target
@@ -84,7 +92,7 @@ class StabilityCallback(pl.Callback):
             warnings.warn(COMPILED, stacklevel=2)
             to_uncompiled(pl_module)
         model = pl_module if self.target is None else pl_module.get_submodule(self.target)
-        self.watch = TrainerWatch(model, every, modules, precision, ranks, stats)
+        self.watch = TrainerWatch(model, every, modules, precision, ranks, stats, *self.lowp)
         self.watch.__enter__()
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, idx: int) -> None:

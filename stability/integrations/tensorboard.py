@@ -1,7 +1,8 @@
 """``watch(model, log_to=...)``: each recorded step's statistics as TensorBoard scalars.
 
 ``log_to`` is a ``torch.utils.tensorboard.SummaryWriter`` (the user's own, left open) or a
-log directory (a writer made here and closed with the watch). Tags: ``integrations.scalars``.
+log directory (a writer made here and closed with the watch). Tags: ``integrations.scalars``,
+and with ``formats=`` ``stability/fp8/...`` (``integrations.watch_formats``).
 tensorboard is imported only here, when ``log_to`` is given (the ``[tensorboard]`` extra).
 """
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from stability.errors import StabilityError
 from stability.integrations.scalars import LOGGED, Rows, scalars
+from stability.integrations.watch_formats import FormatWatch
 
 
 def _writer(log_to: Any) -> tuple[Any, bool]:
@@ -33,12 +35,19 @@ def _writer(log_to: Any) -> tuple[Any, bool]:
 class TensorBoardSink:
     """Writes one scalar per (statistic, module) for every recorded step."""
 
-    def __init__(self, log_to: Any, stats: Sequence[str] = LOGGED) -> None:
+    def __init__(
+        self, log_to: Any, stats: Sequence[str] = LOGGED, formats: FormatWatch | None = None
+    ) -> None:
         self.writer, self._owned = _writer(log_to)
         self.stats = tuple(stats)
+        if formats is not None:  # the fp8 figures arrive as tags already
+            formats.sinks.append(self.add_scalars)
 
     def __call__(self, step: int, rows: Rows) -> None:
-        for name, value in scalars(rows, self.stats).items():
+        self.add_scalars(step, scalars(rows, self.stats))
+
+    def add_scalars(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
             self.writer.add_scalar(name, value, global_step=step)
 
     def close(self) -> None:

@@ -36,14 +36,18 @@ class TrainerWatch(Watch):
     def __init__(
         self, model: nn.Module, every: int, modules: Sequence[str] | None,
         precision: str | None, ranks: str, stats: Sequence[str],
+        formats: Sequence[str] | None = None, recipe: str | Sequence[str] = "tensor",
     ) -> None:  # fmt: skip
-        super().__init__(model, every, "raise", modules, precision, None, ranks, stats)
+        super().__init__(model, every, "raise", modules, precision, None, ranks, stats,
+                         formats, recipe)  # fmt: skip
         self.update = 0  # the trainer's global step (optimizer steps applied so far)
         self._armed = False
         self._bad_at_begin = 0
         self.stats = tuple(stats)
         self.fresh: dict[str, float] = {}  # the last recorded step's scalars, until logged
         self.sinks.append(self._collect)
+        if self.formats is not None:  # the fp8 figures join the same logged scalars
+            self.formats.sinks.append(lambda step, values: self.fresh.update(values))
         self.phases: set[str] = set()  # the phases that went non-finite in this update
         self.scaler_skips = 0  # backward-only overflows left to a GradScaler
 

@@ -50,7 +50,10 @@ from stability.core.pooled_probe import PooledProbe
 from stability.core.probe import LayerStats
 from stability.errors import StabilityError
 from stability.integrations.eager import eager_module, forward_eagerly
-from stability.integrations.scalars import LOGGED, STATS, Rows, check_stats
+from stability.integrations.scalars import LOGGED, Rows, check_stats
+from stability.integrations.scalars import STATS as STATS  # re-exported: the watched stats
+from stability.integrations.watch_formats import FormatWatch
+from stability.integrations.watch_frame import history_frame
 from stability.train.attribution import Attribution, all_finite, attribute, is_finite
 from stability.usermodel.probe import default_modules as usermodel_defaults
 
@@ -108,6 +111,8 @@ class Watch:
         log_to: Any = None,
         ranks: str = "reduce",
         stats: Sequence[str] = LOGGED,
+        formats: str | Sequence[str] | None = None,
+        recipe: str | Sequence[str] = "tensor",
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise StabilityError(f"every must be an integer >= 1, got {every!r}")
@@ -133,6 +138,7 @@ class Watch:
         if not named:
             raise StabilityError(f"{type(model).__name__} has no submodules to watch")
         self.named = named
+        self.formats = FormatWatch.create(model, named, formats, recipe)  # fp8 / MX figures
         self.probe = PooledProbe(_NoModel(), [m for _, m in named], tensors_in, precision)
         self.step = 0  # steps seen so far; the current call's index while it runs
         self.history: list[tuple[int, str, LayerStats]] = []
@@ -156,7 +162,7 @@ class Watch:
         if log_to is not None:
             from stability.integrations.tensorboard import TensorBoardSink
 
-            self.sinks.append(TensorBoardSink(log_to, stats))
+            self.sinks.append(TensorBoardSink(log_to, stats, self.formats))
         from stability.integrations.ranks import RankSync
 
         self.sync = RankSync.create(ranks)  # None outside torch.distributed
@@ -221,6 +227,7 @@ class Watch:
                         lambda mod, a, out, i=i: self.probe._on_output(i, out)
                     )
                 )
+            self._module_handles.extend(self.formats.attach() if self.formats else ())
 
     def _after(self, m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         if not self._active:
@@ -338,27 +345,20 @@ class Watch:
         self.history.extend((step, name, stats) for name, stats in rows)
         for sink in self.sinks:
             sink(step, rows)
+        if self.formats is not None:
+            self.formats.harvest(step)
 
     # -- results ---------------------------------------------------------------------------
     def to_frame(self, wide: bool = False) -> pd.DataFrame:
-        """The history, tidy: one row per (step, module that ran, stat) with its ``value``;
-        modules in forward-hook order. ``wide=True``: one row per (step, module), a column
-        per stat."""
+        """The history, tidy: a row per (step, module that ran, stat) with its ``value``, in
+        forward-hook order; ``wide=True``: a row per (step, module), a column per stat."""
         self._harvest()
-        order = {name: i for i, (name, _) in enumerate(self.named)}
-        rows = [
-            {"step": step, "module": name, "order": order[name],
-             **{k: _float(getattr(stats, k)) for k in STATS}}
-            for step, name, stats in self.history
-        ]  # fmt: skip
-        frame = pd.DataFrame(rows, columns=["step", "module", "order", *STATS])
-        if wide:
-            return frame.drop(columns="order")
-        tidy = frame.melt(id_vars=["step", "module", "order"], var_name="stat", value_name="value")
-        tidy["stat"] = pd.Categorical(tidy["stat"], categories=list(STATS), ordered=True)
-        tidy = tidy.sort_values(["step", "order", "stat"], kind="stable")
-        tidy["stat"] = tidy["stat"].astype(str)
-        return tidy.drop(columns="order").reset_index(drop=True)
+        return history_frame(self.history, [name for name, _ in self.named], wide)
+
+    def formats_frame(self) -> pd.DataFrame:
+        """``formats=``: a row per (step, module, format, recipe, tensor); ``.watch_formats``."""
+        self._harvest()
+        return pd.DataFrame() if self.formats is None else self.formats.frame()
 
     def report(self, path: str | Path) -> Path:
         """A self-contained HTML page of the history and the first non-finite value."""
@@ -367,18 +367,14 @@ class Watch:
         modules = [name for name, _ in self.named]
         meta = f"{len(modules)} modules, {self.step} steps, statistics every {self.every} steps"
         title = f"Watched: {type(self.model).__name__}"
-        wide = self.to_frame(wide=True)
-        return write_watch_report(Path(path), wide, modules, title, meta, self.verdict())
+        wide, lowp = self.to_frame(wide=True), self.formats_frame()
+        return write_watch_report(Path(path), wide, modules, title, meta, self.verdict(), lowp)
 
     def verdict(self) -> str:
         """One line: finite throughout, or the first non-finite value and where it came from."""
         if self.first is None:
             return f"All values finite over {self.step} steps (statistics every {self.every})."
         return f"First non-finite value at step {self.first.step}: {self.first.attribution.line()}"
-
-
-def _float(v: float | int) -> float:
-    return float(v) if not isinstance(v, float) else v
 
 
 def watch(
@@ -389,6 +385,8 @@ def watch(
     precision: str | None = None,
     log_to: Any = None,
     ranks: str = "reduce",
+    formats: str | Sequence[str] | None = None,
+    recipe: str | Sequence[str] = "tensor",
 ) -> Watch:
     """Watch ``model`` inside a ``with`` block: statistics every ``every`` steps, the first
     non-finite value attributed (``on_nonfinite``: ``"raise"`` or ``"warn"``). ``modules``
@@ -396,5 +394,7 @@ def watch(
     ``precision`` (``"float16"``, ``"bfloat16"``) counts overflow/subnormal/flush fractions.
     ``log_to``: a TensorBoard ``SummaryWriter`` or a log directory, one scalar per module and
     statistic (``integrations.tensorboard``); ``ranks`` under DDP: ``"reduce"`` (statistics
-    averaged across ranks) or ``"each"`` (every rank its own)."""
-    return Watch(model, every, on_nonfinite, modules, precision, log_to, ranks)
+    averaged across ranks) or ``"each"`` (every rank its own). ``formats`` (``["e4m3"]``) and
+    ``recipe`` (``"tensor"``, a list): fp8 / MX figures in ``formats_frame()``."""
+    return Watch(model, every, on_nonfinite, modules, precision, log_to, ranks,
+                 formats=formats, recipe=recipe)  # fmt: skip

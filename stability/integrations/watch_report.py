@@ -3,7 +3,8 @@
 The page is drawn with the report's helpers (figures as inline SVG, tables through the
 report's ``Table``, its style sheet inlined), so it reads like a section of the report: a
 line saying whether and where a non-finite value appeared, the forward and backward
-variance of every module across the recorded steps, and the last recorded step as a table.
+variance of every module across the recorded steps, and the last recorded step as a table;
+with ``formats=`` the fp8 / MX part after it (``watch_formats_report``).
 """
 
 from importlib import resources
@@ -40,6 +41,8 @@ _TEMPLATE = """<!DOCTYPE html>
 <figcaption class="small">{{ fig.caption }}</figcaption></figure>{% endfor %}
 {% if table %}<h2>{{ table_title }}</h2>
 <div class="scroll">{{ table }}</div>{% endif %}
+{% for title, more in extra %}<h2>{{ title }}</h2>
+<div class="scroll">{{ more }}</div>{% endfor %}
 </main></body></html>
 """
 
@@ -75,8 +78,9 @@ def variance_figure(wide: pd.DataFrame, modules: list[str]) -> MplFigure:
 
 
 def write_watch_report(
-    path: Path, wide: pd.DataFrame, modules: list[str], title: str, meta: str, verdict: str
-) -> Path:
+    path: Path, wide: pd.DataFrame, modules: list[str], title: str, meta: str, verdict: str,
+    lowp: pd.DataFrame | None = None,
+) -> Path:  # fmt: skip
     """Write the page (atomically) from the watch's wide frame; return its path."""
     path = writable_path(path, "watch report")
     figures = []
@@ -96,7 +100,14 @@ def write_watch_report(
         last = wide[wide["step"] == wide["step"].max()]
         cols = ["module", "act_var", "act_max_abs", "grad_var", "weight_grad_var", "nonfinite"]
         table = Markup(Table("watch_last", "last recorded step", last[cols]).html)
-    write_page(path, title, meta, verdict, figures, table, "Last recorded step, per module")
+    extra: list[tuple[str, Markup]] = []
+    if lowp is not None and not lowp.empty:
+        from stability.integrations.watch_formats_report import formats_parts
+
+        more, extra = formats_parts(lowp)
+        figures.extend(Fig(*f) for f in more)
+    write_page(path, title, meta, verdict, figures, table, "Last recorded step, per module",
+               extra=extra)  # fmt: skip
     return path
 
 
@@ -109,12 +120,13 @@ def write_page(
     table: Markup | None,
     table_title: str,
     what: str = "watch report",
+    extra: list[tuple[str, Markup]] | None = None,
 ) -> None:
     """One self-contained page (the report's style sheet inlined, images as data URIs)."""
     css = resources.files("stability.report").joinpath("report.css").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     page = env.from_string(_TEMPLATE).render(
         title=title, css=Markup(css), meta=meta, verdict=verdict, figures=figures,
-        table=table, table_title=table_title,
+        table=table, table_title=table_title, extra=extra or [],
     )  # fmt: skip
     write_text(path, page, what)

@@ -11,13 +11,14 @@ What is not modelled: the precision of the GEMM's accumulation (float64 here).
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from stability.core.lowp.formats import LowpFormat
 from stability.core.lowp.matmul import is_matmul
@@ -105,19 +106,26 @@ class _Acc:
 
 
 class FormatProbe:
-    """Hooks on the matmul modules; ``rows()`` after a forward and backward pass."""
+    """Hooks on the matmul modules; ``rows()`` after a forward and backward pass.
+
+    ``modules``: the ones to hook (default: every matmul module of ``model``). ``clear()``
+    forgets the figures and keeps the delayed recipe's amax histories, so one probe can
+    measure pass after pass (``integrations.watch_formats``: one per recorded step)."""
 
     def __init__(
-        self, model: nn.Module, formats: Sequence[LowpFormat], recipes: Sequence[Recipe]
-    ) -> None:
+        self, model: nn.Module, formats: Sequence[LowpFormat], recipes: Sequence[Recipe],
+        modules: Mapping[str, nn.Module] | None = None,
+    ) -> None:  # fmt: skip
         self.model = model
-        self.modules = {n: m for n, m in model.named_modules() if is_matmul(m)}
+        if modules is None:
+            modules = {n: m for n, m in model.named_modules() if is_matmul(m)}
+        self.modules = dict(modules)
         # Blocked formats carry their own scale: one entry each, whatever the recipes.
         self.cases = [(f, r) for f in formats for r in ([recipes[0]] if f.blocked else recipes)]
         self.acc: dict[tuple[str, str, str, str], _Acc] = {}
         self.histories: dict[tuple[str, str, str, str], AmaxHistory] = {}
         self.order: dict[str, int] = {}
-        self._handles: list[Any] = []
+        self._handles: list[RemovableHandle] = []
 
     def _q(self, key: tuple[str, str, str, str], x: torch.Tensor, fmt: LowpFormat, recipe: Recipe,
            backward: bool = False) -> Quantized:  # fmt: skip
@@ -167,9 +175,21 @@ class FormatProbe:
 
         return on_grad
 
+    def attach(self) -> list[RemovableHandle]:
+        """Hook every module's next calls; the caller removes the handles (the gradient hooks
+        on the outputs they saw stay for the backward pass)."""
+        return [
+            m.register_forward_hook(self._hook(n), with_kwargs=True)
+            for n, m in self.modules.items()
+        ]
+
+    def clear(self) -> None:
+        """Forget the figures (and the forward order); the amax histories stay."""
+        self.acc.clear()
+        self.order.clear()
+
     def __enter__(self) -> "FormatProbe":
-        for name, module in self.modules.items():
-            self._handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
+        self._handles.extend(self.attach())
         return self
 
     def __exit__(self, *exc: object) -> None:
