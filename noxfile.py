@@ -31,8 +31,8 @@ def install(session: nox.Session, *extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the tool's tests and the property suite (hypothesis ``ci`` profile)."""
     # bench: the benchmarks' own fixtures; hf: tiny real architectures (transformers) and the
-    # Trainer callback; lightning and tensorboard: the other integrations' tests
-    install(session, "test", "bench", "dask", "hf", "lightning", "tensorboard")
+    # Trainer callback; lightning, tensorboard and wandb: the other integrations' tests
+    install(session, "test", "bench", "dask", "hf", "lightning", "tensorboard", "wandb")
     session.run(
         "pytest",
         "tests",
