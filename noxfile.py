@@ -76,7 +76,8 @@ BENCH_COMPARE_FAIL = "median:25%"
 def bench(session: nox.Session) -> None:
     """Run the benchmark grid (``-- --quick`` for the reduced one) and store the results;
     ``-- --compare`` also saves the run and fails on a slowdown against the previous one."""
-    install(session, "bench")
+    # hf: the watch's GPT-2 and the Trainer callback's overhead benchmarks (skipped without it)
+    install(session, "bench", "hf")
     args = list(session.posargs)
     if "--compare" in args:
         args.remove("--compare")
