@@ -97,6 +97,7 @@ def trainer(tmp: str, every: int | None) -> tuple[Any, Any]:
     )  # fmt: skip
     clock = step_clock()
     run = transformers.Trainer(model=model, args=args, train_dataset=Tokens(), callbacks=[clock])
+    run.remove_callback(transformers.trainer_callback.PrinterCallback)  # the end-of-run dict
     if every is not None:
         from stability.integrations.hf import StabilityCallback
 
