@@ -63,7 +63,7 @@ def step_clock() -> Any:
     """A callback that times each ``train()``'s step loop: (CPU s, wall s) per call."""
     from transformers import TrainerCallback
 
-    class StepClock(TrainerCallback):  # type: ignore[misc]
+    class StepClock(TrainerCallback):
         def __init__(self) -> None:
             self.blocks: list[tuple[float, float]] = []
             self._start: tuple[float, float] | None = None

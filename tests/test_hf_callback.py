@@ -150,7 +150,9 @@ def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """wandb in offline mode under ``tmp_path``: no network, no login prompt, no console
     capture; returns the module (the test skips, saying why, when it is not installed)."""
     wandb = pytest.importorskip(
-        "wandb", reason="the W&B test needs wandb: pip install 'stability[wandb]'"
+        "wandb",
+        reason="the W&B test needs wandb: pip install 'stability[wandb]'",
+        exc_type=ImportError,  # not installed, or installed and broken: not importable
     )
     for key, val in {
         "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",

@@ -43,7 +43,7 @@ def records(path: Path) -> list[Any]:
             raise ValueError(f"{path}: bad CRC at byte {pos}")
         parts = body if kind in (FULL, FIRST) else parts + body
         if kind in (FULL, LAST):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(parts)
             out.append(record)
     return out
