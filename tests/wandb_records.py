@@ -9,6 +9,7 @@ message classes. Only history records are kept: ``{step: {key: value}}``.
 
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,23 @@ def records(path: Path) -> list[Any]:
     return out
 
 
+def finished(path: Path, timeout_s: float = 30.0) -> list[Any]:
+    """The records once the run's ``exit`` record is in the file: ``wandb.finish()`` can
+    return before wandb's service has written the last records (a read right after it
+    once missed the final history row). Bounded: ``TimeoutError`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = records(path)
+        except (ValueError, struct.error):  # a chunk half written
+            found = []
+        if any(r.WhichOneof("record_type") == "exit" for r in found):
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: no exit record after {timeout_s} s")
+        time.sleep(0.1)
+
+
 def value(item: Any) -> Any:
     """A history item's value, whichever of its typed fields is set."""
     kind = item.WhichOneof("value") if item.DESCRIPTOR.oneofs_by_name.get("value") else None
@@ -58,9 +76,9 @@ def value(item: Any) -> Any:
 
 
 def history(path: Path) -> dict[int, dict[str, Any]]:
-    """``{step: {key: value}}`` of the run's history records (``_step`` the step)."""
+    """``{step: {key: value}}`` of the finished run's history records (``_step`` the step)."""
     rows: dict[int, dict[str, Any]] = {}
-    for record in records(path):
+    for record in finished(path):
         if record.WhichOneof("record_type") != "history":
             continue
         row = {(item.key or "/".join(item.nested_key)): value(item) for item in record.history.item}
