@@ -31,8 +31,8 @@ def install(session: nox.Session, *extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the tool's tests and the property suite (hypothesis ``ci`` profile)."""
     # bench: the benchmarks' own fixtures; hf: tiny real architectures (transformers) and the
-    # Trainer callback; lightning and tensorboard: the other integrations' tests
-    install(session, "test", "bench", "dask", "hf", "lightning", "tensorboard")
+    # Trainer callback; lightning, tensorboard and wandb: the other integrations' tests
+    install(session, "test", "bench", "dask", "hf", "lightning", "tensorboard", "wandb")
     session.run(
         "pytest",
         "tests",
@@ -76,7 +76,8 @@ BENCH_COMPARE_FAIL = "median:25%"
 def bench(session: nox.Session) -> None:
     """Run the benchmark grid (``-- --quick`` for the reduced one) and store the results;
     ``-- --compare`` also saves the run and fails on a slowdown against the previous one."""
-    install(session, "bench")
+    # hf: the watch's GPT-2 and the Trainer callback's overhead benchmarks (skipped without it)
+    install(session, "bench", "hf")
     args = list(session.posargs)
     if "--compare" in args:
         args.remove("--compare")

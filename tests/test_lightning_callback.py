@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 
 from stability.errors import StabilityError
 from stability.integrations.lightning import StabilityCallback
+from stability.integrations.scalars import LOGGED
 from stability.integrations.watch import NonFiniteError, NonFiniteWarning
 
 BAD_STEP = 3
@@ -67,11 +68,11 @@ class Snapshot(pl.Callback):  # type: ignore[misc]
 
 
 def fit(
-    tmp_path: Path, cb: StabilityCallback, logger: Any = False, **kw: Any
+    tmp_path: Path, cb: StabilityCallback, logger: Any = False, steps: int = 6, **kw: Any
 ) -> tuple[Any, Tiny, Snapshot]:
     module, snap = Tiny(), Snapshot()
     trainer = pl.Trainer(
-        max_steps=6, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+        max_steps=steps, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[snap, cb],
         default_root_dir=str(tmp_path), **kw,
     )  # fmt: skip
@@ -227,3 +228,40 @@ def test_formats_pass_through_to_the_watch(tmp_path: Path) -> None:
 def test_a_bad_recipe_fails_when_the_callback_is_made() -> None:
     with pytest.raises(StabilityError, match="unknown scaling recipe 'delayed:0'"):
         StabilityCallback(formats=["e4m3"], recipe="delayed:0")
+
+
+def test_scalars_reach_a_wandb_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wandb = pytest.importorskip(
+        "wandb",
+        reason="the W&B test needs wandb: pip install 'stability[wandb]'",
+        exc_type=ImportError,  # not installed, or installed and broken: not importable
+    )
+    from pytorch_lightning.loggers import WandbLogger
+    from wandb_records import history
+
+    for key, val in {
+        "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true",
+        "WANDB_API_KEY": "",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, val)
+    cb = StabilityCallback(every=1, report=None)
+    logger = WandbLogger(project="stability-test", save_dir=str(tmp_path), offline=True)
+    trainer, module, _ = fit(tmp_path, cb, logger=logger, steps=BAD_STEP)  # before the plant
+    try:
+        trainer.fit(module)
+    finally:
+        wandb.finish()
+    (log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    rows = {int(r["trainer/global_step"]): r for r in history(log).values()}
+    frame = cb.watch.to_frame() if cb.watch is not None else None
+    assert frame is not None and sorted(rows) == [0, 1, 2]  # every optimizer step recorded
+    for step, tags in frame.groupby("step"):
+        got = {k: v for k, v in rows[int(step)].items() if k.startswith("stability/")}
+        want = {
+            f"stability/{s}/{m}": v
+            for s, m, v in zip(tags["stat"], tags["module"], tags["value"], strict=True)
+            if s in LOGGED
+        }
+        assert set(got) == set(want) and "stability/grad_var/net.2" in got
+        assert all(got[k] == v or (v != v and got[k] != got[k]) for k, v in want.items())

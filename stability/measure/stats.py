@@ -59,3 +59,23 @@ def meets_goal(
     p = mann_whitney_greater(list(measured), [goal * t for t in base])
     ratio = median(measured) / median(base)
     return ratio <= goal or p >= alpha, p
+
+
+def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of ``values`` (the order
+    statistics ``x_(k)``, ``x_(n+1-k)`` with ``k`` from Binomial(n, 1/2)): no resampling, so
+    the same rounds always give the same interval, and no assumption about their shape (a
+    loaded machine's per-round ratios are skewed). ``(nan, nan)`` when ``n`` is too small
+    for ``confidence`` (fewer than 6 values at 95 %)."""
+    x = sorted(values)
+    n = len(x)
+    tail = (1 - confidence) / 2
+    k, below = 0, 0.0  # the largest k with P(B <= k - 1) <= tail
+    while k < n:
+        nxt = below + math.comb(n, k) / 2**n
+        if nxt > tail:
+            break
+        below, k = nxt, k + 1
+    if k == 0:
+        return math.nan, math.nan
+    return x[k - 1], x[n - k]
