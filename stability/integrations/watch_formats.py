@@ -1,6 +1,6 @@
 """``watch(model, formats=[...], recipe=...)``: the fp8 / MX figures across training steps.
 
-On every recorded step each watched matmul module (``usermodel.lowp_probe.is_matmul``)
+On every recorded step each watched matmul module (``core.lowp.matmul.is_matmul``)
 is measured as ``stability probe --formats`` measures it, by the same ``FormatProbe``: per
 format and recipe, for its input, weight, output and the gradient arriving at its output,
 the amax, the scale exponents, the overflow / saturation / underflow / flush fractions and
@@ -25,11 +25,12 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from stability.core.lowp.formats import LowpFormat, get_format
+from stability.core.lowp.matmul import is_matmul
 from stability.core.lowp.quantize import EVENTS
 from stability.core.lowp.recipes import Recipe, get_recipe
 from stability.errors import StabilityError
 from stability.integrations.scalars import PREFIX
-from stability.usermodel.lowp_probe import FormatProbe, is_matmul
+from stability.usermodel.lowp_probe import FormatProbe
 
 FIGURES = ("amax", "scale_log2_min", "scale_log2_max", *(f"{e}_frac" for e in EVENTS), "sqnr_db")
 FormatSink = Callable[[int, dict[str, float]], None]  # (step, {tag: value})
