@@ -6,39 +6,24 @@ same run flushes nothing (the witness: the check is able to pass). A tiny GPT-2 
 float8 and the verdict names a module or says none did. Bad names: one line, exit 2.
 """
 
-import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import torch
+from doctor_run import assert_refused, at_repo_root, doctor  # noqa: F401 (at_repo_root: autouse, applies here)
 from torch import nn
 
-from stability.cli import main
 from stability.core.lowp.training import Fp8Training
 from stability.core.lowp.training_events import first_gradient_event
 from stability.results.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--depth", "2", "--width", "8", "--batch", "8", "--steps", "3"]
 PLANT = ["--model", "tests.fp8_plant:build", "--model-args", '{"width": 16, "out_scale": 1e-6}',
          "--input", "16x16:float32", "--loss", "mse", "--steps", "2"]  # fmt: skip
 GPT2 = ["--model", "examples.hf_tiny:build", "--model-args", '{"arch": "gpt2"}',
         "--input", "examples.hf_tiny:gpt2_batch", "--steps", "2"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-
-
-def doctor(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
-    capsys.readouterr()
-    out = ["--db", str(tmp_path / "s.db"), "--out", str(tmp_path / "doctor.csv"), "--json"]
-    code = main(["doctor", *args, *out])
-    return code, json.loads(capsys.readouterr().out)
 
 
 def _sequential() -> nn.Sequential:
@@ -163,12 +148,4 @@ def test_tiny_gpt2_trains_in_float8_and_names_a_module_or_none(
 def test_bad_fp8_input_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    db = tmp_path / "s.db"
-    with Store.open(db) as store:
-        store.write_records_run("probe", ["x"], "cpu", {"probe": [{"a": 1}]})
-    before = sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone()
-    capsys.readouterr()
-    code = main(["doctor", *args, "--db", str(db), "--out", str(tmp_path / "d.csv")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and message in err and "\n" not in err, err
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone() == before
+    assert_refused(tmp_path, capsys, args, message)

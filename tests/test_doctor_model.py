@@ -5,18 +5,14 @@ user's package is from theirs. Sizes are small (width 16, batches of 4 to 16, a 
 steps), so each run is a second or two on a loaded machine.
 """
 
-import json
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
+from doctor_run import assert_refused, at_repo_root, doctor  # noqa: F401 (at_repo_root: autouse, applies here)
 
-from stability.cli import main
 from stability.results.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
 RESMLP = ["--model", "examples.resmlp:build", "--model-args", '{"depth": 3, "width": 16}',
           "--input", "16x16:float32", "--loss", "mse"]  # fmt: skip
 CNN = ["--model", "examples.cnn:build", "--model-args", '{"channels": 4}',
@@ -27,18 +23,6 @@ NAIVE_TRANSFORMER = [
     '"logit_scale": 32}',
     "--input", "examples.transformer:make_batch", "--loss", "cross_entropy",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-
-
-def doctor(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
-    capsys.readouterr()
-    out = ["--db", str(tmp_path / "s.db"), "--out", str(tmp_path / "doctor.csv"), "--json"]
-    code = main(["doctor", *args, *out])
-    return code, json.loads(capsys.readouterr().out)
 
 
 def test_naive_float16_softmax_is_named_with_its_operator(
@@ -99,13 +83,5 @@ def test_stable_cnn_in_float16_with_loss_scaling(
 def test_bad_input_is_one_line_and_leaves_the_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    db = tmp_path / "s.db"
-    with Store.open(db) as store:
-        store.write_records_run("probe", ["x"], "cpu", {"probe": [{"a": 1}]})
-    before = sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone()
-    capsys.readouterr()
-    code = main(["doctor", *args, "--db", str(db), "--out", str(tmp_path / "d.csv")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and message in err and "\n" not in err
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM records").fetchone() == before
+    assert_refused(tmp_path, capsys, args, message)
     assert not (tmp_path / "d.csv").exists()

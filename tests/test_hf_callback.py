@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from wandb_offline import offline_wandb
 
 from examples import hf_tiny
 from stability.errors import StabilityError
@@ -162,23 +163,6 @@ def test_formats_pass_through_to_the_watch_and_the_logs(tmp_path: Path) -> None:
 def test_a_bad_format_fails_when_the_callback_is_made() -> None:
     with pytest.raises(StabilityError, match=r"unknown .*'e4m7'.*float8_e4m3fn"):
         StabilityCallback(formats=["e4m7"])
-
-
-def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """wandb in offline mode under ``tmp_path``: no network, no login prompt, no console
-    capture; returns the module (the test skips, saying why, when it is not installed)."""
-    wandb = pytest.importorskip(
-        "wandb",
-        reason="the W&B test needs wandb: pip install 'stability[wandb]'",
-        exc_type=ImportError,  # not installed, or installed and broken: not importable
-    )
-    for key, val in {
-        "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true",
-        "WANDB_PROJECT": "stability-test", "WANDB_API_KEY": "",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(key, val)
-    return wandb
 
 
 def same(a: float, b: float) -> bool:

@@ -17,6 +17,7 @@ from torch import nn
 pytest.importorskip("pytorch_lightning")
 
 import pytorch_lightning as pl
+from wandb_offline import offline_wandb
 
 from stability.errors import StabilityError
 from stability.integrations.lightning import StabilityCallback
@@ -231,20 +232,10 @@ def test_a_bad_recipe_fails_when_the_callback_is_made() -> None:
 
 
 def test_scalars_reach_a_wandb_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wandb = pytest.importorskip(
-        "wandb",
-        reason="the W&B test needs wandb: pip install 'stability[wandb]'",
-        exc_type=ImportError,  # not installed, or installed and broken: not importable
-    )
+    wandb = offline_wandb(monkeypatch, tmp_path)
     from pytorch_lightning.loggers import WandbLogger
     from wandb_records import history
 
-    for key, val in {
-        "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true",
-        "WANDB_API_KEY": "",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(key, val)
     cb = StabilityCallback(every=1, report=None)
     logger = WandbLogger(project="stability-test", save_dir=str(tmp_path), offline=True)
     trainer, module, _ = fit(tmp_path, cb, logger=logger, steps=BAD_STEP)  # before the plant

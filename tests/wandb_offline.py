@@ -1,0 +1,26 @@
+"""wandb in offline mode for the callback tests: no network, no login prompt, no console
+capture, every file under the test's own directory."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SETTINGS = {
+    "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
+    "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true",
+    "WANDB_PROJECT": "stability-test", "WANDB_API_KEY": "",
+}  # fmt: skip
+
+
+def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The wandb module, set up offline under ``tmp_path``; the test skips, saying why, when
+    wandb is not importable (not installed, or installed and broken)."""
+    wandb = pytest.importorskip(
+        "wandb",
+        reason="the W&B test needs wandb: pip install 'stability[wandb]'",
+        exc_type=ImportError,
+    )
+    for key, val in {**SETTINGS, "WANDB_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(key, val)
+    return wandb
