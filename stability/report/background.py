@@ -85,6 +85,10 @@ class Pending(Generic[T]):
     def ready(cls, value: T) -> "Pending[T]":
         return cls(lambda: value)
 
+    def busy(self) -> bool:
+        """Whether its subprocess is still running."""
+        return self.running is not None and self.running.proc.poll() is None
+
     def result(self) -> T:
         return self._finish()
 

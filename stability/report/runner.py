@@ -18,7 +18,7 @@ Progress goes to a ``progress.Display``: a live line on a terminal, a line per s
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,10 @@ class Runner:
         jobs: int | None = None,
         display: Display | None = None,
         exclude: Sequence[Path] = (),
+        while_waiting: Callable[[list[Step]], None] | None = None,
     ) -> None:
+        """``while_waiting``: work for the idle stretch while the property suite still runs
+        (the report draws its figures into their cache), given the steps so far."""
         self.db = db
         self.root = root
         self.quick = quick
@@ -86,6 +89,7 @@ class Runner:
         self.display = display or Display()
         self.cache = Cache.beside(db)
         self._exclude = exclude
+        self.while_waiting = while_waiting
         self._code: tuple[str, str] | None = None
 
     @property
@@ -119,6 +123,9 @@ class Runner:
             done(self.spectrum())
             with Store.open(self.db) as store:
                 done(experiments_step(store, self.cache, self.code, self.display))
+            if self.while_waiting is not None and props.busy():
+                self.display.say("drawing the figures while the property suite finishes")
+                self.while_waiting(list(steps))
             prop_step, prop_run = props.result()
         except BaseException:
             props.abort()
