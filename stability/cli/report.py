@@ -29,8 +29,9 @@ def add_report(sub: SubParsers) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="about 3 minutes cold on 2 cores: one seed in the sweep, properties (dev) without "
-        "'slow' ones, benchmarks' train/forward steps at two batches; reuses a full run",
+        help="about 2 minutes cold on 2 quiet cores, seconds cached: one seed in the sweep, "
+        "properties (dev) without 'slow' ones, benchmarks' train/forward steps at two "
+        "batches; reuses a full run",
     )
     p.add_argument(
         "--no-run", action="store_true", help="compute nothing: render from the store only"

@@ -93,6 +93,21 @@ def headline(sections: Sequence[Section]) -> str:
     return " · ".join(parts) if parts else "No results yet."
 
 
+def draw_sections(
+    data: ReportData, sections: Sequence[Callable[[ReportData], Section]] = SECTIONS
+) -> tuple[list[Section], list[str]]:
+    """Every section drawn from ``data`` (figures go through their cache), and the errors."""
+    drawn, errors = [], []
+    for fn in sections:
+        section, error = _safe_section(fn, data)
+        if section.health == "not run" and not section.reason:
+            section.reason = section.notes[0] if section.notes else "nothing to show yet"
+        drawn.append(section)
+        if error:
+            errors.append(error)
+    return drawn, errors
+
+
 def render(
     data: ReportData,
     out: Path,
@@ -102,14 +117,7 @@ def render(
     """Draw every section from ``data`` and write the page and its CSV files."""
     start = time.perf_counter()
     wall_start = time.time()
-    drawn, errors = [], []
-    for fn in sections:
-        section, error = _safe_section(fn, data)
-        if section.health == "not run" and not section.reason:
-            section.reason = section.notes[0] if section.notes else "nothing to show yet"
-        drawn.append(section)
-        if error:
-            errors.append(error)
+    drawn, errors = draw_sections(data, sections)
     summary = summarise(data, drawn)
     tables = [*summary.tables, *(t for section in drawn for t in section.tables)]
     csv_files = [out.parent / f"{t.slug}.csv" for t in tables]
@@ -186,7 +194,12 @@ def build(
         props = latest_properties(db, root, code[0])
         gate = cached_gate(db, root, code)
     else:
-        result = Runner(db, root, quick, jobs, display, exclude=[out.parent]).run()
+
+        def predraw(steps: list[Step]) -> None:  # the figures' cache, warm for render()
+            draw_sections(gather(db, root, None, steps, quick, None))
+
+        runner = Runner(db, root, quick, jobs, display, [out.parent], predraw)
+        result = runner.run()
         steps, props, gate = result.steps, result.properties, result.gate
     display.say("drawing figures and writing the page")
     data = gather(db, root, props, steps, quick, gate)

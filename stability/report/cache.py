@@ -136,6 +136,12 @@ class Cache:
                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
 
 
+def property_options(quick: bool) -> dict[str, Any]:
+    """The property run's options (part of its fingerprint): ``--quick`` runs the dev
+    profile without the slow tests; the full report, the ci profile."""
+    return {"profile": "dev", "quick": True} if quick else {"profile": "ci", "quick": False}
+
+
 def property_run(entry: dict[str, Any], current: bool | None, how: str) -> PropertyRun:
     """A cache entry of the property suite as the report's input."""
     log = entry.get("log")
@@ -156,9 +162,7 @@ def latest_properties(db: Path, root: Path, code: str | None) -> PropertyRun | N
     if entry is not None and Path(entry["junit"]).exists():
         current = None
         if code is not None:
-            fp = fingerprint(
-                code, "properties", {"profile": "ci", "quick": bool(entry.get("quick"))}
-            )
+            fp = fingerprint(code, "properties", property_options(bool(entry.get("quick"))))
             current = fp == entry.get("fingerprint")
         how = "from the cache (same code)" if current else "from the cache, older code"
         return property_run(entry, current, how)

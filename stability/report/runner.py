@@ -3,7 +3,8 @@
 - Sweeps (``plan``: the default grid, plus a small bfloat16/float16 grid for the precision
   section) resume from the store: a cell already there is never recomputed.
 - The property suite (``ci`` profile) and the quick benchmarks run as subprocesses and are
-  reused when the fingerprint (``cache``) matches a cached run.
+  reused when the fingerprint (``cache``) matches a cached run. The property suite runs
+  beside the in-process steps (``background``); the benchmarks after everything, alone.
 - The doctor's default cases and lr map (``doctor_cases``, ~5 s) go to the store once per
   fingerprint.
 - The notes' experiments (``experiments_run``: ``stability experiments --quick``, about a
@@ -17,7 +18,7 @@ Progress goes to a ``progress.Display``: a live line on a terminal, a line per s
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,19 @@ import torch
 
 from stability.errors import StabilityError
 from stability.report import doctor_cases, plan, spectrum_cases
-from stability.report.cache import Cache, code_state, fingerprint, property_run
+from stability.report.background import Pending
+from stability.report.cache import Cache, code_state, fingerprint
 from stability.report.experiments_run import experiments_step
 from stability.report.gate_run import figures_step, gate_result, throughput_step
 from stability.report.inputs import GateResult, PropertyRun, Step, StepStatus
 from stability.report.progress import Display, SweepProgress, stream, tail
+from stability.report.properties_run import PYTEST_COMPLETED, start_properties
 from stability.report.stored_step import stored_step
 from stability.results.store import Store
 from stability.sweep.run import SweepGrid, default_jobs, run_sweep
 from stability.sweep.stacks import default_budget
 from stability.sweep.vectorised import VectorisedExecutor
 
-PYTEST_COMPLETED = (0, 1, 5)  # all passed, some failed, none collected: a result to keep
 # ``--quick`` benchmarks: the throughput curve's train and forward steps at two batches, five
 # rounds (``benchmarks/conftest.py --smoke``); the rest of the suite runs in full mode only.
 SMOKE_SELECTION = "test_train_step or test_forward"
@@ -76,7 +78,10 @@ class Runner:
         jobs: int | None = None,
         display: Display | None = None,
         exclude: Sequence[Path] = (),
+        while_waiting: Callable[[list[Step]], None] | None = None,
     ) -> None:
+        """``while_waiting``: work for the idle stretch while the property suite still runs
+        (the report draws its figures into their cache), given the steps so far."""
         self.db = db
         self.root = root
         self.quick = quick
@@ -84,6 +89,7 @@ class Runner:
         self.display = display or Display()
         self.cache = Cache.beside(db)
         self._exclude = exclude
+        self.while_waiting = while_waiting
         self._code: tuple[str, str] | None = None
 
     @property
@@ -93,6 +99,9 @@ class Runner:
         return self._code
 
     def run(self) -> RunResult:
+        """Every step, each one's time said as it finishes. The property suite (a subprocess)
+        starts first and runs beside the sweeps, doctor, spectrum and experiments
+        (``background``); the benchmarks and the gate's timing run after it, alone."""
         self.display.say(f"report{' --quick' if self.quick else ''}: {self.expected()}")
         start = last = time.perf_counter()
         steps: list[Step] = []
@@ -105,16 +114,24 @@ class Runner:
             steps.extend(finished)
             last = now
 
-        with Store.open(self.db) as store:
-            for name, grid in plan.sweeps(self.quick):
-                done(self.sweep(store, name, grid))
-        prop_step, prop_run = self.properties()
+        props = self.start_properties()
+        try:
+            with Store.open(self.db) as store:
+                for name, grid in plan.sweeps(self.quick):
+                    done(self.sweep(store, name, grid))
+            done(self.doctor())
+            done(self.spectrum())
+            with Store.open(self.db) as store:
+                done(experiments_step(store, self.cache, self.code, self.display))
+            if self.while_waiting is not None and props.busy():
+                self.display.say("drawing the figures while the property suite finishes")
+                self.while_waiting(list(steps))
+            prop_step, prop_run = props.result()
+        except BaseException:
+            props.abort()
+            raise
         done(prop_step)
         done(self.benchmarks())
-        done(self.doctor())
-        done(self.spectrum())
-        with Store.open(self.db) as store:
-            done(experiments_step(store, self.cache, self.code, self.display))
         gate_steps, verdict = self.gate()
         done(*gate_steps)
         return RunResult(steps, prop_run, verdict)
@@ -134,9 +151,14 @@ class Runner:
             guess = float(last["seconds"]) if last and same_mode else EXPECTED_S[kind][mode]
             parts[kind] = guess
         parts["doctor, spectrum, experiments, gate"] = EXPECTED_S["other"][mode]
-        total = sum(parts.values())
+        # the property suite runs beside the sweeps and the other in-process steps
+        beside = parts["sweeps"] + parts["doctor, spectrum, experiments, gate"]
+        total = max(parts["properties"], beside) + parts["bench"]
         detail = ", ".join(f"{k} {v:.0f} s" for k, v in parts.items())
-        return f"expected at most about {total / 60:.1f} min if nothing is cached ({detail})"
+        return (
+            f"expected at most about {total / 60:.1f} min if nothing is cached ({detail}; "
+            "the properties beside the sweeps and the rest)"
+        )
 
     # -- the gate ----------------------------------------------------------------------------
     def gate(self) -> tuple[list[Step], GateResult | None]:
@@ -170,74 +192,13 @@ class Runner:
         return Step(name, status, detail, summary.seconds)
 
     # -- property suite ----------------------------------------------------------------------
-    def property_options(self, quick: bool | None = None) -> dict[str, Any]:
-        """The run's options (its fingerprint): ``--quick`` runs the dev profile without
-        the slow tests; the full run, the ci profile."""
-        quick = self.quick if quick is None else quick
-        return {"profile": "dev", "quick": True} if quick else {"profile": "ci", "quick": False}
+    def start_properties(self) -> Pending[tuple[Step, PropertyRun | None]]:
+        """The property suite: reused, or started now to run beside the next steps."""
+        return start_properties(self.root, self.cache, self.code, self.quick, self.display)
 
     def properties(self) -> tuple[Step, PropertyRun | None]:
-        name = "property suite"
-        folder = self.root / "properties"
-        if not _has_tests(folder):
-            step = Step(name, "skipped", f"no test files in {folder}")
-            self.display.say(f"{name}: {step.detail}")
-            return step, None
-        code_hash, label = self.code
-        fp = fingerprint(code_hash, "properties", self.property_options())
-        full = fingerprint(code_hash, "properties", self.property_options(quick=False))
-        cached = self.cache.find("properties", full) or self.cache.find("properties", fp)
-        if cached is not None and Path(cached["junit"]).exists():
-            run = property_run(cached, current=True, how="reused: same code and environment")
-            detail = f"reused the run of {cached['finished']} ({label})"
-            self.display.say(f"{name}: {detail}")
-            return Step(name, "reused", detail), run
-        junit = self.cache.folder / f"properties-{fp[:16]}.xml"
-        log = junit.with_suffix(".log")
-        junit.unlink(missing_ok=True)
-        profile = self.property_options()["profile"]
-        cmd = [
-            sys.executable, "-m", "pytest", "properties",
-            f"--hypothesis-profile={profile}", "--hypothesis-show-statistics",
-            f"--junitxml={junit}", "-o", "junit_family=xunit2", "-q", "-p", "no:cacheprovider",
-        ]  # fmt: skip
-        if self.quick:
-            cmd += ["-m", "not slow"]
-        self.display.say(
-            f"{name}: running pytest properties ({profile} profile)"
-            + (", without the slow ones" if self.quick else "")
-        )
-        start = time.perf_counter()
-        code = stream(cmd, self.root, log, self.display, name)
-        seconds = time.perf_counter() - start
-        if not junit.exists():
-            self.display.say(f"{name}: pytest exited {code} without a junit XML; log: {log}")
-            tail(log, self.display)
-            return Step(name, "failed", f"pytest exited {code}, no junit XML", seconds), None
-        if code not in PYTEST_COMPLETED:  # interrupted or broken: report it, never reuse it
-            self.display.say(f"{name}: pytest exited {code}; log: {log}")
-            tail(log, self.display)
-            run = property_run(
-                {"junit": str(junit), "log": str(log), "exit_code": code}, None, "incomplete run"
-            )
-            return Step(name, "failed", f"pytest exited {code}", seconds), run
-        entry = {
-            "fingerprint": fp,
-            "code": label,
-            "junit": str(junit),
-            "log": str(log),
-            "exit_code": code,
-            "seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "quick": self.quick,
-        }
-        self.cache.add("properties", entry)
-        status: StepStatus = "ran" if code == 0 else "failed"
-        detail = f"pytest exit {code} in {seconds:.0f} s ({label})"
-        self.display.say(f"{name}: {detail}")
-        if code != 0:
-            tail(log, self.display)
-        return Step(name, status, detail, seconds), property_run(entry, True, "ran now")
+        """The property suite, reused or run now, waited for."""
+        return self.start_properties().result()
 
     # -- benchmarks --------------------------------------------------------------------------
     def bench_command(self, out: Path) -> list[str]:
