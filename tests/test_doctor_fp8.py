@@ -50,6 +50,34 @@ def test_tiny_loss_flushes_the_last_layer_under_none_not_under_tensor() -> None:
     assert first_gradient_event(_train_rows(_sequential(), "tensor", 1e-6)) is None
 
 
+def _sigmoid_stack(depth: int) -> nn.Sequential:
+    """The notes' vanishing gradient: sigmoid under Xavier shrinks it ~4x per layer."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        lin = nn.Linear(8 if i == 0 else 32, 32)  # _train_rows feeds 8 features
+        nn.init.xavier_normal_(lin.weight)
+        nn.init.zeros_(lin.bias)
+        layers += [lin, nn.Sigmoid()]
+    return nn.Sequential(*layers, nn.Linear(32, 1))
+
+
+def test_a_gradient_flush_is_named_where_the_backward_first_meets_it() -> None:
+    # Under recipe none the vanishing gradient flushes in E5M2 from some layer down, and the
+    # layers below it receive an all-zero gradient and so flush nothing themselves: the
+    # event is the flushing layer nearest the loss, and the dead ones are seen as zero.
+    rows = [r for r in _train_rows(_sigmoid_stack(10), "none", 1.0) if r["step"] == 0]
+    event = first_gradient_event(rows)
+    grads = {r["module"]: r for r in rows if r["tensor"] == "grad"}
+    over = [r for r in grads.values() if r["flush_frac"] > 0.01]
+    # all zero on arrival: nothing left to flush
+    dead = [r for r in grads.values() if r["zero_frac"] == 1.0 and r["flush_frac"] == 0.0]
+    assert event is not None and event.kind == "underflow" and len(over) > 1  # order matters
+    assert event.module == max(over, key=lambda r: r["order"])["module"]
+    assert dead  # forward order would pass over them, seeing no flush
+    assert max(r["order"] for r in dead) < grads[event.module]["order"]
+
+
 @pytest.mark.parametrize("recipe", ["row", "delayed:2"])
 def test_every_recipe_trains_and_records_each_step(recipe: str) -> None:
     rows = _train_rows(_sequential(), recipe, 1.0)

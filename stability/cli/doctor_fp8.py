@@ -91,14 +91,31 @@ def print_fp8(rows: list[dict[str, Any]], args: argparse.Namespace, steps: int) 
         t = fp8_table(rows)
         t = t[t["tensor"] != "output"]  # the output stays in the carrier: not an operand
         worst = t.pivot_table(index=["order", "module"], columns="tensor",
-                              values=["flush_frac", "overflow_frac"], aggfunc="max")  # fmt: skip
-        label = {"flush_frac": "flushed", "overflow_frac": ">max"}
+                              values=["flush_frac", "overflow_frac", "zero_frac"],
+                              aggfunc="max")  # fmt: skip
+        label = {"flush_frac": "flushed", "overflow_frac": ">max", "zero_frac": "zero"}
         pairs: list[Any] = worst.columns.tolist()  # (value, tensor) pairs
         worst.columns = [f"{w} {label[e]}" for e, w in pairs]
-        order = [f"{w} {e}" for w in ("input", "weight", "grad") for e in label.values()]
+        order = [f"{w} {e}" for w in ("input", "weight") for e in ("flushed", ">max")]
+        order += ["grad flushed", "grad >max", "grad zero"]  # zero: flushed here or upstream
         worst = worst[[c for c in order if c in worst.columns]].droplevel("order")
-        print("fraction of each operand flushed to zero / beyond max in fp8, worst step:")
+        print("fraction of each operand flushed to zero / beyond max in fp8, worst step "
+              "(grad zero: zero in fp8, flushed there or already zero on arrival):")  # fmt: skip
         print(worst.to_string(float_format=lambda v: f"{v:.3g}"))
     print(event.line() if event is not None else no_event_line(args.recipe, steps,
                                                                args.flush_threshold))  # fmt: skip
+    dead = dead_below(rows, event)
+    if dead:
+        print(f"  below it, {len(dead)} module(s) got an all-zero gradient at step "
+              f"{event.step if event else 0}: {', '.join(dead)}")  # fmt: skip
     return event
+
+
+def dead_below(rows: list[dict[str, Any]], event: Fp8Event | None) -> list[str]:
+    """The modules whose gradient was entirely zero in the event's step (none without one):
+    the flush upstream left nothing to reach them."""
+    if event is None or event.kind != "underflow":
+        return []
+    grads = [r for r in rows if r["tensor"] == "grad" and r["step"] == event.step]
+    return [str(r["module"]) for r in sorted(grads, key=lambda r: -r["order"])
+            if r["zero_frac"] >= 1.0]  # fmt: skip

@@ -82,7 +82,7 @@ class _Record:
     step: int
     module: str
     tensor: str
-    counts: torch.Tensor  # (overflow, saturation, underflow, flush)
+    counts: torch.Tensor  # (overflow, saturation, underflow, flush, zero after rounding)
     elements: int
     log2_scale: torch.Tensor  # (min, max) over rows
 
@@ -127,7 +127,8 @@ class Fp8Training:
             history = self.histories.setdefault((name, tensor), AmaxHistory(self.recipe.history))
         q = quantize(x, self.format, self.recipe, backward=tensor == "grad", history=history)
         ls = q.log2_scale.detach().reshape(-1)
-        self.records.append(_Record(max(self.step, 0), name, tensor, q.event_counts(),
+        counts = torch.cat([q.event_counts(), (q.rounded == 0).sum().reshape(1)])
+        self.records.append(_Record(max(self.step, 0), name, tensor, counts,
                                     x.numel(), torch.stack([ls.min(), ls.max()])))  # fmt: skip
         return q
 
@@ -214,7 +215,8 @@ class Fp8Training:
                 "phase": PHASE[tensor], "format": self.format.name, "element": elem.name,
                 "recipe": self.recipe.name, "elements": n,
             }  # fmt: skip
-            row.update({f"{e}_frac": v / max(n, 1) for e, v in zip(EVENTS, c, strict=True)})
+            row.update({f"{e}_frac": v / max(n, 1) for e, v in zip(EVENTS, c[:-1], strict=True)})
+            row["zero_frac"] = c[-1] / max(n, 1)  # zero in the format: flushed, or zero on arrival
             row["scale_log2_min"] = float(s[:, 0].min())
             row["scale_log2_max"] = float(s[:, 1].max())
             rows.append(row)

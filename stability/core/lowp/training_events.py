@@ -4,7 +4,11 @@ Overflow: any gradient value beyond what the backward grid holds (E5M2: inf from
 cast; a saturating grid clamps it). A value that lands exactly on max is not counted: the
 ``tensor`` and ``row`` recipes put the amax there by design. Underflow: more than
 ``flush_threshold`` of the gradient's values, nonzero in the carrier, read back as zero.
-"First" is the earliest step, then the earliest module in forward order.
+"First" is the earliest step, then, within it, the module the backward pass reaches first:
+the last in forward order. That is where a loss of gradient starts: once a gradient flushes,
+every module below it receives what is left of it, and one whose gradient arrives already all
+zero flushes nothing more (its ``grad`` row's ``zero_frac`` is 1), so forward order would name
+a module far downstream of the cause, or none.
 """
 
 from collections.abc import Iterable, Mapping
@@ -45,9 +49,9 @@ class Fp8Event:
 def first_gradient_event(
     rows: Iterable[Mapping[str, Any]], flush_threshold: float = FLUSH_THRESHOLD
 ) -> Fp8Event | None:
-    """The first (step, forward order) gradient row that overflows or flushes too much."""
+    """The first (step, then backward order) gradient row that overflows or flushes too much."""
     grads = sorted(
-        (r for r in rows if r["tensor"] == "grad"), key=lambda r: (r["step"], r["order"])
+        (r for r in rows if r["tensor"] == "grad"), key=lambda r: (r["step"], -r["order"])
     )
     for r in grads:
         kind: Literal["overflow", "underflow"] | None = None
