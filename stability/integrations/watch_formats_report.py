@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
 
 from stability.report.figures import FORWARD_COLOR, encode, new_figure, styled
 from stability.report.sections.page import Table
@@ -36,6 +37,7 @@ def amax_figure(lowp: pd.DataFrame) -> MplFigure:
             ax.plot(rows["step"], y, color=FORWARD_COLOR, alpha=shade, lw=1.0, label=name)
         ax.set_title(f"{tensor}: log2 amax", fontsize=8)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
         ax.grid(alpha=0.3)
     if len(shown) <= 8:
         axes[0].legend(loc="best", fontsize=6)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
 
 from stability.report.figures import (
     BACKWARD_COLOR,
@@ -71,6 +72,7 @@ def variance_figure(wide: pd.DataFrame, modules: list[str]) -> MplFigure:
     bwd.set_title("backward: log10 variance of the gradient at each module's output")
     for ax in (fwd, bwd):
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
         ax.grid(alpha=0.3)
     if len(shown) <= 12:
         fwd.legend(loc="best", fontsize=6)
