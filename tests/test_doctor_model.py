@@ -78,6 +78,9 @@ def test_stable_cnn_in_float16_with_loss_scaling(
         ([*RESMLP, "--lr-map"], "--lr-map works on the built-in MLP only"),
         ([*RESMLP, "--loss-scaling"], "--loss-scaling needs a reduced dtype"),
         ([*RESMLP, "--dtype", "float64"], "dtype"),
+        ([*RESMLP, "--lr", "nan"], "learning rate must be finite and > 0, got nan"),
+        ([*RESMLP, "--lr", "0"], "learning rate must be finite and > 0, got 0.0"),
+        ([*RESMLP, "--steps", "0"], "steps must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_the_store(

@@ -73,6 +73,10 @@ class ModelTrainConfig:
     recipe: str = "tensor"  # float8's scaling recipe (``core.lowp.recipes``)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise StabilityError(f"learning rate must be finite and > 0, got {self.lr}")
+        if self.steps < 1:
+            raise StabilityError(f"steps must be an integer >= 1, got {self.steps}")
         lookup("optimizer", self.optimizer, OPTIMIZERS)
         lookup("dtype", self.dtype, {d: d for d in DTYPES})
         get_recipe(self.recipe)
@@ -88,10 +92,6 @@ class ModelTrainConfig:
         extra = "" if self.momentum is None else f", momentum {self.momentum:g}"
         extra += f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
         return f"{self.optimizer} lr {self.lr:g}{extra}"
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise StabilityError(f"learning rate must be finite and > 0, got {self.lr}")
-        if self.steps < 1:
-            raise StabilityError(f"steps must be an integer >= 1, got {self.steps}")
 
 
 @dataclass
