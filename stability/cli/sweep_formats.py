@@ -113,7 +113,9 @@ def run_lowp(
     todo = [c for c in cells if not set(plan.keys(c)) <= set(stored)]
     result = LowpResult(store.start_run("sweep", command, device), len(cells) * len(plan.cases()))
     result.skipped = result.total - len(todo) * len(plan.cases())
-    progress = Progress(len(todo), enabled=None if not quiet else False)
+    progress = Progress(
+        len(todo), enabled=None if not quiet else False, unit="low-precision networks"
+    )
     for cell in todo:
         rows = mlp_format_rows(cell.config, cell.batch, plan.formats, plan.recipes)
         keyed = _with_cells(cell, plan, rows)

@@ -75,8 +75,10 @@ class Progress:
         enabled: bool | None = None,
         every: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
+        unit: str = "cells",
     ):
         self.total = total
+        self.unit = unit  # what is counted: cells, or the low-precision pass's networks
         self.stream = stream
         self.enabled = stream.isatty() if enabled is None else enabled
         self.plain = enabled is None and not self.enabled
@@ -119,7 +121,8 @@ class Progress:
         elapsed = self.clock() - self.start
         eta = self.eta()
         left = "done" if self.count >= self.total else f"eta {_duration(eta)}"
-        return f"sweep: {self.count}/{self.total} cells ({share:.0%}), {_duration(elapsed)}, {left}"
+        done = f"{self.count}/{self.total} {self.unit} ({share:.0%})"
+        return f"sweep: {done}, {_duration(elapsed)}, {left}"
 
     def _bar(self, label: str) -> None:
         width = 30
