@@ -8,11 +8,12 @@ an MX block's scale is the OCP MX v1.0 formula, its elements saturate, a NaN poi
 block; torchao's MX and NVFP4 casts (where installed) agree bit for bit.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from witness import assert_fails_on
 
@@ -81,12 +82,18 @@ def test_witness_rounding_matches_torch_casts(name: str) -> None:
     assert_fails_on(_toward_zero, lambda r: test_rounding_matches_torch_casts(name, r))
 
 
-@given(st.lists(st.floats(width=32), min_size=1, max_size=64))
-def test_rounding_matches_torch_on_any_float32(values: list[float]) -> None:
+@pytest.mark.parametrize("rounder", [round_element])
+@given(values=st.lists(st.floats(width=32), min_size=1, max_size=64))
+@example(values=[1.3, -0.7, 100.1])  # pins the truncating witness to inputs it gets wrong
+def test_rounding_matches_torch_on_any_float32(rounder: Rounder, values: list[float]) -> None:
     x = torch.tensor(values, dtype=torch.float32)
     for name in TORCH_CASTS:
         elem = ELEMENTS[name]
-        assert same_bits(round_element(x, elem), x.to(elem.torch_dtype).float())  # type: ignore[arg-type]
+        assert same_bits(rounder(x, elem), x.to(elem.torch_dtype).float())  # type: ignore[arg-type]
+
+
+def test_witness_rounding_matches_torch_on_any_float32() -> None:
+    assert_fails_on(_toward_zero, test_rounding_matches_torch_on_any_float32)
 
 
 def test_format_table_matches_finfo(table: list[dict[str, object]] | None = None) -> None:
@@ -125,10 +132,15 @@ def test_witness_e2m1_grid_and_ties() -> None:
     assert_fails_on(_half_away, test_e2m1_grid_and_ties)
 
 
-def test_e3m2_grid() -> None:
-    got = round_element(torch.linspace(0, 40, 64001), ELEMENTS["e3m2"]).unique()
+def test_e3m2_grid(elem: Element = ELEMENTS["e3m2"]) -> None:
+    got = round_element(torch.linspace(0, 40, 64001), elem).unique()
     assert got.numel() == 32 and got.max() == 28.0  # 2^5 codes, all finite
     assert got[1] == 0.0625 and float(got[4]) == 0.25  # 3 subnormals below 2^-2
+
+
+def test_witness_e3m2_grid() -> None:
+    # Three mantissa bits (an E3M3 grid under E3M2's name): 64 codes, not the spec's 32.
+    assert_fails_on(dataclasses.replace(ELEMENTS["e3m2"], mbits=3), test_e3m2_grid)
 
 
 def _floor_exponent(amax: torch.Tensor, elem: Element) -> torch.Tensor:
@@ -160,26 +172,42 @@ def test_witness_mx_scale_is_the_spec_formula() -> None:
     assert_fails_on(_ceil_exponent, lambda f: test_mx_scale_is_the_spec_formula("mxfp8_e4m3", f))
 
 
-def test_mx_saturates_and_nan_poisons_the_block() -> None:
+def test_mx_saturates_and_nan_poisons_the_block(
+    quantize: Callable[..., tuple[torch.Tensor, ...]] = mx_quantize,
+) -> None:
     elem = ELEMENTS["e4m3"]
     block = torch.full((1, 32), 0.5)
     block[0, 0] = 1.99  # X = 2^(0 - 8); 1.99 / X = 509.4 > 448: saturates to 448 * X = 1.75
-    deq, scaled, q, _ = mx_quantize(block, elem)
+    deq, scaled, q, _ = quantize(block, elem)
     assert float(deq[0, 0]) == 1.75 and float(q[0, 0]) == 448.0 and float(scaled[0, 0]) > 448
     assert float(deq[0, 1]) == 0.5
     block[0, 5] = torch.nan
-    assert bool(mx_quantize(block, elem)[0].isnan().all())
+    assert bool(quantize(block, elem)[0].isnan().all())
 
 
-def test_nvfp4_block_scale_is_amax_over_6() -> None:
+def _nan_swallowed(x: torch.Tensor, elem: Element) -> tuple[torch.Tensor, ...]:
+    """Known-bad: NaN replaced by 0 before the block is scaled, so it poisons nothing."""
+    return mx_quantize(torch.nan_to_num(x, nan=0.0), elem)
+
+
+def test_witness_mx_saturates_and_nan_poisons_the_block() -> None:
+    assert_fails_on(_nan_swallowed, test_mx_saturates_and_nan_poisons_the_block)
+
+
+def test_nvfp4_block_scale_is_amax_over_6(block: int = 16) -> None:
     x = torch.zeros(1, 32)
     x[0, :16] = torch.linspace(-3, 3, 16)
     x[0, 16:] = torch.linspace(-0.3, 0.3, 16)
-    deq, scaled, _, _ = nvfp4_quantize(x)
+    deq, scaled, _, _ = nvfp4_quantize(x, block)
     # Both block scales are exact in E4M3 relative to the per-tensor scale 3 / 2688: the
     # block amax lands exactly on 6 and dequantises to itself.
     assert float(scaled[0, 15]) == pytest.approx(6.0) and float(deq[0, 15]) == pytest.approx(3.0)
     assert float(scaled[0, 31]) == pytest.approx(6.0, rel=1 / 16)
+
+
+def test_witness_nvfp4_block_scale_is_amax_over_6() -> None:
+    # Blocks of 32 (MX's size): the small half shares the large half's scale, amax 0.6 not 6.
+    assert_fails_on(32, test_nvfp4_block_scale_is_amax_over_6)
 
 
 @pytest.mark.parametrize(
@@ -194,12 +222,27 @@ def test_nvfp4_block_scale_is_amax_over_6() -> None:
     ],
     ids=lambda v: str(v),
 )
-def test_unknown_names_get_one_line(kind: str, name: str) -> None:
+def test_unknown_names_get_one_line(
+    kind: str, name: str, resolve: Callable[[str, str], object] | None = None
+) -> None:
     with pytest.raises(StabilityError) as err:
-        get_format(name) if kind == "format" else get_recipe(name)
+        if resolve is not None:
+            resolve(kind, name)
+        else:
+            get_format(name) if kind == "format" else get_recipe(name)
     text = str(err.value)
     assert "\n" not in text and repr(name) in text
     assert ("mxfp4" in text) if kind == "format" else ("delayed:H" in text and "tensor" in text)
+
+
+def _no_choices(kind: str, name: str) -> object:
+    """Known-bad: refuses the name without saying what the valid ones are."""
+    raise StabilityError(f"unknown {kind} {name!r}")
+
+
+def test_witness_unknown_names_get_one_line() -> None:
+    assert_fails_on(_no_choices, lambda r: test_unknown_names_get_one_line("format", "fp8", r))
+    assert_fails_on(_no_choices, lambda r: test_unknown_names_get_one_line("recipe", "rows", r))
 
 
 # -- torchao, where it installs (a differential test; skipped without it) ------------------
@@ -209,7 +252,9 @@ TORCHAO = {"mxfp8_e4m3": torch.float8_e4m3fn, "mxfp8_e5m2": torch.float8_e5m2,
 
 
 @pytest.mark.parametrize("name", [*TORCHAO, "mxfp6_e3m2"])
-def test_mx_matches_torchao(name: str) -> None:
+def test_mx_matches_torchao(
+    name: str, quantize: Callable[..., tuple[torch.Tensor, ...]] = mx_quantize
+) -> None:
     mx = pytest.importorskip("torchao.prototype.mx_formats.mx_tensor")
     consts = pytest.importorskip("torchao.prototype.mx_formats.constants")
     dtype = {**TORCHAO, "mxfp4_e2m1": torch.float4_e2m1fn_x2, "mxfp6_e3m2": consts.DTYPE_FP6_E3M2}[
@@ -221,11 +266,24 @@ def test_mx_matches_torchao(name: str) -> None:
     )
     scale, data = mx.to_mx(x, dtype, 32)
     want = mx.to_dtype(data, scale, dtype, 32, torch.float32)
-    got = mx_quantize(x, get_format(name).forward)[0]
+    got = quantize(x, get_format(name).forward)[0]
     assert same_bits(got.reshape(want.shape), want)
 
 
-def test_nvfp4_matches_torchao() -> None:
+def _one_ulp_low(x: torch.Tensor, elem: Element) -> tuple[torch.Tensor, ...]:
+    """Known-bad: every nonzero value one float32 ulp toward zero after dequantising (a
+    rounding slip no tolerance-based comparison would see)."""
+    deq = mx_quantize(x, elem)[0]
+    return (torch.nextafter(deq, torch.zeros_like(deq)),)
+
+
+def test_witness_mx_matches_torchao() -> None:
+    assert_fails_on(_one_ulp_low, lambda q: test_mx_matches_torchao("mxfp8_e4m3", q))
+
+
+def test_nvfp4_matches_torchao(
+    quantize: Callable[..., tuple[torch.Tensor, ...]] = nvfp4_quantize,
+) -> None:
     nv = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
     g = torch.Generator().manual_seed(4)
     x = torch.randn(16, 128, generator=g) * 3
@@ -233,5 +291,15 @@ def test_nvfp4_matches_torchao() -> None:
     per_tensor = amax / (6.0 * 448.0)
     t = nv.NVFP4Tensor.to_nvfp4(x, per_tensor_scale=per_tensor)
     want = t.dequantize(torch.float32)
-    got = nvfp4_quantize(x)[0]
+    got = quantize(x)[0]
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def _nvfp4_one_ulp_low(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Known-bad: NVFP4's values one float32 ulp toward zero."""
+    deq = nvfp4_quantize(x)[0]
+    return (torch.nextafter(deq, torch.zeros_like(deq)),)
+
+
+def test_witness_nvfp4_matches_torchao() -> None:
+    assert_fails_on(_nvfp4_one_ulp_low, test_nvfp4_matches_torchao)
