@@ -1,7 +1,5 @@
 """``python -m stability``: the same as the ``stability`` console script."""
 
-import sys
+from stability.cli import run
 
-from stability.cli import main
-
-sys.exit(main())
+run()

@@ -7,9 +7,12 @@ Importing this module is cheap on purpose: torch and pandas load inside ``main``
 Ctrl-C during those seconds of imports is one line and exit 130, not a traceback.
 """
 
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from stability.cli.args import (
     EXIT_BROKEN_PIPE,
@@ -127,6 +130,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             code = EXIT_FAILED
     return code
+
+
+def run() -> NoReturn:
+    """The console script and ``python -m stability``: ``main``'s code as the exit status.
+
+    After a Ctrl-C that ``main`` caught (one line, results whole or absent), CPython would
+    still end the process by SIGINT instead of exit 130 if the KeyboardInterrupt had first
+    escaped a nested evaluation (C code running Python through ``PyRun_*``, e.g. inside an
+    import the signal landed in): that sets a process-wide flag which ``Py_RunMain`` obeys
+    after finalisation, whatever ``sys.exit`` said (seen in CI: the line, then death by
+    SIGINT). So an interrupted run flushes its streams and leaves with ``os._exit(130)``.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # closed, or its reader gone
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _run(argv: Sequence[str] | None) -> int:

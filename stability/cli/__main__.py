@@ -1,7 +1,5 @@
 """``python -m stability.cli``: the same as ``stability``."""
 
-import sys
+from stability.cli import run
 
-from stability.cli import main
-
-sys.exit(main())
+run()
