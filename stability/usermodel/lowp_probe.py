@@ -16,12 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from stability.core.lowp.formats import LowpFormat
-from stability.core.lowp.matmul import is_matmul
+from stability.core.lowp.matmul import (
+    channels_back,
+    channels_last,
+    is_matmul,
+    matmul_op,
+    weight_from_matrix,
+    weight_matrix,
+)
 from stability.core.lowp.quantize import EVENTS, Quantized, quantize, recipe_name
 from stability.core.lowp.recipes import AmaxHistory, Recipe
 from stability.core.lowp.sqnr import combine_db, db, gaussian_sqnr_db
@@ -37,30 +43,10 @@ def _weight(module: nn.Module) -> torch.Tensor:
     return w.detach()
 
 
-def _weight_matrix(module: nn.Module) -> torch.Tensor:
-    """The weight as (out, reduction): Conv1D stores (in, out); a conv flattens its kernel."""
-    w = _weight(module)
-    if type(module).__name__ == "Conv1D":
-        return w.t()
-    return w.reshape(w.shape[0], -1) if w.dim() > 2 else w
-
-
-def _restore_weight(module: nn.Module, wm: torch.Tensor) -> torch.Tensor:
-    w = _weight(module)
-    return wm.t() if type(module).__name__ == "Conv1D" else wm.reshape(w.shape)
-
-
 def _apply(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The module's own op, in whatever dtype ``x`` and ``w`` hold (float64 here)."""
     b = getattr(module, "bias", None)
-    b = b.detach().to(x.dtype) if isinstance(b, torch.Tensor) else None
-    if isinstance(module, nn.modules.conv._ConvNd):
-        y: torch.Tensor = module._conv_forward(x, w, b)
-        return y
-    if type(module).__name__ == "Conv1D":
-        y = x @ w
-        return y + b if b is not None else y
-    return F.linear(x, w, b)
+    return matmul_op(module, x, w, b.detach().to(x.dtype) if isinstance(b, torch.Tensor) else None)
 
 
 @dataclass
@@ -143,18 +129,20 @@ class FormatProbe:
             if x is None or not outs:
                 return
             self.order.setdefault(name, len(self.order) + 1)
-            conv = isinstance(module, nn.modules.conv._ConvNd)
-            xm = (x.detach().movedim(1, -1) if conv else x.detach()).float()
-            wm = _weight_matrix(module).float()
-            ref = _apply(module, x.detach().double(), _weight(module).double())
+            xm = channels_last(module, x.detach()).float()
+            w = _weight(module)
+            wm = weight_matrix(module, w).float()
+            ref = _apply(module, x.detach().double(), w.double())
             for fmt, recipe in self.cases:
                 tag = (fmt.name, recipe_name(fmt, recipe))
                 qx = self._q((name, *tag, "input"), xm, fmt, recipe).values
                 qw = self._q((name, *tag, "weight"), wm, fmt, recipe).values
-                qx = qx.movedim(-1, 1) if conv else qx
-                approx = _apply(module, qx.double(), _restore_weight(module, qw).double())
+                qx = channels_back(module, qx)
+                approx = _apply(
+                    module, qx.double(), weight_from_matrix(module, qw, w.shape).double()
+                )
                 self.acc[(name, *tag, "input")].add_error(
-                    xm.double(), (qx.movedim(1, -1) if conv else qx).double()
+                    xm.double(), channels_last(module, qx).double()
                 )
                 self.acc[(name, *tag, "weight")].add_error(wm.double(), qw.double())
                 out = outs[0].detach().float()
