@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 from witness import assert_fails_on
@@ -33,6 +34,7 @@ from stability.core.activations import ACTIVATIONS
 from stability.core.config import MLPConfig
 from stability.core.inits import INITS
 from stability.core.stacked import probe_stack
+from stability.core.weight_cache import WeightCache, WeightKey
 from stability.sweep.cells import Cell, SweepGrid, cell_rows, run_cell
 from stability.sweep.stacks import group_by_shape
 from stability.sweep.vectorised import run_stack
@@ -52,6 +54,39 @@ def stacked(cells: Sequence[Cell]) -> list[Rows]:
         for cell, outcome in run_stack(group):
             assert not isinstance(outcome, BaseException), outcome
             out[cell.key] = outcome[0]
+    return [out[c.key] for c in cells]
+
+
+def cached(cells: Sequence[Cell]) -> list[Rows]:
+    """The vectorised path with one weight cache across the stacks, as a sweep runs them:
+    a grid of two activations copies the second stack's weights from the first's."""
+    out: dict[str, Rows] = {}
+    cache = WeightCache(2**30)
+    for group in group_by_shape(cells):
+        for cell, stats in zip(
+            group, probe_stack([c.config for c in group], group[0].batch, cache), strict=True
+        ):
+            out[cell.key] = cell_rows(cell, stats)
+    return [out[c.key] for c in cells]
+
+
+class SeedlessCache(WeightCache):
+    """Known bad: a cache whose key forgets the seed, so seeds share their weights."""
+
+    def get(self, key: WeightKey | None) -> torch.Tensor | None:
+        return super().get(None if key is None else (*key[:1], 0, *key[2:]))
+
+    def put(self, weights: torch.Tensor, keys: list[WeightKey | None]) -> None:
+        super().put(weights, [None if k is None else (*k[:1], 0, *k[2:]) for k in keys])
+
+
+def seedless_cache(cells: Sequence[Cell]) -> list[Rows]:
+    out: dict[str, Rows] = {}
+    cache = SeedlessCache(2**30)
+    for group in group_by_shape(cells):
+        for c in group:  # one cell per stack: every later seed hits the first seed's weights
+            (stats,) = probe_stack([c.config], c.batch, cache)
+            out[c.key] = cell_rows(c, stats)
     return [out[c.key] for c in cells]
 
 
@@ -105,7 +140,7 @@ grids = st.builds(
 TWO_SEEDS = SweepGrid(("tanh",), ("xavier_normal",), (3,), (16,), ("float32",), (0, 1), (4,))
 
 
-@pytest.mark.parametrize("impl", [stacked], ids=["run_stack"])
+@pytest.mark.parametrize("impl", [stacked, cached], ids=["run_stack", "cached"])
 @given(grid=grids)
 @example(grid=TWO_SEEDS)
 def test_stacked_rows_equal_per_cell_rows(impl: StackImpl, grid: SweepGrid) -> None:
@@ -116,6 +151,10 @@ def test_stacked_rows_equal_per_cell_rows(impl: StackImpl, grid: SweepGrid) -> N
 
 def test_witness_stacked_rows_equal_per_cell_rows() -> None:
     assert_fails_on(shared_seed_stack, test_stacked_rows_equal_per_cell_rows)
+
+
+def test_witness_cached_rows_equal_per_cell_rows() -> None:
+    assert_fails_on(seedless_cache, test_stacked_rows_equal_per_cell_rows)
 
 
 def check_float16_damage(impl: StackImpl) -> None:

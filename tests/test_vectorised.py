@@ -12,6 +12,7 @@ from stability.cli import main
 from stability.cli.sweep import _executor
 from stability.core.config import MLPConfig
 from stability.core.probe import LayerStats
+from stability.core.weight_cache import WeightCache
 from stability.errors import StabilityError
 from stability.results.store import Store
 from stability.sweep import vectorised
@@ -73,11 +74,13 @@ def test_bad_memory_budget_is_refused_with_the_forms(text: str) -> None:
 def _failing(message: str, calls: list[int]):  # type: ignore[no-untyped-def]
     real = vectorised.probe_stack
 
-    def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStats]]:
+    def probe_stack(
+        configs: Sequence[MLPConfig], batch: int, cache: WeightCache | None = None
+    ) -> list[list[LayerStats]]:
         calls.append(len(configs))
         if len(configs) > 1:
             raise RuntimeError(message)
-        return real(configs, batch)
+        return real(configs, batch, cache)
 
     return probe_stack
 

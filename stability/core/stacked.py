@@ -35,6 +35,7 @@ from stability.core.inits import get_init
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import PROJECTION_SEED, LayerStats, layer_stats
 from stability.core.stacked_stats import event_counts, nonfinite_count, rows, summary, two_pass_var
+from stability.core.weight_cache import WeightCache, weight_key
 
 ShapeKey = tuple[str, int, int, str, bool, float, str, int]
 
@@ -76,22 +77,32 @@ def draw_weights(config: MLPConfig, out: torch.Tensor | None = None) -> torch.Te
     return moved if out is None else out.copy_(moved)
 
 
-def _draw_all(configs: Sequence[MLPConfig]) -> torch.Tensor:
-    """Every cell's weights, ``(depth, S, width, width)``. Cells draw on their own
-    generators, so threads may share the work (the draws release the GIL): on a GPU host
-    the CPU draws are otherwise the floor."""
+def _draw_all(configs: Sequence[MLPConfig], cache: WeightCache | None = None) -> torch.Tensor:
+    """Every cell's weights, ``(depth, S, width, width)``: copied from ``cache`` where an
+    earlier stack drew them, else drawn. Cells draw on their own generators, so threads
+    may share the work (the draws release the GIL): on a GPU host the CPU draws are
+    otherwise the floor."""
     first = configs[0]
     dtype = first.precision.compute_dtype
     shape = (first.depth, len(configs), first.width, first.width)
     stack = torch.empty(shape, dtype=dtype, device=first.device)
-    jobs = [(c, stack[:, j]) for j, c in enumerate(configs)]
-    workers = min(len(configs), max(1, torch.get_num_threads()), os.cpu_count() or 1)
+    keys = [weight_key(c) for c in configs]
+    jobs = []
+    for j, (c, key) in enumerate(zip(configs, keys, strict=True)):
+        drawn = None if cache is None else cache.get(key)
+        if drawn is None:
+            jobs.append((c, stack[:, j]))
+        else:
+            stack[:, j].copy_(drawn)
+    workers = min(len(jobs), max(1, torch.get_num_threads()), os.cpu_count() or 1)
     if workers <= 1:
         for c, out in jobs:
             draw_weights(c, out)
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda job: draw_weights(*job), jobs))
+    if cache is not None:
+        cache.put(stack, keys)
     return stack
 
 
@@ -107,17 +118,22 @@ def check_stackable(configs: Sequence[MLPConfig], batch: int) -> None:
         raise ValueError(f"cells of one stack must share a shape, got {sorted(keys)}")
 
 
-def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStats]]:
+def probe_stack(
+    configs: Sequence[MLPConfig], batch: int, cache: WeightCache | None = None
+) -> list[list[LayerStats]]:
     """One forward and backward pass of every cell, stacked; per cell, per-layer statistics
-    (the same ``LayerStats`` as ``probe(build_mlp(config), input_batch(config, batch))``)."""
+    (the same ``LayerStats`` as ``probe(build_mlp(config), input_batch(config, batch))``).
+    ``cache`` lends weights drawn for an earlier stack and keeps this one's."""
     check_stackable(configs, batch)
     first = configs[0]
     precision = first.precision
     fmt: DType | None = precision.format if precision.format.reduced else None
     round_dtype = precision.round_dtype
     s, depth = len(configs), first.depth
-    weights = _draw_all(configs)  # (depth, S, width, width)
-    leaves = [weights[i].detach().requires_grad_() for i in range(depth)]
+    weights = _draw_all(configs, cache)  # (depth, S, width, width)
+    # Each layer's leaf is its weights transposed, ``(S, in, out)``: the weight gradient then
+    # arrives contiguous, ``x^T @ g``, with no transposing copy (its variance is the same).
+    leaves = [weights[i].transpose(1, 2).detach().requires_grad_() for i in range(depth)]
     x = torch.stack([input_batch(c, batch) for c in configs])  # (S, batch, width)
     activation = get_activation(first.activation).factory()
     zeros = torch.zeros(s, 3, dtype=torch.float64, device=x.device)
@@ -134,7 +150,7 @@ def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStat
         bwd[index] = torch.cat([stats[:, 1:2], nonfinite.unsqueeze(1), events], dim=1)
 
     for i in range(depth):
-        h = torch.bmm(x, leaves[i].transpose(1, 2))  # zero biases add nothing
+        h = torch.bmm(x, leaves[i])  # x @ W^T; zero biases add nothing
         events = zeros
         if round_dtype is not None and fmt is not None:
             events = event_counts(h, fmt)
@@ -151,9 +167,10 @@ def probe_stack(configs: Sequence[MLPConfig], batch: int) -> list[list[LayerStat
         x = a
     gen = torch.Generator().manual_seed(PROJECTION_SEED)
     r = torch.randn(x.shape[1:], generator=gen).to(device=x.device, dtype=x.dtype)
-    torch.autograd.backward(x, r.expand_as(x))  # d(sum(out * R))/d(out) = R, per cell
+    # d(sum(out * R))/d(out) = R, per cell; the weight gradients returned, not accumulated
+    grads = torch.autograd.grad(x, leaves, r.expand_as(x), allow_unused=True)
     nan = torch.full((s, 5), math.nan, dtype=torch.float64, device=x.device)
-    wgv = [nan[:, 0] if w.grad is None else two_pass_var(rows(w.grad)).double() for w in leaves]
+    wgv = [nan[:, 0] if g is None else two_pass_var(rows(g)).double() for g in grads]
     table = torch.stack(
         [
             torch.cat([f, p, nan if b is None else b, w.unsqueeze(1)], dim=1)

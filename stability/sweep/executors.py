@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
+from stability.core.allocator import keep_freed_memory
 from stability.errors import StabilityError
 from stability.sweep.cells import Cell, run_cell
 
@@ -44,8 +45,9 @@ class Executor(Protocol):
 
 def init_worker() -> None:
     """Once per worker process: one torch thread, since N processes x 1 thread beats
-    oversubscribing the cores."""
+    oversubscribing the cores; freed memory kept for reuse (``core/allocator.py``)."""
     torch.set_num_threads(1)
+    keep_freed_memory()
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

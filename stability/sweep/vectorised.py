@@ -20,13 +20,16 @@ from dataclasses import dataclass
 
 import torch
 
+from stability.core.allocator import keep_freed_memory
 from stability.core.stacked import probe_stack, stackable
+from stability.core.weight_cache import WeightCache
 from stability.errors import StabilityError
 from stability.sweep.cells import Cell, cell_rows
 from stability.sweep.executors import Outcome, timed_cell, worker_pool
 from stability.sweep.stacks import plan_stacks
 
 Landed = list[tuple[Cell, Outcome]]
+CACHE_SHARE = 0.25  # of a worker's stack budget, for weights drawn by its earlier stacks
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -45,21 +48,37 @@ def _per_cell(cells: Sequence[Cell]) -> Landed:
     return landed
 
 
-def run_stack(cells: Sequence[Cell]) -> Landed:
+def process_weight_cache(capacity: int) -> WeightCache:
+    """This process's cache of drawn weights (a pool worker has its own), ``capacity``
+    bytes from now on."""
+    if not _CACHE:
+        _CACHE.append(WeightCache(capacity))
+    _CACHE[0].capacity = capacity
+    return _CACHE[0]
+
+
+_CACHE: list[WeightCache] = []
+
+
+def run_stack(cells: Sequence[Cell], cache_bytes: int = 0) -> Landed:
     """Every cell of one stack with its outcome; a cell's seconds are its share of the stack.
+    With ``cache_bytes``, weights drawn for this process's earlier stacks are reused.
 
     Failure is split back to cells (halves when out of memory, else the per-cell path)."""
     if len(cells) == 1 or not stackable(cells[0].config):
         return _per_cell(cells)
+    cache = process_weight_cache(cache_bytes) if cache_bytes > 0 else None
     start = time.perf_counter()
     try:
-        stats = probe_stack([c.config for c in cells], cells[0].batch)
+        stats = probe_stack([c.config for c in cells], cells[0].batch, cache)
         rows = [cell_rows(c, s) for c, s in zip(cells, stats, strict=True)]
     except Exception as exc:
         if not _out_of_memory(exc):
             return _per_cell(cells)
+        if cache is not None:  # the room the cache holds may be what the stack lacked
+            cache.clear()
         half = len(cells) // 2
-        return run_stack(cells[:half]) + run_stack(cells[half:])
+        return run_stack(cells[:half], cache_bytes) + run_stack(cells[half:], cache_bytes)
     seconds = (time.perf_counter() - start) / len(cells)
     return [(c, (r, seconds)) for c, r in zip(cells, rows, strict=True)]
 
@@ -67,7 +86,9 @@ def run_stack(cells: Sequence[Cell]) -> Landed:
 @dataclass(frozen=True)
 class VectorisedExecutor:
     """Stacks of cells on ``jobs`` workers (1: this process), each stack within
-    ``budget`` bytes; the budget is shared by the workers."""
+    ``budget`` bytes; the budget is shared by the workers. Each worker keeps the weights
+    it drew, up to ``CACHE_SHARE`` of its budget, for later stacks with the same cells'
+    weights (``core/weight_cache.py``)."""
 
     jobs: int
     budget: int
@@ -82,19 +103,24 @@ class VectorisedExecutor:
         """The plan: each worker's stacks fit its share of the budget."""
         return plan_stacks(cells, max(1, self.budget // self.jobs), self.jobs)
 
+    @property
+    def cache_bytes(self) -> int:
+        return int(max(1, self.budget // self.jobs) * CACHE_SHARE)
+
     def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
         stacks = self.stacks(cells)
         if not stacks:
             return
+        keep_freed_memory()
         if self.jobs == 1:
             for stack in stacks:
-                yield from run_stack(stack)
+                yield from run_stack(stack, self.cache_bytes)
             return
         yield from self._pool(stacks)
 
     def _pool(self, stacks: list[list[Cell]]) -> Iterator[tuple[Cell, Outcome]]:
         with worker_pool(self.jobs, len(stacks)) as pool:
-            futures = {pool.submit(run_stack, s): s for s in stacks}
+            futures = {pool.submit(run_stack, s, self.cache_bytes): s for s in stacks}
             try:
                 for fut in concurrent.futures.as_completed(futures):
                     error = fut.exception()
