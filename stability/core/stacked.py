@@ -34,7 +34,14 @@ from stability.core.emulation import round_to, round_with_grad
 from stability.core.inits import get_init
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import PROJECTION_SEED, LayerStats, layer_stats
-from stability.core.stacked_stats import event_counts, nonfinite_count, rows, summary, two_pass_var
+from stability.core.stacked_stats import (
+    event_counts,
+    finish_moments,
+    nonfinite_count,
+    raw_moments,
+    rows,
+    two_pass_var,
+)
 from stability.core.weight_cache import WeightCache, weight_key
 
 ShapeKey = tuple[str, int, int, str, bool, float, str, int]
@@ -137,17 +144,25 @@ def probe_stack(
     x = torch.stack([input_batch(c, batch) for c in configs])  # (S, batch, width)
     activation = get_activation(first.activation).factory()
     zeros = torch.zeros(s, 3, dtype=torch.float64, device=x.device)
-    fwd: list[torch.Tensor] = []
-    pre: list[torch.Tensor] = []
-    bwd: list[torch.Tensor | None] = [None] * depth
+    # Per layer only the raw reductions (``raw_moments``) while each tensor is hot; the
+    # arithmetic on them runs once for all layers after the backward pass.
+    act_raw: list[torch.Tensor] = []
+    act_flat: list[torch.Tensor] = []
+    pre_raw: list[torch.Tensor] = []
+    pre_flat: list[torch.Tensor] = []
+    fwd_events: list[torch.Tensor] = []
+    grad_raw: list[torch.Tensor | None] = [None] * depth
+    grad_flat: list[torch.Tensor | None] = [None] * depth
+    grad_tail: list[torch.Tensor | None] = [None] * depth  # unrounded nonfinite, events
 
     def on_grad(index: int, grad: torch.Tensor) -> None:
         g = grad.detach()
         rounded = g if fmt is None or g.dtype == fmt.dtype else round_to(g, fmt.dtype)
-        stats = summary(rows(rounded), extremes=False)
-        nonfinite = stats[:, 3] if rounded is g else nonfinite_count(rows(g))
-        events = zeros if fmt is None else event_counts(g, fmt)
-        bwd[index] = torch.cat([stats[:, 1:2], nonfinite.unsqueeze(1), events], dim=1)
+        grad_flat[index] = flat = rows(rounded)
+        grad_raw[index] = raw_moments(flat, extremes=False)
+        if fmt is not None:
+            nonfinite = nonfinite_count(rows(g)).unsqueeze(1)
+            grad_tail[index] = torch.cat([nonfinite, event_counts(g, fmt)], dim=1)
 
     for i in range(depth):
         h = torch.bmm(x, leaves[i])  # x @ W^T; zero biases add nothing
@@ -155,30 +170,56 @@ def probe_stack(
         if round_dtype is not None and fmt is not None:
             events = event_counts(h, fmt)
             h = round_with_grad(h, round_dtype)
-        pre.append(summary(rows(h), extremes=False)[:, :2])
+        pre_flat.append(rows(h))
+        pre_raw.append(raw_moments(pre_flat[-1], extremes=False))
         a: torch.Tensor = activation(h)
         if round_dtype is not None and fmt is not None:
             events = torch.maximum(events, event_counts(a, fmt))
             a = round_with_grad(a, round_dtype)
         elif fmt is not None:  # native reduced precision: the damage present in the output
             events = event_counts(a, fmt)
-        fwd.append(torch.cat([summary(rows(a), extremes=True), events], dim=1))
+        act_flat.append(rows(a))
+        act_raw.append(raw_moments(act_flat[-1], extremes=True))
+        fwd_events.append(events)
         a.register_hook(lambda g, i=i: on_grad(i, g))  # type: ignore[no-untyped-call]
         x = a
     gen = torch.Generator().manual_seed(PROJECTION_SEED)
     r = torch.randn(x.shape[1:], generator=gen).to(device=x.device, dtype=x.dtype)
     # d(sum(out * R))/d(out) = R, per cell; the weight gradients returned, not accumulated
     grads = torch.autograd.grad(x, leaves, r.expand_as(x), allow_unused=True)
-    nan = torch.full((s, 5), math.nan, dtype=torch.float64, device=x.device)
-    wgv = [nan[:, 0] if g is None else two_pass_var(rows(g)).double() for g in grads]
-    table = torch.stack(
-        [
-            torch.cat([f, p, nan if b is None else b, w.unsqueeze(1)], dim=1)
-            for f, p, b, w in zip(fwd, pre, bwd, wgv, strict=True)
-        ]
-    ).tolist()  # (depth, S, 15): the only read back to the host
     n = batch * first.width
+    nan = torch.full((s, 15), math.nan, dtype=torch.float64, device=x.device)
+    wgv = torch.stack(
+        [nan[:, 0] if g is None else two_pass_var(rows(g)).double() for g in grads]
+    ).unsqueeze(2)
+    fwd = finish_moments(torch.stack(act_raw), act_flat, n)
+    pre = finish_moments(torch.stack(pre_raw), pre_flat, n)[..., :2]
+    columns = [fwd, torch.stack(fwd_events), pre, _backward(grad_raw, grad_flat, grad_tail, n, nan)]
+    table = torch.cat([*columns, wgv], dim=2).tolist()  # (depth, S, 15): one read back
     return [[_layer_stats(i + 1, table[i][j], n) for i in range(depth)] for j in range(s)]
+
+
+def _backward(
+    raw: list[torch.Tensor | None],
+    flats: list[torch.Tensor | None],
+    tails: list[torch.Tensor | None],
+    n: int,
+    nan: torch.Tensor,
+) -> torch.Tensor:
+    """``(depth, S, 5)``: per layer the gradient's variance, its non-finite count and its
+    events (zero at full precision); NaN for a layer no gradient reached."""
+    reached = [(i, r, f) for i, (r, f) in enumerate(zip(raw, flats, strict=True)) if r is not None]
+    out = nan[:, :5].unsqueeze(0).repeat(len(raw), 1, 1)
+    if not reached:
+        return out
+    found = [f for _, _, f in reached if f is not None]
+    stats = finish_moments(torch.stack([r for _, r, _ in reached]), found, n)
+    for k, (i, _, _) in enumerate(reached):
+        tail = tails[i]
+        if tail is None:  # full precision: non-finite as the reduction found it, no events
+            tail = torch.cat([stats[k, :, 3:4], torch.zeros_like(stats[k, :, :3])], dim=1)
+        out[i] = torch.cat([stats[k, :, 1:2], tail], dim=1)
+    return out
 
 
 def _layer_stats(layer: int, v: list[float], n: int) -> LayerStats:

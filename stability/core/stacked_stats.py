@@ -9,6 +9,8 @@ row equals a per-cell row to float rounding. Nothing is read back to the host he
 on CPU, the cheap "is any row non-finite" tests, where reading a scalar costs nothing.
 """
 
+from collections.abc import Sequence
+
 import torch
 
 from stability.core.dtypes import DType
@@ -42,33 +44,62 @@ def two_pass_var(flat: torch.Tensor) -> torch.Tensor:
     return row_sumsq(flat - mean) / n
 
 
-def summary(flat: torch.Tensor, extremes: bool) -> torch.Tensor:
-    """``(S, 4)`` float64: ``[mean, var, max_abs, nonfinite]`` per row (max_abs NaN unless
-    ``extremes``), the stacked twin of the probe's ``_host_summary``.
+def raw_moments(flat: torch.Tensor, extremes: bool) -> torch.Tensor:
+    """``(S, 2)``, or ``(S, 4)`` with ``extremes``: ``[sum, sum of squares, amax, amin]`` per
+    row, in the rows' dtype: what a layer must reduce while its tensor is hot in cache.
+    Everything else (means, variances, the checks) is arithmetic on these few numbers, done
+    for all layers at once by ``finish_moments``: per layer this costs 3-5 kernels, not
+    twenty, which at width 32 is most of a layer's time (issue 27).
 
-    One kernel per statistic over every row: the sum, the sum of squares, and (extremes)
-    ``amax`` and ``amin``; max_abs is ``max(amax, -amin)``, exactly the probe's
-    ``abs().amax()``. Not ``torch.aminmax(dim=1)``: on CPU it is ~15x slower than the pair
-    (1.5 ms against 0.09 ms for 8 x 65536 float32, one thread)."""
-    n = flat.shape[1]
-    total = flat.sum(dim=1).double()
-    mean = total / n
-    sq = row_sumsq(flat).double() / n
+    One kernel per statistic over every row. Not ``torch.aminmax(dim=1)``: on CPU it is
+    ~15x slower than the pair (1.5 ms against 0.09 ms for 8 x 65536 float32, one thread)."""
+    parts = [flat.sum(dim=1), row_sumsq(flat)]
+    if extremes:
+        parts += [flat.amax(dim=1), flat.amin(dim=1)]
+    return torch.stack(parts, dim=1)
+
+
+def finish_moments(raw: torch.Tensor, flats: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+    """``(L, S, 4)`` float64 ``[mean, var, max_abs, nonfinite]`` from ``raw_moments`` of L
+    layers stacked ``(L, S, k)`` (max_abs NaN unless ``k == 4``), the stacked twin of the
+    probe's ``_host_summary``; ``flats[l]`` is layer ``l``'s ``(S, n)`` tensor, read again
+    only where the arithmetic needs it.
+
+    The variance is one-pass while ``mean^2 <= E[x^2] / 2`` and its sum of squares is
+    finite, else two passes over that layer; max_abs is ``max(amax, -amin)``, exactly the
+    probe's ``abs().amax()``; non-finite values are counted only in rows whose sum is not
+    finite (always off the CPU, where reading the test back would cost a sync)."""
+    raw = raw.double()
+    mean = raw[..., 0] / n
+    sq = raw[..., 1] / n
     var = sq - mean * mean
     need_two_pass = ~torch.isfinite(sq) | (mean * mean > MOMENT_ONE_PASS_LIMIT * sq)
-    if flat.device.type != "cpu" or bool(need_two_pass.any()):
-        var = torch.where(need_two_pass, two_pass_var(flat).double(), var)
-    if extremes:
-        max_abs = torch.maximum(flat.amax(dim=1), -flat.amin(dim=1)).double()
+    finite = torch.isfinite(raw[..., 0])
+    nonfinite = torch.zeros_like(mean)
+    for layer in _layers(need_two_pass):
+        exact = two_pass_var(flats[layer]).double()
+        var[layer] = torch.where(need_two_pass[layer], exact, var[layer])
+    for layer in _layers(~finite):
+        count = nonfinite_count(flats[layer])
+        nonfinite[layer] = torch.where(finite[layer], torch.zeros_like(count), count)
+    if raw.shape[-1] == 4:
+        max_abs = torch.maximum(raw[..., 2], -raw[..., 3])
     else:
         max_abs = torch.full_like(mean, float("nan"))
-    finite = torch.isfinite(total)
-    if flat.device.type != "cpu" or not bool(finite.all()):
-        nonfinite = (~torch.isfinite(flat)).sum(dim=1).double()
-        nonfinite = torch.where(finite, torch.zeros_like(nonfinite), nonfinite)
-    else:
-        nonfinite = torch.zeros_like(mean)
-    return torch.stack([mean, var, max_abs, nonfinite], dim=1)
+    return torch.stack([mean, var, max_abs, nonfinite], dim=-1)
+
+
+def _layers(mask: torch.Tensor) -> list[int]:
+    """The layers (rows of an ``(L, S)`` mask) with any cell set; every layer off the CPU."""
+    if mask.device.type != "cpu":
+        return list(range(mask.shape[0]))
+    layers: list[int] = mask.any(dim=1).nonzero()[:, 0].tolist()
+    return layers
+
+
+def summary(flat: torch.Tensor, extremes: bool) -> torch.Tensor:
+    """``(S, 4)`` float64 ``[mean, var, max_abs, nonfinite]`` of one layer's rows."""
+    return finish_moments(raw_moments(flat, extremes).unsqueeze(0), [flat], flat.shape[1])[0]
 
 
 def nonfinite_count(flat: torch.Tensor) -> torch.Tensor:
