@@ -117,6 +117,7 @@ class InProcessExecutor:
     """Cells one after another in this process, with torch's own thread count (``--jobs 1``)."""
 
     def run(self, cells: Sequence[Cell]) -> Iterator[tuple[Cell, Outcome]]:
+        keep_freed_memory()
         for cell in cells:
             try:
                 yield cell, timed_cell(cell)
