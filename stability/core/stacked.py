@@ -13,7 +13,8 @@ What each cell computes is the per-cell path's arithmetic, so its rows equal
 
 - weights are drawn by ``draw_weights`` exactly as ``build_mlp`` draws them (one generator
   seeded with the cell's seed, layer after layer; LSUV through ``build_mlp`` itself; rounded
-  to the target dtype when emulating); inputs are ``input_batch``'s, one per cell;
+  to the target dtype when emulating), or copied from a ``WeightCache`` that holds the
+  same cells' draws from an earlier stack; inputs are ``input_batch``'s, one per cell;
 - biases start at zero, so ``x @ W.T`` without them gives the same values and gradients;
 - emulated reduced precision rounds the pre-activation and the output with
   ``round_with_grad``, as ``MLPBlock`` does; the backward pass is autograd's, through the
