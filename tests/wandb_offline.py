@@ -23,4 +23,8 @@ def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     )
     for key, val in {**SETTINGS, "WANDB_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(key, val)
+    # wandb keeps its settings (WANDB_DIR among them) in a process-wide singleton from the
+    # first run on: without a teardown a second test's run is written to the first's
+    # directory, and that test finds no run of its own (the Lightning test, then the HF one).
+    wandb.teardown()
     return wandb

@@ -29,7 +29,7 @@ from stability.core.lowp.matmul import (
     weight_matrix,
 )
 from stability.core.lowp.quantize import EVENTS, Quantized, quantize, recipe_name
-from stability.core.lowp.recipes import AmaxHistory, Recipe
+from stability.core.lowp.recipes import AmaxHistory, Recipe, history_for
 from stability.core.lowp.sqnr import combine_db, db, gaussian_sqnr_db
 from stability.core.outputs import tensors_in
 from stability.usermodel.probe import signal_input
@@ -115,9 +115,7 @@ class FormatProbe:
 
     def _q(self, key: tuple[str, str, str, str], x: torch.Tensor, fmt: LowpFormat, recipe: Recipe,
            backward: bool = False) -> Quantized:  # fmt: skip
-        history = None
-        if recipe.kind == "delayed":
-            history = self.histories.setdefault(key, AmaxHistory(recipe.history))
+        history = history_for(self.histories, key, recipe)
         q = quantize(x, fmt, recipe, backward=backward, history=history)
         self.acc.setdefault(key, _Acc()).add(x, q)
         return q

@@ -9,8 +9,9 @@ Microscaled formats carry their own block scale, so a recipe applies to plain fp
 """
 
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -63,6 +64,16 @@ class AmaxHistory:
         self.values.append(amax)
         while len(self.values) > self.length:
             self.values.popleft()
+
+
+def history_for(
+    histories: dict[Any, AmaxHistory], key: Hashable, recipe: Recipe
+) -> AmaxHistory | None:
+    """The amax history ``key`` (a module and tensor) carries across steps under ``recipe``,
+    made on first use; None where the recipe keeps none (every recipe but delayed)."""
+    if recipe.kind != "delayed":
+        return None
+    return histories.setdefault(key, AmaxHistory(recipe.history))
 
 
 def scale_for(

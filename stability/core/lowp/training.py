@@ -32,7 +32,7 @@ from stability.core.lowp.matmul import (
     weight_matrix,
 )
 from stability.core.lowp.quantize import EVENTS, Quantized, quantize
-from stability.core.lowp.recipes import AmaxHistory, Recipe, get_recipe
+from stability.core.lowp.recipes import AmaxHistory, Recipe, get_recipe, history_for
 from stability.errors import StabilityError
 
 TENSORS = ("input", "weight", "output", "grad")
@@ -122,9 +122,7 @@ class Fp8Training:
 
     # --- quantisers ---------------------------------------------------------------------
     def _quantize(self, name: str, tensor: str, x: torch.Tensor) -> Quantized:
-        history = None
-        if self.recipe.kind == "delayed":
-            history = self.histories.setdefault((name, tensor), AmaxHistory(self.recipe.history))
+        history = history_for(self.histories, (name, tensor), self.recipe)
         q = quantize(x, self.format, self.recipe, backward=tensor == "grad", history=history)
         ls = q.log2_scale.detach().reshape(-1)
         counts = torch.cat([q.event_counts(), (q.rounded == 0).sum().reshape(1)])
