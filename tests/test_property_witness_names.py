@@ -36,3 +36,22 @@ def test_the_rule_catches_a_misnamed_witness(tmp_path: Path) -> None:
     bad.write_text("def test_claim():\n    pass\n\ndef test_witness_clam():\n    pass\n")
     with pytest.raises(AssertionError, match="test_witness_clam"):
         test_every_witness_names_a_property_in_its_file(bad)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_every_property_in_its_file_has_a_witness(path: Path) -> None:
+    """The other direction: a property with no ``test_witness_<claim>`` beside it is a
+    claim nobody showed can fail (the project's rule: every property has a witness)."""
+    names = set(_tests(path))
+    bare = [
+        n for n in names if not n.startswith(PREFIX) and PREFIX + n[len("test_") :] not in names
+    ]
+    assert not bare, f"{path.name}: properties with no witness of that name: {sorted(bare)}"
+
+
+def test_the_rule_catches_a_property_without_a_witness(tmp_path: Path) -> None:
+    bad = tmp_path / "test_y.py"
+    bad.write_text("def test_claim():\n    pass\n\ndef test_witness_claim():\n    pass\n\n"
+                   "def test_alone():\n    pass\n")  # fmt: skip
+    with pytest.raises(AssertionError, match="test_alone"):
+        test_every_property_in_its_file_has_a_witness(bad)
