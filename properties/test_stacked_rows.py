@@ -122,6 +122,12 @@ def assert_rows_close(got: Rows, want: Rows, width: int, dtype: str) -> None:
             assert abs(va - vb) <= tol * scale or va == vb, (k, a["layer"], va, vb, tol)
 
 
+def check_rows_per_cell(impl: StackImpl, grid: SweepGrid) -> None:
+    cells = grid.cells()
+    for cell, got in zip(cells, impl(cells), strict=True):
+        assert_rows_close(got, run_cell(cell), cell.config.width, cell.config.dtype)
+
+
 grids = st.builds(
     SweepGrid,
     activations=st.lists(st.sampled_from(sorted(ACTIVATIONS)), min_size=1, max_size=2, unique=True),
@@ -144,9 +150,7 @@ TWO_SEEDS = SweepGrid(("tanh",), ("xavier_normal",), (3,), (16,), ("float32",), 
 @given(grid=grids)
 @example(grid=TWO_SEEDS)
 def test_stacked_rows_equal_per_cell_rows(impl: StackImpl, grid: SweepGrid) -> None:
-    cells = grid.cells()
-    for cell, got in zip(cells, impl(cells), strict=True):
-        assert_rows_close(got, run_cell(cell), cell.config.width, cell.config.dtype)
+    check_rows_per_cell(impl, grid)
 
 
 def test_witness_stacked_rows_equal_per_cell_rows() -> None:
@@ -161,9 +165,7 @@ TWO_ACTIVATIONS = replace(TWO_SEEDS, activations=("tanh", "relu"))
 @example(grid=TWO_ACTIVATIONS)
 def test_cached_rows_equal_per_cell_rows(impl: StackImpl, grid: SweepGrid) -> None:
     """A sweep's stacks lend each other their drawn weights: the rows are still per cell."""
-    cells = grid.cells()
-    for cell, got in zip(cells, impl(cells), strict=True):
-        assert_rows_close(got, run_cell(cell), cell.config.width, cell.config.dtype)
+    check_rows_per_cell(impl, grid)
 
 
 def test_witness_cached_rows_equal_per_cell_rows() -> None:

@@ -16,6 +16,7 @@ Elsewhere than glibc (macOS, musl, Windows) this does nothing.
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 M_TRIM_THRESHOLD = -1  # malloc.h's mallopt parameters
@@ -23,15 +24,12 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's ceiling on 64-bit (4 * 1 MiB * sizeof(long))
 TRIM_THRESHOLD = 2**30  # free heap kept at the top: one stack's layers come and go whole
 
-_applied: list[bool] = []  # once per process (a forked child inherits the setting)
 
-
+@functools.cache  # once per process (a forked child inherits the setting)
 def keep_freed_memory() -> bool:
     """Tell glibc to keep freed blocks of up to 32 MiB for reuse; True where it did.
 
     Idempotent and cheap; called where a sweep starts and in each pool worker."""
-    if _applied:
-        return _applied[0]
     done = False
     if sys.platform.startswith("linux"):
         try:
@@ -45,5 +43,4 @@ def keep_freed_memory() -> bool:
             done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(
                 mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
             )
-    _applied.append(done)
     return done

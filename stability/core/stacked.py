@@ -46,6 +46,9 @@ from stability.core.stacked_stats import (
 from stability.core.weight_cache import WeightCache, weight_key
 
 ShapeKey = tuple[str, int, int, str, bool, float, str, int]
+# One layer's gradient: its raw moments, its (S, n) rows, and at reduced precision the
+# unrounded non-finite count and the events, ``(S, 4)``.
+GradEntry = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 def shape_key(config: MLPConfig, batch: int) -> ShapeKey:
@@ -152,18 +155,17 @@ def probe_stack(
     pre_raw: list[torch.Tensor] = []
     pre_flat: list[torch.Tensor] = []
     fwd_events: list[torch.Tensor] = []
-    grad_raw: list[torch.Tensor | None] = [None] * depth
-    grad_flat: list[torch.Tensor | None] = [None] * depth
-    grad_tail: list[torch.Tensor | None] = [None] * depth  # unrounded nonfinite, events
+    arrived: list[GradEntry | None] = [None] * depth  # None where no gradient arrived
 
     def on_grad(index: int, grad: torch.Tensor) -> None:
         g = grad.detach()
         rounded = g if fmt is None or g.dtype == fmt.dtype else round_to(g, fmt.dtype)
-        grad_flat[index] = flat = rows(rounded)
-        grad_raw[index] = raw_moments(flat, extremes=False)
+        flat = rows(rounded)
+        tail = None
         if fmt is not None:
             nonfinite = nonfinite_count(rows(g)).unsqueeze(1)
-            grad_tail[index] = torch.cat([nonfinite, event_counts(g, fmt)], dim=1)
+            tail = torch.cat([nonfinite, event_counts(g, fmt)], dim=1)
+        arrived[index] = (raw_moments(flat, extremes=False), flat, tail)
 
     for i in range(depth):
         h = torch.bmm(x, leaves[i])  # x @ W^T; zero biases add nothing
@@ -189,34 +191,27 @@ def probe_stack(
     # d(sum(out * R))/d(out) = R, per cell; the weight gradients returned, not accumulated
     grads = torch.autograd.grad(x, leaves, r.expand_as(x), allow_unused=True)
     n = batch * first.width
-    nan = torch.full((s, 15), math.nan, dtype=torch.float64, device=x.device)
+    nan = torch.full((s, 5), math.nan, dtype=torch.float64, device=x.device)
     wgv = torch.stack(
         [nan[:, 0] if g is None else two_pass_var(rows(g)).double() for g in grads]
     ).unsqueeze(2)
     fwd = finish_moments(torch.stack(act_raw), act_flat, n)
     pre = finish_moments(torch.stack(pre_raw), pre_flat, n)[..., :2]
-    columns = [fwd, torch.stack(fwd_events), pre, _backward(grad_raw, grad_flat, grad_tail, n, nan)]
+    columns = [fwd, torch.stack(fwd_events), pre, _backward(arrived, n, nan)]
     table = torch.cat([*columns, wgv], dim=2).tolist()  # (depth, S, 15): one read back
     return [[_layer_stats(i + 1, table[i][j], n) for i in range(depth)] for j in range(s)]
 
 
-def _backward(
-    raw: list[torch.Tensor | None],
-    flats: list[torch.Tensor | None],
-    tails: list[torch.Tensor | None],
-    n: int,
-    nan: torch.Tensor,
-) -> torch.Tensor:
+def _backward(grad: list[GradEntry | None], n: int, nan: torch.Tensor) -> torch.Tensor:
     """``(depth, S, 5)``: per layer the gradient's variance, its non-finite count and its
     events (zero at full precision); NaN for a layer no gradient reached."""
-    reached = [(i, r, f) for i, (r, f) in enumerate(zip(raw, flats, strict=True)) if r is not None]
-    out = nan[:, :5].unsqueeze(0).repeat(len(raw), 1, 1)
+    out = nan.unsqueeze(0).repeat(len(grad), 1, 1)
+    reached = [(i, entry) for i, entry in enumerate(grad) if entry is not None]
     if not reached:
         return out
-    found = [f for _, _, f in reached if f is not None]
-    stats = finish_moments(torch.stack([r for _, r, _ in reached]), found, n)
-    for k, (i, _, _) in enumerate(reached):
-        tail = tails[i]
+    raw = torch.stack([entry[0] for _, entry in reached])
+    stats = finish_moments(raw, [entry[1] for _, entry in reached], n)
+    for k, (i, (_, _, tail)) in enumerate(reached):
         if tail is None:  # full precision: non-finite as the reduction found it, no events
             tail = torch.cat([stats[k, :, 3:4], torch.zeros_like(stats[k, :, :3])], dim=1)
         out[i] = torch.cat([stats[k, :, 1:2], tail], dim=1)

@@ -97,11 +97,6 @@ def _layers(mask: torch.Tensor) -> list[int]:
     return layers
 
 
-def summary(flat: torch.Tensor, extremes: bool) -> torch.Tensor:
-    """``(S, 4)`` float64 ``[mean, var, max_abs, nonfinite]`` of one layer's rows."""
-    return finish_moments(raw_moments(flat, extremes).unsqueeze(0), [flat], flat.shape[1])[0]
-
-
 def nonfinite_count(flat: torch.Tensor) -> torch.Tensor:
     """Non-finite values per row, float64."""
     return (~torch.isfinite(flat)).sum(dim=1).double()

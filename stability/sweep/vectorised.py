@@ -51,13 +51,11 @@ def _per_cell(cells: Sequence[Cell]) -> Landed:
 def process_weight_cache(capacity: int) -> WeightCache:
     """This process's cache of drawn weights (a pool worker has its own), ``capacity``
     bytes from now on."""
-    if not _CACHE:
-        _CACHE.append(WeightCache(capacity))
-    _CACHE[0].capacity = capacity
-    return _CACHE[0]
+    _CACHE.capacity = capacity
+    return _CACHE
 
 
-_CACHE: list[WeightCache] = []
+_CACHE = WeightCache(0)
 
 
 def run_stack(cells: Sequence[Cell], cache_bytes: int = 0) -> Landed:
