@@ -29,13 +29,15 @@ tanh and selu at depth 20 (the band is conservative there) and ~1.1x for relu.
 """
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
 from stability.core.activations import get_activation
+from stability.core.band_path import walk
 from stability.core.config import MLPConfig
 from stability.core.inits import sigma_w2
 from stability.core.layer_shape import (
@@ -44,12 +46,11 @@ from stability.core.layer_shape import (
     Q_CLAMP,
     WEIGHTS,
     LayerShape,
-    band_step,
     phi_and_slope,
     second_moments,
 )
 from stability.core.probe import PROJECTION_SEED
-from stability.core.theory import predict
+from stability.core.theory import LayerPrediction, predict
 
 COVERAGE = 0.90  # the band's stated two-sided coverage
 Z_COVERAGE = 1.6448536269514722  # standard normal quantile at (1 + COVERAGE) / 2
@@ -84,30 +85,70 @@ def no_band(layer: int, reason: str) -> BandLayer:
 
 def predict_band(config: MLPConfig, batch: int) -> list[BandLayer]:
     """Per layer, the band a seed's log10 preact_var and grad_var should fall in."""
-    return list(_band(config.activation, config.init, config.depth, config.width, batch))
+    return predict_bands([config], batch)[0]
 
 
-@lru_cache(maxsize=256)
-def _band(activation: str, init: str, depth: int, width: int, batch: int) -> tuple[BandLayer, ...]:
-    s2 = sigma_w2(init, width, width)
-    mf = predict(MLPConfig(depth=depth, width=width, activation=activation, init=init), batch)
-    if s2 is None or not all(math.isfinite(t.preact_var) and t.preact_var > 0 for t in mf):
-        reason = "data-driven init: no prediction" if s2 is None else "mean-field variance 0/inf"
-        return tuple(no_band(i + 1, reason) for i in range(depth))
-    n, b = float(width), float(batch)
+BandKey = tuple[str, str, int, int, int]  # activation, init, depth, width, batch
+CACHE_SIZE = 256  # bands kept (a sweep asks once per cell; its grid has a few per stack)
+_BANDS: dict[BandKey, tuple[BandLayer, ...]] = {}
+
+
+def predict_bands(configs: Sequence[MLPConfig], batch: int) -> list[list[BandLayer]]:
+    """``predict_band`` of each config; those of one activation and shape walk the layers
+    together (``core/band_path.py``), one quadrature call per layer for all their inits.
+    Bands depend on none of seed, dtype or device, and are kept (``CACHE_SIZE``)."""
+    keys = [(c.activation, c.init, c.depth, c.width, batch) for c in configs]
+    found = {k: _BANDS[k] for k in keys if k in _BANDS}
+    groups: dict[tuple[str, int, int], list[str]] = {}
+    for act, init, depth, width, _ in dict.fromkeys(k for k in keys if k not in found):
+        groups.setdefault((act, depth, width), []).append(init)
+    for (act, depth, width), inits in groups.items():
+        for init, band in zip(inits, _bands(act, inits, depth, width, batch), strict=True):
+            found[(act, init, depth, width, batch)] = band
+    for key, band in found.items():
+        _BANDS.pop(key, None)  # re-inserted: the most recently asked are kept
+        _BANDS[key] = band
+    while len(_BANDS) > CACHE_SIZE:
+        del _BANDS[next(iter(_BANDS))]
+    return [list(found[k]) for k in keys]
+
+
+def _bands(
+    activation: str, inits: Sequence[str], depth: int, width: int, batch: int
+) -> list[tuple[BandLayer, ...]]:
+    """The bands of several inits of one activation and shape, their layers walked together."""
+    mean_fields: list[tuple[float, list[LayerPrediction]] | str] = []
+    for init in inits:
+        s2 = sigma_w2(init, width, width)
+        mf = predict(MLPConfig(depth=depth, width=width, activation=activation, init=init), batch)
+        if s2 is None:
+            mean_fields.append("data-driven init: no prediction")
+        elif not all(math.isfinite(t.preact_var) and t.preact_var > 0 for t in mf):
+            mean_fields.append("mean-field variance 0/inf")
+        else:
+            mean_fields.append((s2, mf))
+    paths = [[t.preact_var for t in m[1]] for m in mean_fields if not isinstance(m, str)]
+    shapes = iter(walk(activation, paths, width))
+    return [
+        tuple(no_band(i + 1, m) for i in range(depth))
+        if isinstance(m, str)
+        else _band(activation, init, *m, next(shapes), width, batch)
+        for init, m in zip(inits, mean_fields, strict=True)
+    ]
+
+
+def _band(
+    activation: str,
+    init: str,
+    s2: float,
+    mf: list[LayerPrediction],
+    shapes: list[LayerShape],
+    width: int,
+    batch: int,
+) -> tuple[BandLayer, ...]:
+    """One init's band from its mean field (``s2``, ``mf``) and its walked layer shapes."""
+    n, b, depth = float(width), float(batch), len(mf)
     q = [t.preact_var for t in mf]
-    shapes, c, spread = [], 0.0, 1.0 / n  # independent N(0, 1) inputs: c = 0 +- 1/sqrt(n)
-    for ql in q:
-        # Two inputs at width n correlate by c plus a random part of variance ``spread``,
-        # which each layer renews ((1 - c^2)^2 / n) and carries with the correlation map's
-        # slope: their noises covary at that effective correlation, which no batch averages.
-        c_eff = min(math.sqrt(c * c + spread), 1.0)
-        shape, noisy, slope = band_step(activation, ql, c, c_eff)  # one call of phi per layer
-        c_next_eff = math.sqrt(shape.c_next**2 + slope**2 * spread)
-        shapes.append(replace(shape, rho=noisy.rho, rho_slope=noisy.rho_slope,
-                              cross_rho=noisy.cross_rho, c_eff=c_next_eff))  # fmt: skip
-        c = shape.c_next
-        spread = slope**2 * spread + (1.0 - c * c) ** 2 / n
     # A square orthogonal W keeps every norm: its chi-square is exactly 0, not 2/n.
     chi = 0.0 if init in NORM_PRESERVING else 1.0
     fwd, v_fresh = _forward_variances(shapes, n, b, chi)

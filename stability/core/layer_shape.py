@@ -8,6 +8,7 @@ registered activation, with Gauss-Legendre rules split at 0 (where relu has its 
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,7 +38,7 @@ _W2 = np.outer(WEIGHTS, WEIGHTS).ravel()
 
 
 def phi_and_slope(activation: str, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = torch.tensor(h, dtype=torch.float64, requires_grad=True)
+    t = torch.from_numpy(np.ascontiguousarray(h, dtype=np.float64)).requires_grad_()
     out = get_activation(activation).factory()(t)
     (slope,) = torch.autograd.grad(out.sum(), t)
     return out.detach().numpy(), slope.numpy()
@@ -68,14 +69,24 @@ def second_moments(activation: str, qs: np.ndarray) -> tuple[np.ndarray, np.ndar
     return phi**2 @ WEIGHTS, slope**2 @ WEIGHTS
 
 
-@lru_cache(maxsize=4096)
-def _log_slopes(activation: str, q: float) -> tuple[float, float, float, float]:
-    f, f_slope = second_moments(activation, q * np.exp([LOG_STEP, -LOG_STEP, 0.0]))
-    g = float(np.log(f[0] / f[1])) / (2 * LOG_STEP)
-    g_slope = float(np.log(f_slope[0] / f_slope[1])) / (2 * LOG_STEP) if f_slope.min() > 0 else 0.0
-    curv = float(np.log(f[0] * f[1] / f[2] ** 2)) / LOG_STEP**2 if f.min() > 0 else 0.0
-    bend = f_slope[0] * f_slope[1] / f_slope[2] ** 2 if f_slope.min() > 0 else 1.0
-    return g, g_slope, curv, float(np.log(bend)) / LOG_STEP**2
+def log_slopes(activation: str, qs: np.ndarray) -> np.ndarray:
+    """``(K, 4)``: per q the log-slopes ``g``, ``g_slope`` and bends ``g_curv``,
+    ``slope_curv`` of ``E[phi^2]`` and ``E[phi'^2]`` in ``ln q`` (central differences), all
+    K from one call of the activation: a band asks for every layer's q at once."""
+    qs = np.asarray(qs, dtype=np.float64)
+    f, f_slope = (m.reshape(len(qs), 3) for m in second_moments(
+        activation, (qs[:, None] * np.exp([LOG_STEP, -LOG_STEP, 0.0])[None, :]).ravel()
+    ))  # fmt: skip
+    live, live_slope = f.min(axis=1) > 0, f_slope.min(axis=1) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = np.log(f[:, 0] / f[:, 1]) / (2 * LOG_STEP)
+        g_slope = np.log(f_slope[:, 0] / f_slope[:, 1]) / (2 * LOG_STEP)
+        curv = np.log(f[:, 0] * f[:, 1] / f[:, 2] ** 2) / LOG_STEP**2
+        bend = np.log(f_slope[:, 0] * f_slope[:, 1] / f_slope[:, 2] ** 2) / LOG_STEP**2
+    return np.stack(
+        [g, np.where(live_slope, g_slope, 0.0), np.where(live, curv, 0.0),
+         np.where(live_slope, bend, 0.0)], axis=1,
+    )  # fmt: skip
 
 
 def _pair(q: float, c: float) -> tuple[float, np.ndarray]:
@@ -89,78 +100,78 @@ def _pair(q: float, c: float) -> tuple[float, np.ndarray]:
 
 
 @lru_cache(maxsize=4096)
-def c_next(activation: str, q: float, c: float) -> float:
-    """``layer_shape(activation, q, c).c_next``, bit for bit, from the forward alone: the
-    correlation map's slope needs only this, not the slopes' autograd and the log-slopes'
-    second moments (half of the finite-width band's time, issue 27)."""
-    _, h = _pair(q, c)
-    with torch.no_grad():
-        both = get_activation(activation).factory()(torch.tensor(h, dtype=torch.float64))
-    pu, pv = both.numpy()
-    return float(_W2 @ (pu * pv)) / float(_W2 @ pu**2)
-
-
-@lru_cache(maxsize=4096)
 def layer_shape(activation: str, q: float, c: float) -> LayerShape:
     """The shape statistics at ``(q, c)``; q is clamped where they no longer change."""
     q, h = _pair(q, c)
     both, slopes = phi_and_slope(activation, h)
-    return _shape(activation, q, both, slopes)
+    return _shapes(both[None], slopes[None], log_slopes(activation, np.array([q])))[0]
 
 
-def band_step(
-    activation: str, q: float, c: float, c_eff: float, step: float = 1e-3
-) -> tuple[LayerShape, LayerShape, float]:
-    """The finite-width band's three asks of one layer, bit for bit, from one call of the
-    activation and its autograd: ``layer_shape`` at ``round(c, 6)`` and ``round(c_eff, 6)``,
-    and ``correlation_slope(activation, q, c)``.
-
-    The first input ``u`` is the same at every ``c``, so the points are ``u`` and each
-    ``c``'s second input, ``(5, nodes)``. Elementwise kernels give each element the same bits
-    at any length that is a multiple of the vector width and below the parallel grain (here
-    5 x 2304 float64: all vectorised, one thread), as at the ``(2, nodes)`` of one shape."""
-    lo, hi = max(c - step, -1.0), min(c + step, 1.0)
-    pairs = [_pair(q, x) for x in (round(c, 6), round(c_eff, 6), round(hi, 6), round(lo, 6))]
-    q = pairs[0][0]
-    both, slopes = phi_and_slope(activation, np.stack([pairs[0][1][0], *(h[1][1] for h in pairs)]))
-    shape, noisy = (_shape(activation, q, both[[0, k]], slopes[[0, k]]) for k in (1, 2))
-    f = float(_W2 @ both[0] ** 2)
-    up, down = (float(_W2 @ (both[0] * both[k])) / f for k in (3, 4))
-    return shape, noisy, (up - down) / (hi - lo)
+Step = tuple[LayerShape, LayerShape, float]
 
 
-def _shape(activation: str, q: float, both: np.ndarray, slopes: np.ndarray) -> LayerShape:
-    """The statistics from phi and phi' at the ``(2, nodes)`` points of ``_pair(q, c)``."""
-    (pu, pv), (du, dv) = both, slopes
-    f = float(_W2 @ pu**2)
-    f_slope = float(_W2 @ du**2)
-    g, g_slope, g_curv, slope_curv = _log_slopes(activation, q)
-    if f_slope > 0:
-        kappa_slope = float(_W2 @ du**4) / f_slope**2
-        rho_slope = float(_W2 @ (du**2 * dv**2)) / f_slope**2 - 1.0
-        cross = float(_W2 @ (pu**2 * du**2)) / (f * f_slope) - 1.0
-        cross_rho = float(_W2 @ (pu**2 * dv**2)) / (f * f_slope) - 1.0
-    else:  # a constant activation: no backward signal to fluctuate
-        kappa_slope, rho_slope, cross, cross_rho = 1.0, 0.0, 0.0, 0.0
-    return LayerShape(
-        kappa=float(_W2 @ pu**4) / f**2,
-        kappa_slope=kappa_slope,
-        rho=float(_W2 @ (pu**2 * pv**2)) / f**2 - 1.0,
-        rho_slope=rho_slope,
-        c_next=float(_W2 @ (pu * pv)) / f,
-        slope_corr=float(_W2 @ (du * dv)) / f_slope if f_slope > 0 else 0.0,
-        g=g,
-        g_slope=g_slope,
-        g_curv=g_curv,
-        slope_curv=slope_curv,
-        cross=cross,
-        cross_rho=cross_rho,
-    )
+def band_steps(
+    activation: str, points: Sequence[tuple[float, float, float]], slopes: np.ndarray,
+    step: float = 1e-3,
+) -> list[Step]:  # fmt: skip
+    """The finite-width band's three asks of one layer, for K points ``(q, c, c_eff)`` at
+    once (the inits of one activation; ``slopes``: their ``log_slopes`` at the clamped q):
+    ``layer_shape`` at ``round(c, 6)`` and ``round(c_eff, 6)``, and the correlation map's
+    slope ``dc_next/dc`` (central, ``step``: how much of a random correlation the next layer
+    keeps), from one call of the activation and its autograd.
+
+    A point's first input ``u`` is the same at every ``c``, so its rows are ``u`` and each
+    ``c``'s second input, ``(K, 5, nodes)``."""
+    q = np.clip(np.array([p[0] for p in points], dtype=np.float64), *Q_CLAMP)
+    c = np.array([p[1] for p in points], dtype=np.float64)
+    lo, hi = np.maximum(c - step, -1.0), np.minimum(c + step, 1.0)
+    at = np.clip(np.round(np.stack([c, [p[2] for p in points], hi, lo], axis=1), 6), -1.0, 1.0)
+    s = np.sqrt(q)[:, None, None]
+    u = s[:, 0] * _Z1  # (K, nodes): the first input, shared by every c
+    v = s * (at[:, :, None] * _Z1 + np.sqrt(np.maximum(1.0 - at * at, 0.0))[:, :, None] * _Z2)
+    both, grads = phi_and_slope(activation, np.concatenate([u[:, None], v], axis=1))
+    k = len(points)  # the shape at c and the noisy one at c_eff: 2K points in one pass
+    inputs, derivatives = (np.concatenate([a[:, [0, 1]], a[:, [0, 2]]]) for a in (both, grads))
+    found = _shapes(inputs, derivatives, np.tile(slopes, (2, 1)))
+    shape, noisy = found[:k], found[k:]
+    f = (both[:, 0] ** 2) @ _W2
+    up, down = ((both[:, 0] * both[:, row]) @ _W2 / f for row in (3, 4))
+    corr_slope = (up - down) / (hi - lo)
+    return [(shape[j], noisy[j], float(corr_slope[j])) for j in range(k)]
 
 
-def correlation_slope(activation: str, q: float, c: float, step: float = 1e-3) -> float:
-    """dc_next/dc: how much of a random correlation the next layer keeps."""
-    lo, hi = max(c - step, -1.0), min(c + step, 1.0)
-    up = c_next(activation, q, round(hi, 6))
-    down = c_next(activation, q, round(lo, 6))
-    return (up - down) / (hi - lo)
+def _shapes(both: np.ndarray, grads: np.ndarray, slopes: np.ndarray) -> list[LayerShape]:
+    """The statistics of K points from phi and phi' at their ``(K, 2, nodes)`` inputs
+    (``_pair``) and their ``(K, 4)`` log-slopes: each integral one matrix-vector product."""
+    pu, pv, du, dv = both[:, 0], both[:, 1], grads[:, 0], grads[:, 1]
+    pu2, pv2, du2, dv2 = pu * pu, pv * pv, du * du, dv * dv
+    integrands = np.stack([pu2, du2, pu2 * pu2, pu2 * pv2, pu * pv, du2 * du2, du2 * dv2,
+                           pu2 * du2, pu2 * dv2, du * dv])  # fmt: skip
+    f, f_slope, m4, m22, m11, s4, s22, x22, xr22, s11 = integrands @ _W2  # each (K,)
+    live = f_slope > 0  # else a constant activation: no backward signal to fluctuate
+    safe = np.where(live, f_slope, 1.0)
+    kappa_slope = np.where(live, s4 / safe**2, 1.0)
+    rho_slope = np.where(live, s22 / safe**2 - 1.0, 0.0)
+    cross = np.where(live, x22 / (f * safe) - 1.0, 0.0)
+    cross_rho = np.where(live, xr22 / (f * safe) - 1.0, 0.0)
+    slope_corr = np.where(live, s11 / safe, 0.0)
+    kappa, rho, c_next = m4 / f**2, m22 / f**2 - 1.0, m11 / f
+    columns = zip(kappa, kappa_slope, rho, rho_slope, c_next, slope_corr, cross, cross_rho,
+                  slopes, strict=True)  # fmt: skip
+    return [
+        LayerShape(
+            kappa=float(k),
+            kappa_slope=float(ks),
+            rho=float(r),
+            rho_slope=float(rs),
+            c_next=float(cn),
+            slope_corr=float(sc),
+            g=float(g[0]),
+            g_slope=float(g[1]),
+            g_curv=float(g[2]),
+            slope_curv=float(g[3]),
+            cross=float(x),
+            cross_rho=float(xr),
+        )
+        for k, ks, r, rs, cn, sc, x, xr, g in columns
+    ]

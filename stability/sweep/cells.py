@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stability.core.config import MLPConfig, check_batch
-from stability.core.finite_width import no_band, predict_band
+from stability.core.finite_width import no_band, predict_band, predict_bands
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import LayerStats, probe
 from stability.core.theory import LayerPrediction, predict
@@ -96,6 +96,14 @@ def theory(
     and a sweep asks for it once per cell (quadrature at every layer, ~5 ms at depth 50).
     ``bias_var > 0`` implies biases; at 0 their presence changes nothing (they start at 0)."""
     return predict(MLPConfig(depth, width, activation, init, bias_var=bias_var), batch)
+
+
+def warm_bands(cells: Sequence[Cell]) -> None:
+    """The finite-width bands of several cells (a stack's inits) in one walk down the layers
+    (``core/band_path.py``), before ``cell_rows`` asks for them one cell at a time."""
+    banded = [c for c in cells if c.config.bias_var == 0]
+    for batch in sorted({c.batch for c in banded}):
+        predict_bands([c.config for c in banded if c.batch == batch], batch)
 
 
 def cell_rows(cell: Cell, stats: Sequence[LayerStats]) -> list[dict[str, Any]]:

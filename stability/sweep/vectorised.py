@@ -24,7 +24,7 @@ from stability.core.allocator import keep_freed_memory
 from stability.core.stacked import probe_stack, stackable
 from stability.core.weight_cache import WeightCache
 from stability.errors import StabilityError
-from stability.sweep.cells import Cell, cell_rows
+from stability.sweep.cells import Cell, cell_rows, warm_bands
 from stability.sweep.executors import Outcome, timed_cell, worker_pool
 from stability.sweep.stacks import plan_stacks
 
@@ -69,6 +69,7 @@ def run_stack(cells: Sequence[Cell], cache_bytes: int = 0) -> Landed:
     start = time.perf_counter()
     try:
         stats = probe_stack([c.config for c in cells], cells[0].batch, cache)
+        warm_bands(cells)
         rows = [cell_rows(c, s) for c, s in zip(cells, stats, strict=True)]
     except Exception as exc:
         if not _out_of_memory(exc):
