@@ -9,7 +9,10 @@ depth 50, width 256, batch 256, ``--quick`` depth 10, width 128, batch 128):
   (input and weight gradients), into preallocated outputs, no statistics, no activation;
   on one thread, its time divided by ``jobs`` (``jobs`` single-thread workers' limit);
 - **the sweep's compute**, without start-up: ``VectorisedExecutor(jobs)`` over every cell
-  (draws, stacked probe, statistics, theory, band and rows; not the store's writes);
+  (draws, stacked probe, statistics, theory, band and rows; not the store's writes); for
+  ``jobs`` > 1 on a kept pool (``keep_workers``: its workers' start, first page faults
+  and weight draws paid in the warm-up, as for a caller running several sweeps), and on
+  a fresh pool per run as well (``sweep_fresh_j2``: what one command's pool costs);
 - **the peer's compute**: ``sweep_peer.peer_cell`` over every cell;
 - **the commands**, start-up included: ``python -m stability sweep --jobs J`` (a fresh store
   each time) against ``python benchmarks/sweep_peer.py``, both at torch's default threads;
@@ -23,6 +26,7 @@ The replay's inputs are normal floats: the sweep's own values run into float32 s
 in its vanishing configs (torch_default), whose GEMMs are then slower than the replay's.
 """
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -85,8 +89,7 @@ def replay(cells: Sequence[Cell], jobs: int) -> Callable[[], object]:
     return run
 
 
-def sweep(cells: Sequence[Cell], jobs: int) -> Callable[[], object]:
-    executor = VectorisedExecutor(jobs, BUDGET)
+def sweep(executor: VectorisedExecutor, cells: Sequence[Cell]) -> Callable[[], object]:
     return lambda: list(executor.run(cells))
 
 
@@ -157,20 +160,34 @@ def ratio(num: list[float], den: list[float]) -> tuple[float, list[float]]:
 def test_sweep_against_its_limit(
     request: pytest.FixtureRequest, benchmark: object, threads: int, pedantic: RoundRunner
 ) -> None:
+    with contextlib.ExitStack() as pools:
+        measure(request, benchmark, threads, pedantic, pools)
+
+
+def measure(
+    request: pytest.FixtureRequest,
+    benchmark: object,
+    threads: int,
+    pedantic: RoundRunner,
+    pools: contextlib.ExitStack,
+) -> None:
     quick = bool(request.config.getoption("quick"))
     depth, width, batch = QUICK if quick else FULL
     rounds = 3
     cells = grid(depth, width, batch)
     blocks: Blocks = {}
     for jobs in JOBS:
-        blocks[f"sweep_j{jobs}"] = sweep(cells, jobs)
+        kept = pools.enter_context(VectorisedExecutor(jobs, BUDGET, keep_workers=True))
+        blocks[f"sweep_j{jobs}"] = sweep(kept, cells)
+        if jobs > 1:
+            blocks[f"sweep_fresh_j{jobs}"] = sweep(VectorisedExecutor(jobs, BUDGET), cells)
         blocks[f"replay_j{jobs}"] = replay(cells, jobs)
         blocks[f"sweep_command_j{jobs}"] = sweep_command(depth, width, batch, jobs)
     blocks["peer"] = peer(cells)
     blocks["peer_command"] = peer_command(depth, width, batch)
     small = {w: grid(d, w, b) for d, w, b in SMALL}
     for w, small_cells in small.items():
-        blocks[f"stacked_w{w}"] = sweep(small_cells, 1)
+        blocks[f"stacked_w{w}"] = sweep(VectorisedExecutor(1, BUDGET), small_cells)
         blocks[f"per_cell_w{w}"] = per_cell(small_cells)
     for name in blocks:  # warm-up: caches (theory, band), first-touch pages, the pool's fork
         if "command" not in name:
@@ -185,6 +202,10 @@ def test_sweep_against_its_limit(
         limit, limit_rounds = ratio(s[f"replay_j{jobs}"], s[f"sweep_j{jobs}"])
         cmd, cmd_rounds = ratio(s["peer_command"], s[f"sweep_command_j{jobs}"])
         compute, _ = ratio(s["peer"], s[f"sweep_j{jobs}"])
+        if f"sweep_fresh_j{jobs}" in s:
+            fresh, fresh_rounds = ratio(s[f"replay_j{jobs}"], s[f"sweep_fresh_j{jobs}"])
+            info |= {f"limit_ratio_fresh_pool_j{jobs}": fresh,
+                     f"limit_ratio_fresh_pool_rounds_j{jobs}": fresh_rounds}  # fmt: skip
         info |= {
             f"limit_ratio_j{jobs}": limit, f"limit_ratio_rounds_j{jobs}": limit_rounds,
             f"limit_goal_met_j{jobs}": limit >= LIMIT_GOAL,
@@ -204,8 +225,9 @@ def test_sweep_against_its_limit(
     benchmark.extra_info.update(info)  # type: ignore[attr-defined]
     width_note = ", ".join(f"w{w} {info[f'stacking_speedup_w{w}']:.2f}x" for w in small)
     lines = [
-        f"jobs {j}: compute/limit {info[f'limit_ratio_j{j}']:.2f} (goal {LIMIT_GOAL}), "
-        f"command {info[f'command_speedup_j{j}']:.2f}x the peer's (goal {COMMAND_GOAL}x)"
+        f"jobs {j}: compute/limit {info[f'limit_ratio_j{j}']:.2f} (goal {LIMIT_GOAL}"
+        + (f"; fresh pool {info[f'limit_ratio_fresh_pool_j{j}']:.2f}" if j > 1 else "")
+        + f"), command {info[f'command_speedup_j{j}']:.2f}x the peer's (goal {COMMAND_GOAL}x)"
         for j in JOBS
     ]
     print("", *lines, f"stacking over per-cell: {width_note} (goal {STACKING_GOAL}x)", sep="\n")

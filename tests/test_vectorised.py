@@ -2,7 +2,11 @@
 cells, the CLI's default and ``--per-cell``. That stacked rows equal per-cell rows is a
 property: ``properties/test_stacked_rows.py``."""
 
-from collections.abc import Sequence
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
@@ -173,3 +177,51 @@ def test_cells_with_drawn_biases_take_the_per_cell_path() -> None:
         outcome = landed[cell.key]
         assert not isinstance(outcome, BaseException)
         assert pd.DataFrame(outcome[0]).equals(pd.DataFrame(run_cell(cell)))
+
+
+def _workers() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+
+
+def _rows(outcomes: Iterator[tuple[Cell, object]]) -> dict[str, object]:
+    landed = {}
+    for cell, outcome in outcomes:
+        assert not isinstance(outcome, BaseException), outcome
+        assert isinstance(outcome, tuple)
+        landed[cell.key] = outcome[0]
+    return landed
+
+
+def test_kept_workers_serve_every_run_until_closed() -> None:
+    """``keep_workers``: the same worker processes compute the next run (their start paid
+    once), the rows equal a fresh pool's, and ``close()`` leaves no process behind."""
+    before = _workers()
+    with VectorisedExecutor(2, 2**30, keep_workers=True) as executor:
+        first = _rows(executor.run(CELLS[:12]))
+        kept = _workers() - before
+        second = _rows(executor.run(CELLS[:12]))
+        assert len(kept) == 2 and _workers() - before == kept
+    assert _workers() - before == set()
+    assert first == second == _rows(VectorisedExecutor(2, 2**30).run(CELLS[:12]))
+
+
+def test_without_kept_workers_a_run_leaves_no_process() -> None:
+    before = _workers()
+    _rows(VectorisedExecutor(2, 2**30).run(CELLS[:12]))
+    assert _workers() - before == set()
+
+
+def test_a_kept_pool_whose_worker_died_is_replaced() -> None:
+    """SIGKILL (which no disposition ignores) on the kept workers: the next run's cells fail
+    with the broken pool, recorded, and the run after it has a new pool."""
+    before = _workers()
+    with VectorisedExecutor(2, 2**30, keep_workers=True) as executor:
+        _rows(executor.run(CELLS[:12]))
+        pool = executor._kept[0]
+        for pid in _workers() - before:
+            os.kill(pid, signal.SIGKILL)
+        failed = [o for _, o in executor.run(CELLS[:12])]
+        assert failed and all(isinstance(o, BrokenProcessPool) for o in failed)
+        assert executor._kept == []
+        assert len(_rows(executor.run(CELLS[:12]))) == 12  # a new pool
+        assert executor._kept[0] is not pool

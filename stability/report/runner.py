@@ -116,9 +116,15 @@ class Runner:
 
         props = self.start_properties()
         try:
-            with Store.open(self.db) as store:
+            with Store.open(self.db) as store, contextlib.ExitStack() as pools:
+                kept: dict[str, VectorisedExecutor] = {}  # one pool per device for every sweep
                 for name, grid in plan.sweeps(self.quick):
-                    done(self.sweep(store, name, grid))
+                    if grid.device not in kept:
+                        executor = VectorisedExecutor(
+                            self.jobs, default_budget(grid.device), keep_workers=True
+                        )
+                        kept[grid.device] = pools.enter_context(executor)
+                    done(self.sweep(store, name, grid, kept[grid.device]))
             done(self.doctor())
             done(self.spectrum())
             with Store.open(self.db) as store:
@@ -168,7 +174,11 @@ class Runner:
         return [figures_done, timed], gate_result(figures, throughput)
 
     # -- sweeps ------------------------------------------------------------------------------
-    def sweep(self, store: Store, name: str, grid: SweepGrid) -> Step:
+    def sweep(
+        self, store: Store, name: str, grid: SweepGrid, executor: VectorisedExecutor | None = None
+    ) -> Step:
+        """One sweep into the store, its stored cells reused; on ``executor`` (a kept pool
+        the report's sweeps share) or a pool of its own."""
         cells = grid.cells()
         done = store.done_keys()
         todo = [c for c in cells if c.key not in done]
@@ -179,7 +189,7 @@ class Runner:
         self.display.say(f"{name}: {len(todo)} of {len(cells)} cells to run, {self.jobs} jobs")
         progress = SweepProgress(len(todo), self.display, name)
         command = ["stability", "report", f"({name})"]
-        executor = VectorisedExecutor(self.jobs, default_budget(grid.device))
+        executor = executor or VectorisedExecutor(self.jobs, default_budget(grid.device))
         summary = run_sweep(grid, store, command, executor, resume=True, progress=progress)
         status: StepStatus = "failed" if summary.failed else "ran"
         detail = (

@@ -16,7 +16,9 @@ cells whose biases are drawn (``bias_var > 0``: the stacked layers add no biases
 import concurrent.futures
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from types import TracebackType
 
 import torch
 
@@ -87,16 +89,38 @@ class VectorisedExecutor:
     """Stacks of cells on ``jobs`` workers (1: this process), each stack within
     ``budget`` bytes; the budget is shared by the workers. Each worker keeps the weights
     it drew, up to ``CACHE_SHARE`` of its budget, for later stacks with the same cells'
-    weights (``core/weight_cache.py``)."""
+    weights (``core/weight_cache.py``).
+
+    With ``keep_workers`` (``jobs`` > 1) the pool outlives a ``run``: a caller that runs
+    several sweeps (the report, a benchmark's rounds) pays the workers' start, and their
+    first stacks' page faults, once. ``close()`` (or ``with``) ends it; a broken pool (a
+    worker killed) is replaced at the next run. Without it, each run has its own pool."""
 
     jobs: int
     budget: int
+    keep_workers: bool = False
+    _kept: list[concurrent.futures.ProcessPoolExecutor] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
             raise StabilityError(f"jobs must be >= 1, got {self.jobs}")
         if self.budget <= 0:
             raise StabilityError(f"memory budget must be positive, got {self.budget} bytes")
+
+    def __enter__(self) -> "VectorisedExecutor":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the kept pool, if any (its queued stacks cancelled, running ones awaited)."""
+        while self._kept:
+            self._kept.pop().shutdown(wait=True, cancel_futures=True)
 
     def stacks(self, cells: Sequence[Cell]) -> list[list[Cell]]:
         """The plan: each worker's stacks fit its share of the budget."""
@@ -114,19 +138,28 @@ class VectorisedExecutor:
         if self.jobs == 1:
             for stack in stacks:
                 yield from run_stack(stack, self.cache_bytes)
-            return
-        yield from self._pool(stacks)
+        elif not self.keep_workers:
+            with worker_pool(self.jobs, len(stacks)) as pool:
+                yield from self._on(pool, stacks)
+        else:
+            if not self._kept:
+                self._kept.append(worker_pool(self.jobs, self.jobs))
+            yield from self._on(self._kept[0], stacks)
 
-    def _pool(self, stacks: list[list[Cell]]) -> Iterator[tuple[Cell, Outcome]]:
-        with worker_pool(self.jobs, len(stacks)) as pool:
-            futures = {pool.submit(run_stack, s, self.cache_bytes): s for s in stacks}
-            try:
-                for fut in concurrent.futures.as_completed(futures):
-                    error = fut.exception()
-                    if error is None:
-                        yield from fut.result()
-                    else:  # the worker itself died: every cell of its stack failed with it
-                        yield from ((c, error) for c in futures[fut])
-            finally:  # closed early (interrupted): queued stacks never start
-                for fut in futures:
-                    fut.cancel()
+    def _on(
+        self, pool: concurrent.futures.ProcessPoolExecutor, stacks: list[list[Cell]]
+    ) -> Iterator[tuple[Cell, Outcome]]:
+        futures = {pool.submit(run_stack, s, self.cache_bytes): s for s in stacks}
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                error = fut.exception()
+                if error is None:
+                    yield from fut.result()
+                else:  # the worker itself died: every cell of its stack failed with it
+                    if isinstance(error, BrokenProcessPool) and pool in self._kept:
+                        self._kept.remove(pool)  # the next run starts a new one
+                        pool.shutdown(wait=False, cancel_futures=True)
+                    yield from ((c, error) for c in futures[fut])
+        finally:  # closed early (interrupted): queued stacks never start
+            for fut in futures:
+                fut.cancel()
