@@ -33,21 +33,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import torch
 
-from stability.core.activations import get_activation
 from stability.core.band_path import walk
+from stability.core.band_terms import linearisation_error, rank_one, signal_caveat
 from stability.core.config import MLPConfig
 from stability.core.inits import sigma_w2
 from stability.core.layer_shape import (
-    LOG_STEP,
-    NODES,
-    Q_CLAMP,
-    WEIGHTS,
     LayerShape,
-    phi_and_slope,
-    second_moments,
 )
 from stability.core.probe import PROJECTION_SEED
 from stability.core.theory import LayerPrediction, predict
@@ -57,9 +50,6 @@ Z_COVERAGE = 1.6448536269514722  # standard normal quantile at (1 + COVERAGE) / 
 BEND_LIMIT = 0.5  # ln units the length map may leave its tangent (summed) before a caveat
 RANK_ONE_SHARE = 0.5  # backward rank-one term above this share of the centre: flagged
 NORM_PRESERVING = ("orthogonal",)  # square layers: |W a| = |a| exactly
-# min(E[phi]^2, E[(h phi' - phi)^2]) / E[phi^2] above this at some layer: the backward carries
-# a common direction that is neither absent (odd, mean 0) nor exact (homogeneous): flagged
-SIGNAL_LIMIT = 0.01
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,7 @@ def _band(
     chi = 0.0 if init in NORM_PRESERVING else 1.0
     fwd, v_fresh = _forward_variances(shapes, n, b, chi)
     single = _forward_variances(shapes, n, 1.0, chi)[0]
-    bent = _linearisation_error(activation, s2, q, single)
+    bent = linearisation_error(activation, s2, q, single)
     # Backward: ln grad_var at layer l deviates by sum_{k>l} (g'_k E_k + zeta_k); E_k is the
     # forward deviation, a sum of the fresh noises j <= k carried by prod g. U_m collects how
     # much a unit deviation at layer m moves every backward factor above it.
@@ -161,10 +151,10 @@ def _band(
     for m in range(depth, 0, -1):
         u[m] = shapes[m - 1].g_slope + shapes[m - 1].g * u[m + 1]
     zeta, cross = _backward_noise(shapes, n, b, chi)
-    rank_one = _rank_one(activation, q, [t.grad_var for t in mf], shapes, n, s2)
+    along_signal = rank_one(activation, q, [t.grad_var for t in mf], shapes, n, s2)
     d, measure = _forward_shift(shapes, single, n, b, chi)
     top = _top(width, batch)
-    signal = _signal_caveat(activation, q)
+    signal = signal_caveat(activation, q)
     layers, tail_zeta, tail_fresh, tail_shift, tail_cross = [], 0.0, 0.0, 0.0, 0.0
     for layer in range(depth, 0, -1):
         above = fwd[layer] * u[layer + 1] ** 2 if layer < depth else 0.0
@@ -173,7 +163,7 @@ def _band(
         q_mean = q[layer - 1] * math.exp(d[layer - 1] + measure[layer - 1])
         shift_b = top + tail_shift - tail_zeta / 2.0
         layers.append(_layer(layer, q_mean, fwd[layer - 1], mf[layer - 1].grad_var,
-                             rank_one[layer - 1], (bwd, shift_b), (bent[layer - 1], bent[-1]),
+                             along_signal[layer - 1], (bwd, shift_b), (bent[layer - 1], bent[-1]),
                              signal))  # fmt: skip
         # zeta_k and the same layer's eps_perp_k (which moves every factor above k by U_{k+1})
         # share layer k's units: their covariance counts once per pair.
@@ -254,31 +244,6 @@ def _backward_shift(sh: LayerShape, d: float, v_q: float, v_batch: float) -> flo
     return gs * (d - v_q / 2.0) + (sh.slope_curv + gs**2) * v_q / 2.0 - gs**2 * v_batch / 2.0
 
 
-def _linearisation_error(
-    activation: str, s2: float, q: list[float], single: list[float]
-) -> list[float]:
-    """Per layer, how far the length map bends away from its tangent over one input's spread.
-
-    The band linearises ``F: ln q -> ln(s2 E[phi^2](q))`` around the mean-field path; a
-    single input (batch 1) strays ``sd`` in ln q. Summed over layers, ``|F(x +- 2 sd) - F(x)
-    -+ 2 sd F'|`` says in ln units how wrong the tangent is where inputs actually are (gelu
-    with kaiming: gain 1/2 at small q, marginal 1 at large q).
-    """
-    x = np.log(np.clip(np.asarray(q), *Q_CLAMP))
-    sd = np.sqrt(np.asarray(single))
-    offsets = np.array([-LOG_STEP, LOG_STEP, -2.0, 2.0])
-    points = x[:, None] + np.concatenate([[0.0], offsets[:2], 0.0 * offsets[2:]])[None, :]
-    points[:, 3:] = x[:, None] + offsets[None, 2:] * sd[:, None]
-    f = np.log(s2 * second_moments(activation, np.exp(points.ravel()))[0]).reshape(points.shape)
-    tangent = (f[:, 2] - f[:, 1]) / (2 * LOG_STEP)
-    err = np.maximum(
-        np.abs(f[:, 3] - f[:, 0] + 2.0 * sd * tangent),
-        np.abs(f[:, 4] - f[:, 0] - 2.0 * sd * tangent),
-    )
-    inside = (np.asarray(q) > Q_CLAMP[0]) & (np.asarray(q) < Q_CLAMP[1]) & np.isfinite(err)
-    return list(np.cumsum(np.where(inside, err, 0.0)))
-
-
 def _backward_noise(
     shapes: list[LayerShape], n: float, b: float, chi: float = 1.0
 ) -> tuple[list[float], list[float]]:
@@ -313,76 +278,6 @@ def _eps_perp(sh: LayerShape, n: float, b: float, eta: float) -> float:
     """The activation's noise beyond what the scale's own noise (slope g) explains."""
     eps = ((sh.kappa - 1.0) / b + (1.0 - 1.0 / b) * max(sh.rho, 0.0)) / n
     return max(eps - sh.g**2 * eta, 0.0)
-
-
-def _rank_one(
-    activation: str,
-    q: list[float],
-    grad_mf: list[float],
-    shapes: list[LayerShape],
-    n: float,
-    s2: float,
-) -> list[float]:
-    """The gradient variance along the forward signal's own direction (``docs/theory.md``).
-
-    ``J_{l+1} a_l = phi'(h) h = g a_{l+1} + p``: the signal's direction maps onto the next
-    signal with the length map's log-slope g, plus a remainder p that propagates like any
-    random direction (the mean-field gains above it). ``R_l = |J_{l->L} a_l|^2 / n`` obeys
-    ``R_l = g^2 R_{l+1} + |p|^2/n * MF_{l+1}``; the random projection puts a 1/n share of
-    the top gradient on that direction. Each layer's ``W^T`` also injects, along its input
-    signal, the Stein term ``a (s2/n) sum_i phi''(h_i) g_i`` (energy ``s2 E[phi''^2] q G``),
-    carried down by the signal's gain ``g^2 E[phi^2]_next / E[phi^2]``. Per element: / n.
-    """
-    depth = len(q)
-    qs = np.asarray(q)
-    t = torch.tensor(np.sqrt(qs)[:, None] * NODES[None, :], dtype=torch.float64, requires_grad=True)
-    out_t = get_activation(activation).factory()(t)
-    (d1,) = torch.autograd.grad(out_t.sum(), t, create_graph=True)
-    curv = torch.autograd.grad(d1.sum(), t, allow_unused=True)[0] if d1.requires_grad else None
-    phi, slope = out_t.detach().numpy(), d1.detach().numpy()
-    bend2 = (curv.detach().numpy() ** 2) @ WEIGHTS if curv is not None else np.zeros(depth)
-    second = list(phi**2 @ WEIGHTS)
-    signal = (qs[:, None] * NODES[None, :] ** 2 * slope**2) @ WEIGHTS  # E[(h phi'(h))^2]
-    remainder = [
-        max(float(r) - sh.g**2 * f, 0.0) for r, sh, f in zip(signal, shapes, second, strict=True)
-    ]
-    out = [0.0] * depth
-    r, injected = second[-1], 0.0
-    # Mean-field already gives every direction (the signal's too) a 1/n share of G_l: only
-    # the excess over it is added (0 at the top, where the gradient is R; 0 for relu).
-    for layer in range(depth - 1, 0, -1):  # layer l (1-based): its next is index ``layer``
-        r = shapes[layer].g ** 2 * r + remainder[layer] * grad_mf[layer]
-        gain = shapes[layer].g ** 2 * second[layer] / second[layer - 1] if second[layer - 1] else 0
-        injected = gain * injected + s2 * float(bend2[layer]) * q[layer] * grad_mf[layer]
-        top = r / second[layer - 1] if second[layer - 1] > 0 else 0.0
-        out[layer - 1] = max(top + injected - grad_mf[layer - 1], 0.0) / n
-    return out
-
-
-def _signal_caveat(activation: str, q: list[float]) -> str:
-    """Why the backward band is not to be trusted where the activation's mean moves.
-
-    A non-zero mean ``E[phi]`` is a direction all inputs share; the gradient along it is
-    exactly mean-field's for a positively homogeneous activation (``h phi' = phi``: relu,
-    leaky_relu) and absent for a zero-mean one (tanh, selu at its fixed point). Otherwise
-    (elu, silu, gelu, softplus with Kaiming) the backward has a part along it that
-    ``_rank_one`` estimates only to first order, and the measured seeds miss the band
-    (``docs/theory.md``: silu at width 512, 35 of 48 seeds inside; elu 37 of 48).
-    """
-    qs = np.clip(np.asarray(q), *Q_CLAMP)
-    h = np.sqrt(qs)[:, None] * NODES[None, :]
-    phi, slope = phi_and_slope(activation, h)
-    second = np.maximum(phi**2 @ WEIGHTS, np.finfo(float).tiny)
-    mean2 = (phi @ WEIGHTS) ** 2 / second
-    defect = ((h * slope - phi) ** 2 @ WEIGHTS) / second
-    share = float(np.max(np.minimum(mean2, defect)))
-    if share <= SIGNAL_LIMIT:
-        return ""
-    return (
-        f"backward: a non-zero mean ({share:.0%} of the second moment) that the activation "
-        "does not carry homogeneously; the gradient along that shared direction is estimated "
-        "only to first order (the rank-one term), so the backward band under-covers"
-    )
 
 
 def _layer(layer: int, q: float, var_f: float, grad_mf: float, rank_one: float,

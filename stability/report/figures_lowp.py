@@ -28,3 +28,30 @@ def sqnr_heatmap(table: pd.DataFrame, target: float) -> Figure:
     ax.set_yticks(range(table.shape[0]), list(table.index))
     fig.colorbar(image, ax=ax, label=f"output SQNR, dB (target {target:g})")
     return fig
+
+
+@styled
+def sqnr_by_layer(rows: pd.DataFrame, target: float = 20.0) -> Figure:
+    """``rows``: ``sweep_formats`` records. One panel per (format, recipe): output (solid)
+    and gradient (dotted) SQNR against layer, one colour per network."""
+    cases = list(rows.drop_duplicates(["format", "recipe"])[["format", "recipe"]].itertuples(
+        index=False, name=None))  # fmt: skip
+    fig = new_figure(height=3.2, width=min(4.0 * len(cases), 12.0))
+    axes = np.atleast_1d(fig.subplots(1, len(cases), sharey=True))
+    networks = rows.drop_duplicates("mlp_key")
+    colours = {k: f"C{i % 10}" for i, k in enumerate(networks["mlp_key"])}
+    labels = {k: f"{a}/{i} d{d}" for k, a, i, d in networks[
+        ["mlp_key", "activation", "init", "depth"]].itertuples(index=False, name=None)}  # fmt: skip
+    for ax, (fmt, recipe) in zip(axes, cases, strict=True):
+        case = rows[(rows["format"] == fmt) & (rows["recipe"] == recipe)]
+        for key, net in case.groupby("mlp_key", sort=False):
+            for tensor, style in (("output", "-"), ("grad", ":")):
+                part = net[net["tensor"] == tensor].sort_values("layer")
+                ax.plot(part["layer"], part["sqnr_db"], style, color=colours[str(key)],
+                        label=labels[str(key)] if tensor == "output" else None)  # fmt: skip
+        ax.axhline(target, color="0.4", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{fmt} {recipe}", fontsize=9)
+        ax.set_xlabel("layer")
+    axes[0].set_ylabel("SQNR, dB (solid output, dotted gradient)")
+    axes[-1].legend(fontsize=7, loc="best")
+    return fig

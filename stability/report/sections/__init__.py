@@ -21,6 +21,7 @@ from stability.report.sections import (
     heatmap,
     history,
     lowp,
+    lowp_sweep,
     notes,
     phase,
     precision,
@@ -49,6 +50,7 @@ SECTIONS: list[Callable[[ReportData], Section]] = [
     experiments.experiments,
     scaling.scaling,
     lowp.lowp,
+    lowp_sweep.lowp_sweep,
 ]
 
 __all__ = ["SECTIONS", "Figure", "Section", "Table"]
