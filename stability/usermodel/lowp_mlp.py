@@ -18,6 +18,7 @@ from typing import Any
 from stability.core.config import MLPConfig
 from stability.core.lowp.formats import LowpFormat
 from stability.core.lowp.recipes import Recipe
+from stability.core.lowp.training_events import loss_down
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import projection_loss
 from stability.usermodel.lowp_probe import probe_formats
@@ -70,7 +71,7 @@ def _first(
     rows: list[dict[str, Any]], hit: str, target: float, backward: bool = False
 ) -> FirstEvent | None:
     """The first row (by layer; from the top with ``backward``) with ``hit``."""
-    ordered = sorted(rows, key=lambda r: -r["order"] if backward else r["order"])  # stable
+    ordered = sorted(rows, key=loss_down if backward else lambda r: r["order"])  # stable
     for r in ordered:
         if hit == "sqnr":
             if r["tensor"] in ("output", "grad") and r["sqnr_db"] < target:

@@ -46,12 +46,18 @@ class Fp8Event:
         return asdict(self)
 
 
+def loss_down(row: Mapping[str, Any]) -> int:
+    """Sort key of a gradient row: the order the backward pass meets the layers, from the
+    loss down (``order`` counts them forward, 1 = the first matmul)."""
+    return -int(row["order"])
+
+
 def first_gradient_event(
     rows: Iterable[Mapping[str, Any]], flush_threshold: float = FLUSH_THRESHOLD
 ) -> Fp8Event | None:
     """The first (step, then backward order) gradient row that overflows or flushes too much."""
     grads = sorted(
-        (r for r in rows if r["tensor"] == "grad"), key=lambda r: (r["step"], -r["order"])
+        (r for r in rows if r["tensor"] == "grad"), key=lambda r: (r["step"], loss_down(r))
     )
     for r in grads:
         kind: Literal["overflow", "underflow"] | None = None
