@@ -188,8 +188,13 @@ def probe_stack(
         x = a
     gen = torch.Generator().manual_seed(PROJECTION_SEED)
     r = torch.randn(x.shape[1:], generator=gen).to(device=x.device, dtype=x.dtype)
-    # d(sum(out * R))/d(out) = R, per cell; the weight gradients returned, not accumulated
-    grads = torch.autograd.grad(x, leaves, r.expand_as(x), allow_unused=True)
+    # The per-cell probe's projection loss, sum(out * R) per cell: its gradient at the output
+    # is R exactly (ones times R), whatever the output holds (inf, NaN). A scalar loss also
+    # keeps ``autograd.grad`` off its check of given gradient shapes, whose first call
+    # imports sympy (torch.fx's symbolic shapes): 0.6-0.8 s of every sweep process.
+    # The weight gradients come back, not accumulated.
+    loss = (x * r).sum()
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     n = batch * first.width
     nan = torch.full((s, 5), math.nan, dtype=torch.float64, device=x.device)
     wgv = torch.stack(
