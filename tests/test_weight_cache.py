@@ -49,3 +49,18 @@ def test_the_cache_drops_its_oldest_stacks_to_stay_within_capacity() -> None:
     assert small.held() == 0
     cache.clear()
     assert cache.held() == 0
+
+
+def test_a_stack_of_the_same_cells_in_order_takes_the_kept_tensor_itself() -> None:
+    """The next activation of a grid has the same cells: no copy and nothing kept twice;
+    another order, or a different cell, is a new tensor built by copies and draws."""
+    cache = WeightCache(2**30)
+    first = [replace(BASE, seed=s) for s in (0, 1)]
+    kept = _draw_all(first, cache)
+    same = _draw_all([replace(c, activation="relu") for c in first], cache)
+    assert same is kept and cache.held() == kept.numel() * kept.element_size()
+    assert torch.equal(same, _draw_all(first))  # still the drawn values
+    swapped = _draw_all(list(reversed(first)), cache)
+    assert swapped is not kept and torch.equal(swapped[:, 0], kept[:, 1])
+    other = _draw_all([first[0], replace(BASE, seed=2)], cache)
+    assert other is not kept and torch.equal(other[:, 0], kept[:, 0])

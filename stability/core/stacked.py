@@ -89,15 +89,19 @@ def draw_weights(config: MLPConfig, out: torch.Tensor | None = None) -> torch.Te
 
 
 def _draw_all(configs: Sequence[MLPConfig], cache: WeightCache | None = None) -> torch.Tensor:
-    """Every cell's weights, ``(depth, S, width, width)``: copied from ``cache`` where an
-    earlier stack drew them, else drawn. Cells draw on their own generators, so threads
-    may share the work (the draws release the GIL): on a GPU host the CPU draws are
-    otherwise the floor."""
+    """Every cell's weights, ``(depth, S, width, width)``, never written to afterwards: an
+    earlier stack's own tensor where it held exactly these cells, else copied from
+    ``cache`` where an earlier stack drew them, else drawn. Cells draw on their own
+    generators, so threads may share the work (the draws release the GIL): on a GPU host
+    the CPU draws are otherwise the floor."""
     first = configs[0]
     dtype = first.precision.compute_dtype
     shape = (first.depth, len(configs), first.width, first.width)
-    stack = torch.empty(shape, dtype=dtype, device=first.device)
     keys = [weight_key(c) for c in configs]
+    whole = None if cache is None else cache.get_stack(keys)
+    if whole is not None and whole.shape == shape and whole.dtype == dtype:
+        return whole  # the same cells' weights, kept by an earlier stack: read only
+    stack = torch.empty(shape, dtype=dtype, device=first.device)
     jobs = []
     for j, (c, key) in enumerate(zip(configs, keys, strict=True)):
         drawn = None if cache is None else cache.get(key)

@@ -7,8 +7,11 @@ times: at width 256 the draws (one mt19937 number per weight) were a sixth of th
 sweep's time, and a copy of a set drawn before is about ten times cheaper than drawing it.
 
 The cache holds whole stacks' weight tensors, oldest dropped first, within a byte budget;
-a hit is copied, so the values are the drawn ones bit for bit. LSUV is not cached: it
-rescales each layer on a forward pass through the cell's own activation.
+a hit is copied, so the values are the drawn ones bit for bit. A stack whose cells are
+exactly a kept stack's, in the same order (the next activation of the same grid), takes
+that tensor itself (``get_stack``): no allocation, no copy, nothing kept twice (the probe
+only reads its weights). LSUV is not cached: it rescales each layer on a forward pass
+through the cell's own activation.
 """
 
 from collections import OrderedDict
@@ -46,6 +49,18 @@ class WeightCache:
                     self.hits += 1
                     return weights[:, index[key]]
         self.misses += 1
+        return None
+
+    def get_stack(self, keys: list[WeightKey | None]) -> torch.Tensor | None:
+        """A kept stack's whole ``(depth, S, width, width)`` weights when its cells are
+        exactly ``keys``, in order; None otherwise (or where a key is None)."""
+        if not keys or any(k is None for k in keys):
+            return None
+        wanted = {k: j for j, k in enumerate(keys)}
+        for weights, index in reversed(self._stacks.values()):
+            if index == wanted and weights.shape[1] == len(keys):
+                self.hits += len(keys)
+                return weights
         return None
 
     def put(self, weights: torch.Tensor, keys: list[WeightKey | None]) -> None:
