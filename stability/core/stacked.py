@@ -146,10 +146,13 @@ def probe_stack(
     round_dtype = precision.round_dtype
     s, depth = len(configs), first.depth
     weights = _draw_all(configs, cache)  # (depth, S, width, width)
-    # Each layer's leaf is its weights transposed, ``(S, in, out)``: the weight gradient then
-    # arrives contiguous, ``x^T @ g``, with no transposing copy (its variance is the same).
-    leaves = [weights[i].transpose(1, 2).detach().requires_grad_() for i in range(depth)]
-    x = torch.stack([input_batch(c, batch) for c in configs])  # (S, batch, width)
+    # Each layer multiplies by its weights transposed, ``(S, in, out)`` views. The weights
+    # are constants to autograd: each layer's weight gradient is formed in the hook on its
+    # pre-activation as autograd's bmm backward forms it (``x^T @ g``, contiguous) and
+    # reduced there, so the stack never holds all of them at once (a layer's output size
+    # each: 100 MB at depth 50, width 256 and 8 cells).
+    w_t = [weights[i].transpose(1, 2) for i in range(depth)]
+    x = x_in = torch.stack([input_batch(c, batch) for c in configs])  # (S, batch, width)
     activation = get_activation(first.activation).factory()
     zeros = torch.zeros(s, 3, dtype=torch.float64, device=x.device)
     # Per layer only the raw reductions (``raw_moments``) while each tensor is hot; the
@@ -160,6 +163,11 @@ def probe_stack(
     pre_flat: list[torch.Tensor] = []
     fwd_events: list[torch.Tensor] = []
     arrived: list[GradEntry | None] = [None] * depth  # None where no gradient arrived
+    weight_var: list[torch.Tensor | None] = [None] * depth
+
+    def on_pre_grad(index: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
+        weight_grad = torch.bmm(inputs.detach().transpose(1, 2), grad.detach())
+        weight_var[index] = two_pass_var(rows(weight_grad)).double()
 
     def on_grad(index: int, grad: torch.Tensor) -> None:
         g = grad.detach()
@@ -171,8 +179,13 @@ def probe_stack(
             tail = torch.cat([nonfinite, event_counts(g, fmt)], dim=1)
         arrived[index] = (raw_moments(flat, extremes=False), flat, tail)
 
+    start: torch.Tensor | None = None  # the first pre-activation: where the graph begins
     for i in range(depth):
-        h = torch.bmm(x, leaves[i])  # x @ W^T; zero biases add nothing
+        h = torch.bmm(x, w_t[i])  # x @ W^T; zero biases add nothing
+        if start is None:
+            start = h.requires_grad_()
+        else:
+            h.register_hook(lambda g, i=i, x=x: on_pre_grad(i, x, g))  # type: ignore[no-untyped-call]
         events = zeros
         if round_dtype is not None and fmt is not None:
             events = event_counts(h, fmt)
@@ -196,14 +209,13 @@ def probe_stack(
     # is R exactly (ones times R), whatever the output holds (inf, NaN). A scalar loss also
     # keeps ``autograd.grad`` off its check of given gradient shapes, whose first call
     # imports sympy (torch.fx's symbolic shapes): 0.6-0.8 s of every sweep process.
-    # The weight gradients come back, not accumulated.
     loss = (x * r).sum()
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    assert start is not None  # depth >= 1 (MLPConfig)
+    (first_grad,) = torch.autograd.grad(loss, [start])
+    on_pre_grad(0, x_in, first_grad)
     n = batch * first.width
     nan = torch.full((s, 5), math.nan, dtype=torch.float64, device=x.device)
-    wgv = torch.stack(
-        [nan[:, 0] if g is None else two_pass_var(rows(g)).double() for g in grads]
-    ).unsqueeze(2)
+    wgv = torch.stack([nan[:, 0] if v is None else v for v in weight_var]).unsqueeze(2)
     fwd = finish_moments(torch.stack(act_raw), act_flat, n)
     pre = finish_moments(torch.stack(pre_raw), pre_flat, n)[..., :2]
     columns = [fwd, torch.stack(fwd_events), pre, _backward(arrived, n, nan)]
