@@ -149,8 +149,8 @@ def probe_stack(
     # Each layer multiplies by its weights transposed, ``(S, in, out)`` views. The weights
     # are constants to autograd: each layer's weight gradient is formed in the hook on its
     # pre-activation as autograd's bmm backward forms it (``x^T @ g``, contiguous) and
-    # reduced there, so the stack never holds all of them at once (a layer's output size
-    # each: 100 MB at depth 50, width 256 and 8 cells).
+    # reduced there, so the stack never holds all of them at once (as large as the weights:
+    # 100 MB at depth 50, width 256 and 8 cells).
     w_t = [weights[i].transpose(1, 2) for i in range(depth)]
     x = x_in = torch.stack([input_batch(c, batch) for c in configs])  # (S, batch, width)
     activation = get_activation(first.activation).factory()
