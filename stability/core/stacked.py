@@ -40,15 +40,16 @@ from stability.core.stacked_stats import (
     finish_moments,
     nonfinite_count,
     raw_moments,
+    rereads,
     rows,
     two_pass_var,
 )
 from stability.core.weight_cache import WeightCache, weight_key
 
 ShapeKey = tuple[str, int, int, str, bool, float, str, int]
-# One layer's gradient: its raw moments, its (S, n) rows, and at reduced precision the
-# unrounded non-finite count and the events, ``(S, 4)``.
-GradEntry = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+# One layer's gradient: its raw moments, its (S, n) rows (None where no reread will need
+# them), and at reduced precision the unrounded non-finite count and the events, ``(S, 4)``.
+GradEntry = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
 def shape_key(config: MLPConfig, batch: int) -> ShapeKey:
@@ -156,11 +157,13 @@ def probe_stack(
     activation = get_activation(first.activation).factory()
     zeros = torch.zeros(s, 3, dtype=torch.float64, device=x.device)
     # Per layer only the raw reductions (``raw_moments``) while each tensor is hot; the
-    # arithmetic on them runs once for all layers after the backward pass.
+    # arithmetic on them runs once for all layers after the backward pass. A tensor is kept
+    # for that only where it will be read again (``rereads``; None otherwise): memory a
+    # stack need not touch.
     act_raw: list[torch.Tensor] = []
-    act_flat: list[torch.Tensor] = []
+    act_flat: list[torch.Tensor | None] = []
     pre_raw: list[torch.Tensor] = []
-    pre_flat: list[torch.Tensor] = []
+    pre_flat: list[torch.Tensor | None] = []
     fwd_events: list[torch.Tensor] = []
     arrived: list[GradEntry | None] = [None] * depth  # None where no gradient arrived
     weight_var: list[torch.Tensor | None] = [None] * depth
@@ -177,7 +180,8 @@ def probe_stack(
         if fmt is not None:
             nonfinite = nonfinite_count(rows(g)).unsqueeze(1)
             tail = torch.cat([nonfinite, event_counts(g, fmt)], dim=1)
-        arrived[index] = (raw_moments(flat, extremes=False), flat, tail)
+        raw = raw_moments(flat, extremes=False)
+        arrived[index] = (raw, flat if rereads(raw, flat) else None, tail)
 
     start: torch.Tensor | None = None  # the first pre-activation: where the graph begins
     for i in range(depth):
@@ -190,16 +194,18 @@ def probe_stack(
         if round_dtype is not None and fmt is not None:
             events = event_counts(h, fmt)
             h = round_with_grad(h, round_dtype)
-        pre_flat.append(rows(h))
-        pre_raw.append(raw_moments(pre_flat[-1], extremes=False))
+        flat = rows(h)
+        pre_raw.append(raw_moments(flat, extremes=False))
+        pre_flat.append(flat if rereads(pre_raw[-1], flat) else None)
         a: torch.Tensor = activation(h)
         if round_dtype is not None and fmt is not None:
             events = torch.maximum(events, event_counts(a, fmt))
             a = round_with_grad(a, round_dtype)
         elif fmt is not None:  # native reduced precision: the damage present in the output
             events = event_counts(a, fmt)
-        act_flat.append(rows(a))
-        act_raw.append(raw_moments(act_flat[-1], extremes=True))
+        flat = rows(a)
+        act_raw.append(raw_moments(flat, extremes=True))
+        act_flat.append(flat if rereads(act_raw[-1], flat) else None)
         fwd_events.append(events)
         a.register_hook(lambda g, i=i: on_grad(i, g))  # type: ignore[no-untyped-call]
         x = a

@@ -9,6 +9,7 @@ row equals a per-cell row to float rounding. Nothing is read back to the host he
 on CPU, the cheap "is any row non-finite" tests, where reading a scalar costs nothing.
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -59,11 +60,29 @@ def raw_moments(flat: torch.Tensor, extremes: bool) -> torch.Tensor:
     return torch.stack(parts, dim=1)
 
 
-def finish_moments(raw: torch.Tensor, flats: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+def rereads(raw: torch.Tensor, flat: torch.Tensor) -> bool:
+    """Whether ``finish_moments`` will read this layer's ``flat`` again, from its
+    ``raw_moments``: on CPU only where some row's one-pass variance is unsafe (the same test,
+    in the same float64 arithmetic) or its sum is not finite; off the CPU always (reading
+    the test back would cost a sync). A layer that needs no reread need not be kept: at
+    width 256 the stack's gradients alone are 100 MB of memory first touched per stack."""
+    if flat.device.type != "cpu":
+        return True
+    n = flat.shape[1]
+    for row in raw.tolist():
+        mean, sq = row[0] / n, row[1] / n
+        if not math.isfinite(row[0]) or not math.isfinite(sq):
+            return True
+        if mean * mean > MOMENT_ONE_PASS_LIMIT * sq:
+            return True
+    return False
+
+
+def finish_moments(raw: torch.Tensor, flats: Sequence[torch.Tensor | None], n: int) -> torch.Tensor:
     """``(L, S, 4)`` float64 ``[mean, var, max_abs, nonfinite]`` from ``raw_moments`` of L
     layers stacked ``(L, S, k)`` (max_abs NaN unless ``k == 4``), the stacked twin of the
     probe's ``_host_summary``; ``flats[l]`` is layer ``l``'s ``(S, n)`` tensor, read again
-    only where the arithmetic needs it.
+    only where the arithmetic needs it (None where ``rereads`` said it will not be).
 
     The variance is one-pass while ``mean^2 <= E[x^2] / 2`` and its sum of squares is
     finite, else two passes over that layer; max_abs is ``max(amax, -amin)``, exactly the
@@ -77,16 +96,23 @@ def finish_moments(raw: torch.Tensor, flats: Sequence[torch.Tensor], n: int) -> 
     finite = torch.isfinite(raw[..., 0])
     nonfinite = torch.zeros_like(mean)
     for layer in _layers(need_two_pass):
-        exact = two_pass_var(flats[layer]).double()
+        exact = two_pass_var(_kept(flats, layer)).double()
         var[layer] = torch.where(need_two_pass[layer], exact, var[layer])
     for layer in _layers(~finite):
-        count = nonfinite_count(flats[layer])
+        count = nonfinite_count(_kept(flats, layer))
         nonfinite[layer] = torch.where(finite[layer], torch.zeros_like(count), count)
     if raw.shape[-1] == 4:
         max_abs = torch.maximum(raw[..., 2], -raw[..., 3])
     else:
         max_abs = torch.full_like(mean, float("nan"))
     return torch.stack([mean, var, max_abs, nonfinite], dim=-1)
+
+
+def _kept(flats: Sequence[torch.Tensor | None], layer: int) -> torch.Tensor:
+    flat = flats[layer]
+    if flat is None:  # ``rereads`` and this function disagree: a bug, not bad input
+        raise AssertionError(f"layer {layer}'s tensor was let go but is needed again")
+    return flat
 
 
 def _layers(mask: torch.Tensor) -> list[int]:
