@@ -169,7 +169,7 @@ def test_cached_rows_equal_per_cell_rows(impl: StackImpl, grid: SweepGrid) -> No
 
 
 def test_witness_cached_rows_equal_per_cell_rows() -> None:
-    assert_fails_on(seedless_cache, test_stacked_rows_equal_per_cell_rows)
+    assert_fails_on(seedless_cache, test_cached_rows_equal_per_cell_rows)
 
 
 def check_float16_damage(impl: StackImpl) -> None:
