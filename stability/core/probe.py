@@ -118,6 +118,14 @@ def _summary(x: torch.Tensor, extremes: bool) -> torch.Tensor:
     return torch.tensor(_host_summary(flat, extremes), dtype=torch.float64)
 
 
+def one_pass_safe(mean: float, sq: float) -> bool:
+    """Whether the one-pass variance ``E[x^2] - mean^2`` may stand, from ``mean`` and
+    ``sq = E[x^2]``. It loses digits only where mean^2 is large against the variance: kept
+    while mean^2 <= E[x^2] / 2 (relative error then at most twice that of E[x^2]) and E[x^2]
+    is finite, else the two-pass value is taken."""
+    return math.isfinite(sq) and mean * mean <= MOMENT_ONE_PASS_LIMIT * sq
+
+
 def _host_summary(flat: torch.Tensor, extremes: bool) -> list[float]:
     n = flat.numel()
     if n == 0:
@@ -125,13 +133,7 @@ def _host_summary(flat: torch.Tensor, extremes: bool) -> list[float]:
     total = float(flat.sum())
     mean = total / n
     sq = float(torch.dot(flat, flat)) / n
-    # One pass, var = E[x^2] - mean^2, loses digits only where mean^2 is large against
-    # var: keep it while mean^2 <= E[x^2] / 2 (relative error then at most twice that of
-    # E[x^2]), else take the two-pass value.
-    if math.isfinite(sq) and mean * mean <= MOMENT_ONE_PASS_LIMIT * sq:
-        var = sq - mean * mean
-    else:
-        var = float(_moments(flat)[1])
+    var = sq - mean * mean if one_pass_safe(mean, sq) else float(_moments(flat)[1])
     max_abs = float(flat.abs().amax()) if extremes else math.nan
     # A finite sum means every element is finite (one NaN or inf makes the sum NaN or
     # inf), so the count (isfinite then a sum, ~2 ms for 256x512 on CPU) runs only if not.

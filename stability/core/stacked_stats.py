@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from stability.core.dtypes import DType
-from stability.core.probe import MOMENT_ONE_PASS_LIMIT
+from stability.core.probe import MOMENT_ONE_PASS_LIMIT, one_pass_safe
 
 
 def rows(x: torch.Tensor) -> torch.Tensor:
@@ -62,20 +62,18 @@ def raw_moments(flat: torch.Tensor, extremes: bool) -> torch.Tensor:
 
 def rereads(raw: torch.Tensor, flat: torch.Tensor) -> bool:
     """Whether ``finish_moments`` will read this layer's ``flat`` again, from its
-    ``raw_moments``: on CPU only where some row's one-pass variance is unsafe (the same test,
-    in the same float64 arithmetic) or its sum is not finite; off the CPU always (reading
+    ``raw_moments``: on CPU only where some row's one-pass variance is unsafe (the probe's
+    ``one_pass_safe``, in the same float64 arithmetic as the batched test) or its sum is
+    not finite; off the CPU always (reading
     the test back would cost a sync). A layer that needs no reread need not be kept: at
     width 256 the stack's gradients alone are 100 MB of memory first touched per stack."""
     if flat.device.type != "cpu":
         return True
     n = flat.shape[1]
-    for row in raw.tolist():
-        mean, sq = row[0] / n, row[1] / n
-        if not math.isfinite(row[0]) or not math.isfinite(sq):
-            return True
-        if mean * mean > MOMENT_ONE_PASS_LIMIT * sq:
-            return True
-    return False
+    return any(
+        not math.isfinite(row[0]) or not one_pass_safe(row[0] / n, row[1] / n)
+        for row in raw.tolist()
+    )
 
 
 def finish_moments(raw: torch.Tensor, flats: Sequence[torch.Tensor | None], n: int) -> torch.Tensor:
