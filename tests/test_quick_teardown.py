@@ -23,7 +23,7 @@ atexit.register(marker.write_text, "atexit ran")
 {ending}
 """
 QUICK = """
-from stability.cli import quick_teardown
+from stability.cli.process_gc import quick_teardown
 quick_teardown()
 assert gc.get_freeze_count() > 0, "nothing was frozen"
 """
@@ -66,3 +66,36 @@ def test_the_command_still_returns_its_exit_code(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "nope" in result.stderr
+
+
+def _fresh(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_script_collects_again_after_its_imports() -> None:
+    """``own_process`` pauses collections for the imports; ``imports_done`` resumes them."""
+    out = _fresh(
+        "import gc\n"
+        "from stability.cli.process_gc import own_process, imports_done\n"
+        "own_process(); paused = not gc.isenabled()\n"
+        "import json, decimal\n"
+        "imports_done()\n"
+        "print(paused, gc.isenabled(), gc.get_freeze_count() > 0)"
+    )
+    assert out == "True True True"
+
+
+def test_main_in_process_leaves_the_host_collector_alone() -> None:
+    """A host process (pytest, a notebook) calling ``main`` keeps its collector as it was."""
+    out = _fresh(
+        "import gc, contextlib, io\n"
+        "from stability.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    code = main(['sweep', '--activation', 'nope'])\n"
+        "print(code, gc.isenabled(), gc.get_freeze_count())"
+    )
+    assert out == "2 True 0"

@@ -9,7 +9,6 @@ Ctrl-C during those seconds of imports is one line and exit 130, not a traceback
 
 import argparse
 import contextlib
-import gc
 import importlib
 import os
 import sys
@@ -25,6 +24,7 @@ from stability.cli.args import (
     SubParsers,
     silence_stdout,
 )
+from stability.cli.process_gc import imports_done, own_process, quick_teardown
 from stability.cli.streams import guarded_stdout, standard_fds
 from stability.errors import StabilityError
 
@@ -148,9 +148,10 @@ def run() -> NoReturn:
     after finalisation, whatever ``sys.exit`` said (seen in CI: the line, then death by
     SIGINT). So an interrupted run flushes its streams and leaves with ``os._exit(130)``.
 
-    Every other run freezes the garbage collector before the interpreter's teardown
-    (``quick_teardown``).
+    The process runs this one command: the garbage collector skips the imports' objects
+    and the interpreter's exit (``cli/process_gc.py``).
     """
+    own_process()
     code = main()
     if code == EXIT_INTERRUPTED:
         for stream in (sys.stdout, sys.stderr):
@@ -161,26 +162,13 @@ def run() -> NoReturn:
     sys.exit(code)
 
 
-def quick_teardown() -> None:
-    """Spare the interpreter's exit its full garbage collections.
-
-    With torch, pandas and the command's modules loaded there are some 200,000 tracked
-    objects, and CPython's finalisation runs several full collections over them while it
-    clears the modules: 0.35-0.45 s of a 0.5-0.6 s exit on a 2-core machine (a sampling
-    profile: ``gc_collect_main``), about a tenth of a sweep command (issue 27). Moved to
-    the permanent generation (``gc.freeze``), they are still released by reference count,
-    and every ``atexit`` handler and ``weakref.finalize`` (temporary directories, pools,
-    profilers' reports) still runs; only cycles left at exit are not traversed, which
-    CPython never promises to collect at exit anyway. Results are all written by now.
-    """
-    gc.freeze()
-
-
 def _run(argv: Sequence[str] | None) -> int:
     """The command's own exit code; bad input and Ctrl-C as one line on stderr."""
     try:
         words = sys.argv[1:] if argv is None else list(argv)
-        args = build_parser(words).parse_args(words)
+        parser = build_parser(words)
+        imports_done()
+        args = parser.parse_args(words)
         code: int = args.handler(args)
         return code
     except StabilityError as exc:
