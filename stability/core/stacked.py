@@ -167,10 +167,18 @@ def probe_stack(
     fwd_events: list[torch.Tensor] = []
     arrived: list[GradEntry | None] = [None] * depth  # None where no gradient arrived
     weight_var: list[torch.Tensor | None] = [None] * depth
+    weight_raw: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def on_pre_grad(index: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
         weight_grad = torch.bmm(inputs.detach().transpose(1, 2), grad.detach())
-        weight_var[index] = two_pass_var(rows(weight_grad)).double()
+        flat = rows(weight_grad)
+        if flat.device.type != "cpu":  # no sync to decide; nothing kept for a finish
+            weight_var[index] = two_pass_var(flat).double()
+            return
+        # On CPU the per-cell rule decides at once (one-pass where safe): two passes over
+        # the weight gradient instead of four and a temporary as large as the weights.
+        raw = raw_moments(flat, extremes=False)
+        weight_raw[index] = (raw, flat if rereads(raw, flat) else None)
 
     def on_grad(index: int, grad: torch.Tensor) -> None:
         g = grad.detach()
@@ -221,6 +229,12 @@ def probe_stack(
     on_pre_grad(0, x_in, first_grad)
     n = batch * first.width
     nan = torch.full((s, 5), math.nan, dtype=torch.float64, device=x.device)
+    if weight_raw:
+        found = sorted(weight_raw)
+        raws = torch.stack([weight_raw[i][0] for i in found])
+        finished = finish_moments(raws, [weight_raw[i][1] for i in found], first.width**2)
+        for k, i in enumerate(found):
+            weight_var[i] = finished[k, :, 1]
     wgv = torch.stack([nan[:, 0] if v is None else v for v in weight_var]).unsqueeze(2)
     fwd = finish_moments(torch.stack(act_raw), act_flat, n)
     pre = finish_moments(torch.stack(pre_raw), pre_flat, n)[..., :2]
