@@ -89,22 +89,31 @@ def log_slopes(activation: str, qs: np.ndarray) -> np.ndarray:
     )  # fmt: skip
 
 
-def _pair(q: float, c: float) -> tuple[float, np.ndarray]:
-    """The clamped q, and the ``(2, nodes)`` pre-activations of two inputs at ``(q, c)``."""
-    q = min(max(q, Q_CLAMP[0]), Q_CLAMP[1])
-    c = min(max(c, -1.0), 1.0)
-    s = math.sqrt(q)
-    u = s * _Z1
-    v = s * (c * _Z1 + math.sqrt(max(1.0 - c * c, 0.0)) * _Z2)
-    return q, np.stack([u, v])
+def _second_input(q: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``(K, C, n, n)``: the second input of K points ``q`` at each of their ``(K, C)``
+    correlations ``c``, on the grid whose first input is ``sqrt(q) NODES[i]`` (row i)."""
+    s = np.sqrt(q)[:, None, None, None]
+    c = c[:, :, None, None]
+    first, fresh = NODES[:, None], NODES[None, :]
+    out: np.ndarray = s * (c * first + np.sqrt(np.maximum(1.0 - c * c, 0.0)) * fresh)
+    return out
+
+
+def _inner(a: np.ndarray) -> np.ndarray:
+    """``sum_j w_j a[..., i, j]``: the second input's integral on each row of the grid."""
+    out: np.ndarray = a @ WEIGHTS
+    return out
 
 
 @lru_cache(maxsize=4096)
 def layer_shape(activation: str, q: float, c: float) -> LayerShape:
     """The shape statistics at ``(q, c)``; q is clamped where they no longer change."""
-    q, h = _pair(q, c)
-    both, slopes = phi_and_slope(activation, h)
-    return _shapes(both[None], slopes[None], log_slopes(activation, np.array([q])))[0]
+    q = min(max(q, Q_CLAMP[0]), Q_CLAMP[1])
+    c = min(max(c, -1.0), 1.0)
+    qs = np.array([q])
+    pu, du = phi_and_slope(activation, math.sqrt(q) * NODES[None, :])
+    pv, dv = phi_and_slope(activation, _second_input(qs, np.array([[c]]))[:, 0])
+    return _shapes(pu, du, pv, dv, log_slopes(activation, qs))[0]
 
 
 Step = tuple[LayerShape, LayerShape, float]
@@ -120,34 +129,46 @@ def band_steps(
     slope ``dc_next/dc`` (central, ``step``: how much of a random correlation the next layer
     keeps), from one call of the activation and its autograd.
 
-    A point's first input ``u`` is the same at every ``c``, so its rows are ``u`` and each
-    ``c``'s second input, ``(K, 5, nodes)``."""
+    Both inputs lie on one grid: the first is ``sqrt(q) NODES[i]`` whatever ``c``, so it
+    is n values, not n^2, and each integral is a sum over the first input of its integral
+    over the second."""
     q = np.clip(np.array([p[0] for p in points], dtype=np.float64), *Q_CLAMP)
     c = np.array([p[1] for p in points], dtype=np.float64)
     lo, hi = np.maximum(c - step, -1.0), np.minimum(c + step, 1.0)
     at = np.clip(np.round(np.stack([c, [p[2] for p in points], hi, lo], axis=1), 6), -1.0, 1.0)
-    s = np.sqrt(q)[:, None, None]
-    u = s[:, 0] * _Z1  # (K, nodes): the first input, shared by every c
-    v = s * (at[:, :, None] * _Z1 + np.sqrt(np.maximum(1.0 - at * at, 0.0))[:, :, None] * _Z2)
-    both, grads = phi_and_slope(activation, np.concatenate([u[:, None], v], axis=1))
-    k = len(points)  # the shape at c and the noisy one at c_eff: 2K points in one pass
-    inputs, derivatives = (np.concatenate([a[:, [0, 1]], a[:, [0, 2]]]) for a in (both, grads))
-    found = _shapes(inputs, derivatives, np.tile(slopes, (2, 1)))
+    k, n = len(points), len(NODES)
+    u = np.sqrt(q)[:, None] * NODES[None, :]  # (K, n)
+    v = _second_input(q, at)  # (K, 4, n, n)
+    phi, slope = phi_and_slope(activation, np.concatenate([u.ravel(), v.ravel()]))
+    pu, du = phi[: k * n].reshape(k, n), slope[: k * n].reshape(k, n)
+    pv, dv = phi[k * n :].reshape(v.shape), slope[k * n :].reshape(v.shape)
+    # the shape at c and the noisy one at c_eff: 2K points in one pass
+    found = _shapes(np.tile(pu, (2, 1)), np.tile(du, (2, 1)),
+                    np.concatenate([pv[:, 0], pv[:, 1]]), np.concatenate([dv[:, 0], dv[:, 1]]),
+                    np.tile(slopes, (2, 1)))  # fmt: skip
     shape, noisy = found[:k], found[k:]
-    f = (both[:, 0] ** 2) @ _W2
-    up, down = ((both[:, 0] * both[:, row]) @ _W2 / f for row in (3, 4))
+    weighted = pu * WEIGHTS
+    f = (weighted * pu).sum(axis=1) * WEIGHTS.sum()
+    up, down = ((weighted * _inner(pv[:, row])).sum(axis=1) / f for row in (2, 3))
     corr_slope = (up - down) / (hi - lo)
     return [(shape[j], noisy[j], float(corr_slope[j])) for j in range(k)]
 
 
-def _shapes(both: np.ndarray, grads: np.ndarray, slopes: np.ndarray) -> list[LayerShape]:
-    """The statistics of K points from phi and phi' at their ``(K, 2, nodes)`` inputs
-    (``_pair``) and their ``(K, 4)`` log-slopes: each integral one matrix-vector product."""
-    pu, pv, du, dv = both[:, 0], both[:, 1], grads[:, 0], grads[:, 1]
-    pu2, pv2, du2, dv2 = pu * pu, pv * pv, du * du, dv * dv
-    integrands = np.stack([pu2, du2, pu2 * pu2, pu2 * pv2, pu * pv, du2 * du2, du2 * dv2,
-                           pu2 * du2, pu2 * dv2, du * dv])  # fmt: skip
-    f, f_slope, m4, m22, m11, s4, s22, x22, xr22, s11 = integrands @ _W2  # each (K,)
+def _shapes(
+    pu: np.ndarray, du: np.ndarray, pv: np.ndarray, dv: np.ndarray, slopes: np.ndarray
+) -> list[LayerShape]:
+    """The statistics of K points from phi and phi' at their first inputs ``(K, n)`` and
+    second inputs ``(K, n, n)`` (``_second_input``), and their ``(K, 4)`` log-slopes."""
+    pu2, du2 = pu * pu, du * du
+    one = WEIGHTS.sum()  # the second input's weights, summed: what a first-input-only term sees
+    f, f_slope, m4, s4, x22 = (
+        np.stack([pu2, du2, pu2 * pu2, du2 * du2, pu2 * du2]) @ WEIGHTS
+    ) * one
+    pv_in, pv2_in, dv_in, dv2_in = (_inner(a) for a in (pv, pv * pv, dv, dv * dv))  # (K, n)
+    m22, m11, s22, xr22, s11 = (
+        (w * WEIGHTS * x).sum(axis=1)
+        for w, x in ((pu2, pv2_in), (pu, pv_in), (du2, dv2_in), (pu2, dv2_in), (du, dv_in))
+    )
     live = f_slope > 0  # else a constant activation: no backward signal to fluctuate
     safe = np.where(live, f_slope, 1.0)
     kappa_slope = np.where(live, s4 / safe**2, 1.0)
