@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 from hostile_lab import DOCTOR, GOOD, Lab, bench_doc, bench_entry
 
 from stability.results.files import APPLICATION_ID
@@ -130,7 +129,7 @@ def zero_rows_judged(fail_on: bool) -> Setup:
     the read): nothing was judged, so it is no pass, and the earlier CSV stays."""
 
     def setup(lab: Lab) -> list[str]:
-        lab.mp.setattr("stability.results.store.Store.sweep_rows", lambda *a: pd.DataFrame())
+        lab.mp.setattr("stability.results.store.Store.sweep_records", lambda *a: [])
         csv = lab.keep(lab.tmp / "rows.csv", "earlier,rows\n1,2\n")
         judge = ["--fail-on", "stable"] if fail_on else []
         return ["sweep", *GOOD, "--db", str(lab.store()), "--out", str(csv), *judge]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from stability.results.tables import (
-    BAND,
     judged_table,
     offenders,
     recommendations,
     summary_table,
 )
+from stability.results.verdict_words import BAND
 
 DEPTH = 10
 

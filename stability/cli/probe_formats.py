@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-import pandas as pd
-
 from stability.cli.args import names
 from stability.core.lowp.formats import LowpFormat, get_format
 from stability.core.lowp.recipes import Recipe, get_recipe
 from stability.errors import StabilityError
-from stability.results.files import write_csv, write_text
+from stability.results.csv_records import write_records_csv
+from stability.results.files import write_text
 from stability.usermodel.lowp_advice import KEEP, recommend
 from stability.usermodel.lowp_probe import probe_formats
 
@@ -81,7 +80,7 @@ def run_formats(args: argparse.Namespace, run: Any, parsed: tuple[list[LowpForma
 def write_formats(out: Path, context: dict[str, Any], rows: list[dict[str, Any]],
                   advice: list[dict[str, Any]]) -> tuple[Path, Path]:  # fmt: skip
     csv_path, json_path = format_paths(out)
-    write_csv(pd.DataFrame([{**context, **r} for r in rows]), csv_path, "--out")
+    write_records_csv([{**context, **r} for r in rows], csv_path, "--out")
     body = {**context, "advice": advice, "rows": rows}
     write_text(json_path, json.dumps(body, default=str) + "\n", "JSON file")
     return csv_path, json_path

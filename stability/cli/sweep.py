@@ -4,8 +4,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from stability.cli.args import (
     EXIT_FAILED,
@@ -29,10 +28,10 @@ from stability.cli.sweep_formats import (
 from stability.core.dtypes import DTYPES
 from stability.core.registry import lookup
 from stability.errors import StabilityError
-from stability.results.files import check_outputs, write_csv
-from stability.results.findings import findings_document, findings_lines
+from stability.results.csv_records import records_frame, write_records_csv
+from stability.results.files import check_outputs
 from stability.results.store import Store
-from stability.results.tables import VERDICTS, summary_table, with_verdicts
+from stability.results.verdict_words import VERDICTS
 from stability.sweep.cells import DEFAULT_ACTIVATIONS, DEFAULT_INITS, Cell, SweepGrid
 from stability.sweep.executors import Executor, local_executor
 from stability.sweep.run import Progress, SweepSummary, run_sweep
@@ -40,6 +39,9 @@ from stability.sweep.stacks import default_budget, parse_budget
 from stability.sweep.vectorised import VectorisedExecutor
 from stability.usermodel.lowp_advice import FORMAT_VERDICTS
 from stability.usermodel.lowp_mlp import CARRIER
+
+if TYPE_CHECKING:  # pandas is loaded only to judge or print the rows (findings, --fail-on,
+    import pandas as pd  # --json): a quiet sweep writes its CSV without it
 
 DEFAULT_SWEEP_CSV = Path("results") / "sweep.csv"
 
@@ -236,23 +238,26 @@ def _ordinary(
                 file=sys.stderr,
             )
             return EXIT_INTERRUPTED, {}
-        rows = store.sweep_rows(c.key for c in cells)
-    if rows.empty:  # nothing to judge: never a pass, never an empty CSV over an earlier one
+        records = store.sweep_records(c.key for c in cells)
+    if not records:  # nothing to judge: never a pass, never an empty CSV over an earlier one
         _check_no_rows(summary, out, fail_on, args.db)
     else:
-        write_csv(rows, out, "--out")
+        write_records_csv(records, out, "--out")
+    rows = records_frame(records) if not args.quiet or fail_on or args.json else None
     text = human(args.json)
-    if not args.quiet and not rows.empty:
+    if rows is not None and not args.quiet and records:
+        from stability.results.findings import findings_lines
+
         print("\n".join(findings_lines(rows, str(out))), file=text)
     print(summary.line(), file=text)
-    where = f"{out} is untouched" if rows.empty else f"-> {out}"
-    print(f"rows: {len(rows)} {where} (store: {args.db})", file=text)
+    where = f"{out} is untouched" if not records else f"-> {out}"
+    print(f"rows: {len(records)} {where} (store: {args.db})", file=text)
     for failure in summary.failures[:5]:
         print(f"failed: {failure}", file=sys.stderr)
-    flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})")
+    flagged = _report_fail_on(rows, fail_on, f"{out} (store: {args.db})") if rows is not None else 0
     code = EXIT_FAILED if summary.failed or flagged else 0
-    if not args.json:  # the findings document costs a quarter second at 2,000 rows
-        return code, {}
+    if rows is None or not args.json:  # the findings document costs a quarter second at
+        return code, {}  # 2,000 rows
     return code, _json_body(summary, rows, out, args.db, fail_on, flagged, code)
 
 
@@ -283,7 +288,7 @@ def _check_no_rows(summary: SweepSummary, out: Path, fail_on: list[str], db: Pat
 
 def _json_body(
     summary: SweepSummary,
-    rows: pd.DataFrame,
+    rows: "pd.DataFrame",
     out: Path,
     db: Path,
     fail_on: list[str],
@@ -291,6 +296,8 @@ def _json_body(
     code: int,
 ) -> dict[str, object]:
     """What ``--json`` prints: the run's counts, where its rows are, and the findings."""
+    from stability.results.findings import findings_document
+
     return {
         "exit_code": code,
         "run_id": summary.run_id,
@@ -356,10 +363,12 @@ def _fail_on_verdicts(given: list[str] | None, ordinary: bool, lowp: bool) -> li
     return verdicts
 
 
-def _report_fail_on(rows: pd.DataFrame, fail_on: list[str], written: str) -> int:
+def _report_fail_on(rows: "pd.DataFrame", fail_on: list[str], written: str) -> int:
     """Print one stderr line per config whose verdict is in ``fail_on``; return how many."""
     if not fail_on or rows.empty:
         return 0
+    from stability.results.tables import summary_table, with_verdicts
+
     table = summary_table(rows)
     flagged = with_verdicts(table, fail_on)
     for r in flagged.itertuples(index=False):

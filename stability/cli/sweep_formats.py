@@ -15,9 +15,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TextIO
 
 from stability.cli.probe_formats import format_paths, parse_recipes
 from stability.core.dtypes import DTYPES
@@ -26,6 +24,7 @@ from stability.core.lowp.quantize import recipe_name
 from stability.core.lowp.recipes import Recipe
 from stability.core.registry import lookup
 from stability.errors import StabilityError
+from stability.results.csv_records import records_frame
 from stability.results.files import write_csv
 from stability.results.store import Store
 from stability.sweep.cells import Cell
@@ -38,6 +37,9 @@ from stability.usermodel.lowp_mlp import (
     lowp_cell_key,
     mlp_format_rows,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROWS, ADVICE = "sweep_formats", "sweep_formats_advice"
 
@@ -68,7 +70,7 @@ class LowpResult:
     total: int
     done: int = 0
     skipped: int = 0
-    rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rows: "pd.DataFrame" = field(default_factory=lambda: records_frame([]))
     advice: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -150,13 +152,13 @@ def _stored(store: Store, keys: set[str]) -> dict[str, int]:
     return {str(k): int(v) for k, v in mine.groupby("cell_key")["run_id"].max().items()}
 
 
-def _grid_rows(store: Store, cells: list[Cell], plan: LowpPlan) -> pd.DataFrame:
+def _grid_rows(store: Store, cells: list[Cell], plan: LowpPlan) -> "pd.DataFrame":
     """The grid's rows from the store, each cell's newest run only, in grid order."""
     keys = [k for c in cells for k in plan.keys(c)]
     newest = _stored(store, set(keys))
     frame = store.records(ROWS)
     if frame.empty or not newest:
-        return pd.DataFrame()
+        return records_frame([])
     keep = frame["run_id"] == frame["cell_key"].map(newest)
     rows = frame[keep].copy()
     rows["_cell"] = rows["cell_key"].map({k: i for i, k in enumerate(keys)})
@@ -181,7 +183,7 @@ def finish_lowp(result: LowpResult, plan: LowpPlan, text: TextIO, quiet: bool) -
           f"{result.total}; rows: {len(result.rows)} -> {plan.csv}", file=text)  # fmt: skip
 
 
-def _by_network(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+def _by_network(frame: "pd.DataFrame") -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in frame.to_dict("records"):
         groups[str(r["mlp_key"])].append({str(k): v for k, v in r.items()})

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from stability.results.tables import BAND
+from stability.results.verdict_words import BAND
 
 matplotlib.use("Agg")
 

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from stability.report.figures import BAND_COLOR, FIG_WIDTH, SATURATE, new_figure, styled
-from stability.results.tables import BAND
+from stability.results.verdict_words import BAND
 
 NOT_RUN_COLOR = "#ffffff"
 NONFINITE_COLOR = "#4a4a4a"

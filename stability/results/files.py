@@ -24,11 +24,12 @@ import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from stability.errors import StabilityError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 APPLICATION_ID = 0x53544142  # "STAB" in the SQLite header: the file is a stability store
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -336,7 +337,7 @@ def write_text(path: Path, text: str, what: str = "output file") -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_csv(frame: pd.DataFrame, path: Path, what: str = "output file") -> None:
+def write_csv(frame: "pd.DataFrame", path: Path, what: str = "output file") -> None:
     """Write ``frame`` as CSV, without its index, atomically."""
     with atomic_path(path, what) as tmp:
         frame.to_csv(tmp, index=False)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stability.results.tables import VERDICTS, judged_table, offenders, recommendations
+from stability.results.tables import judged_table, offenders, recommendations
+from stability.results.verdict_words import VERDICTS
 
 MAX_RECOMMENDATIONS = 12  # lines; past this the CSV has the rest (said in the last line)
 MAX_OFFENDERS = 5

@@ -10,13 +10,14 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from stability.results import store_file, store_open
 from stability.results.environment import environment
 from stability.results.files import APPLICATION_ID, writable_path
+
+if TYPE_CHECKING:  # imported where a frame is made: a quiet sweep never needs pandas
+    import pandas as pd
 
 __all__ = ["APPLICATION_ID", "DEFAULT_DB", "SCHEMA_VERSION", "Store", "writable_path"]
 
@@ -126,7 +127,9 @@ class Store:
         return cur.lastrowid
 
     @store_file.guarded
-    def runs(self) -> pd.DataFrame:
+    def runs(self) -> "pd.DataFrame":
+        import pandas as pd
+
         return pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.conn)
 
     @store_file.guarded
@@ -174,41 +177,50 @@ class Store:
         return {k for (k,) in cur}
 
     @store_file.guarded
-    def sweep_rows(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+    def sweep_rows(self, keys: Iterable[str] | None = None) -> "pd.DataFrame":
         """Tidy rows, one per (config, seed, layer); the newest run wins for a repeated cell."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.sweep_records(keys))
+
+    @store_file.guarded
+    def sweep_records(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """``sweep_rows`` as plain records, in the same order: what a CSV needs, no pandas."""
         latest = (
             "SELECT r.rowid, r.data FROM sweep_rows r JOIN (SELECT cell_key, max(run_id) AS run_id"
             " FROM cells WHERE status = 'done' GROUP BY cell_key) c"
             " ON r.cell_key = c.cell_key AND r.run_id = c.run_id"
         )
         wanted = None if keys is None else set(keys)
-        records = []
+        records: list[dict[str, Any]] = []
         for rowid, data in self.conn.execute(latest):
             row = store_file.decode_row(data, "sweep_rows", rowid, self.path)
             if wanted is None or row.get("cell_key") in wanted:
                 records.append(row)
-        return pd.DataFrame.from_records(records)
+        return records
 
     @store_file.guarded
-    def run_cells(self) -> pd.DataFrame:
+    def run_cells(self) -> "pd.DataFrame":
         """Every run's cells (``run_id, cell_key, status``): which grid each run covered, so
         history compares only runs of the same grid."""
+        import pandas as pd
+
         return pd.read_sql_query(
             "SELECT run_id, cell_key, status FROM cells ORDER BY run_id, cell_key", self.conn
         )
 
     @store_file.guarded
-    def run_sweep_rows(self, run_id: int) -> pd.DataFrame:
+    def run_sweep_rows(self, run_id: int) -> "pd.DataFrame":
         """The sweep rows one run wrote (``stability diff``), with their ``run_id``."""
         return self._json_frame("sweep_rows", "WHERE run_id = ?", (run_id,))
 
     @store_file.guarded
-    def run_bench_results(self, run_id: int) -> pd.DataFrame:
+    def run_bench_results(self, run_id: int) -> "pd.DataFrame":
         """The benchmark results one run stored (``stability diff``), with their ``run_id``."""
         return self._json_frame("bench_results", "WHERE run_id = ?", (run_id,))
 
     @store_file.guarded
-    def sweep_history(self) -> pd.DataFrame:
+    def sweep_history(self) -> "pd.DataFrame":
         """Every run's sweep rows with their ``run_id``, oldest run first: unlike
         ``sweep_rows`` a repeated cell appears once per run, so runs can be compared."""
         return self._json_frame("sweep_rows", "ORDER BY run_id")
@@ -238,7 +250,7 @@ class Store:
         return run_id
 
     @store_file.guarded
-    def bench_results(self) -> pd.DataFrame:
+    def bench_results(self) -> "pd.DataFrame":
         return self._json_frame("bench_results", "ORDER BY run_id")
 
     # -- divergence doctor ---------------------------------------------------------------
@@ -269,7 +281,7 @@ class Store:
         return run_id
 
     @store_file.guarded
-    def doctor_rows(self, kind: str) -> pd.DataFrame:
+    def doctor_rows(self, kind: str) -> "pd.DataFrame":
         """All rows of one doctor table, oldest run first, with their run id."""
         return self._json_frame("doctor_rows", "WHERE kind = ? ORDER BY run_id", (kind,))
 
@@ -309,7 +321,7 @@ class Store:
         )
 
     @store_file.guarded
-    def records(self, name: str) -> pd.DataFrame:
+    def records(self, name: str) -> "pd.DataFrame":
         """Every row stored under ``name``, oldest run first, with its ``run_id``."""
         return self._json_frame("records", "WHERE name = ? ORDER BY run_id, rowid", (name,))
 
@@ -318,9 +330,11 @@ class Store:
         """The names that hold at least one row."""
         return [n for (n,) in self.conn.execute("SELECT DISTINCT name FROM records ORDER BY name")]
 
-    def _json_frame(self, table: str, where: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
+    def _json_frame(self, table: str, where: str, params: tuple[Any, ...] = ()) -> "pd.DataFrame":
         """``table``'s rows (``where``) as one DataFrame: the JSON fields plus ``run_id``; a
         row whose ``data`` is no JSON object is one line naming the table and the row."""
+        import pandas as pd
+
         cur = self.conn.execute(f"SELECT rowid, run_id, data FROM {table} {where}", params)
         return pd.DataFrame.from_records(
             [

@@ -12,12 +12,11 @@ import math
 import os
 import re
 import sqlite3
+import sys
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-
-import pandas as pd
 
 from stability.errors import StabilityError
 
@@ -210,6 +209,16 @@ def explain(exc: BaseException, path: Path) -> str:
     return f"{where} failed ({text}): pass --db with another path if it persists"
 
 
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+
+def _pandas_database_error() -> tuple[type[BaseException], ...]:
+    """pandas' wrapper of SQLite's errors (``read_sql_query``), once pandas is loaded: a
+    command that never imports it (a quiet sweep) cannot meet it, and does not pay 0.3 s."""
+    pandas = sys.modules.get("pandas")
+    return (pandas.errors.DatabaseError,) if pandas is not None else ()
+
+
 def guarded(method: Callable[P, R]) -> Callable[P, R]:
     """A ``Store`` method whose SQLite failures become one line naming the store's file."""
 
@@ -219,7 +228,7 @@ def guarded(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except StabilityError:
             raise
-        except (sqlite3.Error, pd.errors.DatabaseError) as exc:  # pandas wraps SQLite's
+        except _DATABASE_ERRORS + _pandas_database_error() as exc:
             path = Path(getattr(args[0], "path", "?"))
             raise StabilityError(explain(exc, path)) from None
 

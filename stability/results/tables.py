@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 
 from stability.results.band import band_table
+from stability.results.verdict_words import BAND
 
 CONFIG_KEYS = ["activation", "init", "dtype", "precision_mode", "depth", "width", "batch"]
-VERDICTS = ("stable", "explodes", "vanishes", "non-finite")  # every word ``verdict`` returns
-BAND = 2.0  # |log10 growth| beyond this many decades: explodes or vanishes
 
 
 def _log10(x: pd.Series) -> pd.Series:

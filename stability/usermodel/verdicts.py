@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from stability.results.tables import BAND
+from stability.results.verdict_words import BAND
 
 BLOCK_BAND = 1.0  # one block multiplying its stream's mean square by 10 or more
 NORM_TOL = 0.5  # decades a norm's output may sit off mean(gain^2) + mean(bias^2)

@@ -21,7 +21,8 @@ from stability.report.sections.rows import (
     shape_label,
     shape_rows,
 )
-from stability.results.tables import BAND, BORDERLINE
+from stability.results.tables import BORDERLINE
+from stability.results.verdict_words import BAND
 
 TITLE = "3. Heat map: growth from first to last layer"
 INTRO = (

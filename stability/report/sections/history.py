@@ -13,7 +13,8 @@ from stability.report.inputs import ReportData
 from stability.report.sections.figure_cache import cached_figure
 from stability.report.sections.page import Section, Table
 from stability.results.compare import run_grids
-from stability.results.tables import VERDICTS, summary_table
+from stability.results.tables import summary_table
+from stability.results.verdict_words import VERDICTS
 
 TITLE = "10. History"
 INTRO = (

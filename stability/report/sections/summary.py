@@ -14,7 +14,8 @@ import pandas as pd
 from stability.report.inputs import ReportData
 from stability.report.sections.page import Section, State, Table, overall
 from stability.report.sections.rows import axes, dtypes, judged, shape_label, shape_rows
-from stability.results.tables import BAND, BORDERLINE, offenders, recommendations
+from stability.results.tables import BORDERLINE, offenders, recommendations
+from stability.results.verdict_words import BAND
 
 STATE_WORDS: dict[State, str] = {
     "healthy": "Healthy: every section passed",
