@@ -9,7 +9,13 @@ without the tensor gives the same bits; where it says yes, finishing without it 
 import pytest
 import torch
 
-from stability.core.stacked_stats import finish_moments, raw_moments, rereads
+from stability.core.stacked_stats import (
+    KEEP_BELOW,
+    finish_moments,
+    keep_for_finish,
+    raw_moments,
+    rereads,
+)
 
 N = 4096
 
@@ -55,3 +61,21 @@ def test_witness_rows_that_need_a_second_pass_are_kept(kind: str) -> None:
 def test_ordinary_rows_are_let_go() -> None:
     flat = _rows("normal")
     assert not rereads(raw_moments(flat, extremes=True), flat)
+
+
+def test_small_layers_are_kept_without_asking_and_large_ones_as_rereads_says() -> None:
+    """``keep_for_finish``: under ``KEEP_BELOW`` bytes always kept (the finish of a kept
+    tensor that needs no reread is the same bits); above it, exactly ``rereads``."""
+    small = _rows("normal")
+    assert small.numel() * small.element_size() < KEEP_BELOW
+    raw = raw_moments(small, extremes=True)
+    assert keep_for_finish(raw, small) and not rereads(raw, small)
+    gen = torch.Generator().manual_seed(1)
+    large = torch.randn(8, KEEP_BELOW // 16, generator=gen)  # 2 x KEEP_BELOW bytes
+    offset = large.clone()
+    offset[2] += 1000.0
+    for flat in (large, offset):
+        raw = raw_moments(flat, extremes=False)
+        assert keep_for_finish(raw, flat) == rereads(raw, flat)
+    assert not keep_for_finish(raw_moments(large, extremes=False), large)  # the witness
+    assert keep_for_finish(raw_moments(offset, extremes=False), offset)

@@ -38,9 +38,9 @@ from stability.core.probe import PROJECTION_SEED, LayerStats, layer_stats
 from stability.core.stacked_stats import (
     event_counts,
     finish_moments,
+    keep_for_finish,
     nonfinite_count,
     raw_moments,
-    rereads,
     rows,
     two_pass_var,
 )
@@ -158,8 +158,8 @@ def probe_stack(
     zeros = torch.zeros(s, 3, dtype=torch.float64, device=x.device)
     # Per layer only the raw reductions (``raw_moments``) while each tensor is hot; the
     # arithmetic on them runs once for all layers after the backward pass. A tensor is kept
-    # for that only where it will be read again (``rereads``; None otherwise): memory a
-    # stack need not touch.
+    # for that only where it will be read again, or is small (``keep_for_finish``; None
+    # otherwise): memory a stack need not touch.
     act_raw: list[torch.Tensor] = []
     act_flat: list[torch.Tensor | None] = []
     pre_raw: list[torch.Tensor] = []
@@ -178,7 +178,7 @@ def probe_stack(
         # On CPU the per-cell rule decides at once (one-pass where safe): two passes over
         # the weight gradient instead of four and a temporary as large as the weights.
         raw = raw_moments(flat, extremes=False)
-        weight_raw[index] = (raw, flat if rereads(raw, flat) else None)
+        weight_raw[index] = (raw, flat if keep_for_finish(raw, flat) else None)
 
     def on_grad(index: int, grad: torch.Tensor) -> None:
         g = grad.detach()
@@ -189,7 +189,7 @@ def probe_stack(
             nonfinite = nonfinite_count(rows(g)).unsqueeze(1)
             tail = torch.cat([nonfinite, event_counts(g, fmt)], dim=1)
         raw = raw_moments(flat, extremes=False)
-        arrived[index] = (raw, flat if rereads(raw, flat) else None, tail)
+        arrived[index] = (raw, flat if keep_for_finish(raw, flat) else None, tail)
 
     start: torch.Tensor | None = None  # the first pre-activation: where the graph begins
     for i in range(depth):
@@ -204,7 +204,7 @@ def probe_stack(
             h = round_with_grad(h, round_dtype)
         flat = rows(h)
         pre_raw.append(raw_moments(flat, extremes=False))
-        pre_flat.append(flat if rereads(pre_raw[-1], flat) else None)
+        pre_flat.append(flat if keep_for_finish(pre_raw[-1], flat) else None)
         a: torch.Tensor = activation(h)
         if round_dtype is not None and fmt is not None:
             events = torch.maximum(events, event_counts(a, fmt))
@@ -213,7 +213,7 @@ def probe_stack(
             events = event_counts(a, fmt)
         flat = rows(a)
         act_raw.append(raw_moments(flat, extremes=True))
-        act_flat.append(flat if rereads(act_raw[-1], flat) else None)
+        act_flat.append(flat if keep_for_finish(act_raw[-1], flat) else None)
         fwd_events.append(events)
         a.register_hook(lambda g, i=i: on_grad(i, g))  # type: ignore[no-untyped-call]
         x = a
