@@ -21,7 +21,7 @@ from stability.core.allocator import keep_freed_memory
 from stability.sweep.cells import Cell
 from stability.sweep.vectorised import VectorisedExecutor
 
-BUDGET = 4 * 2**30  # the command's default on CPU (a quarter of free memory, at most 4 GiB)
+BUDGET = 2**30
 
 
 def replay(cells: Sequence[Cell], jobs: int, share: tuple[int, int] = (0, 1)) -> Callable[[], None]:

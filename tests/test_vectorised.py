@@ -23,13 +23,7 @@ from stability.sweep import vectorised
 from stability.sweep.cells import Cell, SweepGrid, run_cell
 from stability.sweep.executors import InProcessExecutor
 from stability.sweep.run import run_sweep
-from stability.sweep.stacks import (
-    BALANCE,
-    busiest_share,
-    parse_budget,
-    plan_stacks,
-    stacked_cell_bytes,
-)
+from stability.sweep.stacks import parse_budget, plan_stacks, stacked_cell_bytes
 from stability.sweep.vectorised import VectorisedExecutor, run_stack
 
 # 2 activations x 3 inits x 2 seeds x 2 dtypes, depth 2: 4 shapes of 6 cells each.
@@ -62,30 +56,9 @@ def test_plan_cuts_a_shape_into_equal_stacks_that_fit_the_budget() -> None:
     assert [len(s) for s in plan_stacks(CELLS, budget=ONE // 2)] == [1] * 24  # alone
 
 
-def test_plan_balances_the_workers_with_stacks_as_large_as_that_allows() -> None:
-    # 4 shapes of 6 on two workers: 12 cells each already, nothing cut
-    assert [len(s) for s in plan_stacks(CELLS, budget=100 * ONE, jobs=2)] == [6, 6, 6, 6]
-    # on three: 8 cells each is the even share; two shapes are cut into halves, the largest
-    # stacks first (6, 6 | 6, 3 | 3, 3, 3 or so: no worker over 8 * (1 + BALANCE))
-    three = plan_stacks(CELLS, budget=100 * ONE, jobs=3)
-    assert [len(s) for s in three] == sorted((len(s) for s in three), reverse=True)
-    assert busiest_share([len(s) for s in three], 3) <= 8 * (1 + BALANCE)
-    assert sorted(c.key for s in three for c in s) == sorted(c.key for c in CELLS)
-    # five shapes of 8 on two workers (the benchmarks' grid): one shape in halves, not all
-    five = SweepGrid(activations=("relu",), inits=("kaiming_normal", "xavier_normal", "orthogonal",
-                     "lecun_normal"), depths=(2, 3, 4, 5, 6), widths=(8,), dtypes=("float32",),
-                     seeds=(0, 1), batches=(4,)).cells()  # fmt: skip
-    assert [len(s) for s in plan_stacks(five, budget=100 * ONE, jobs=2)] == [8, 8, 8, 8, 4, 4]
-
-
-def test_plan_balances_even_where_only_single_cells_are_left() -> None:
-    """Three cells on four workers: every stack is one cell, and the cutting stops."""
-    assert [len(s) for s in plan_stacks(CELLS[:3], budget=100 * ONE, jobs=4)] == [1, 1, 1]
-
-
-def test_the_witness_the_even_rule_sees_an_idle_worker() -> None:
-    """Five equal stacks on two workers: 3 against 2, which the plan above never leaves."""
-    assert busiest_share([8] * 5, 2) == 24 > 20 * (1 + BALANCE)
+def test_plan_gives_every_worker_several_stacks() -> None:
+    stacks = plan_stacks(CELLS, budget=100 * ONE, jobs=2)  # 24 cells, >= 8 stacks
+    assert len(stacks) >= 8
 
 
 @pytest.mark.parametrize(

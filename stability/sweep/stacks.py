@@ -4,10 +4,8 @@ Cells stack when they share a shape (``core.stacked.shape_key``: activation, dep
 dtype, bias, device, batch); inits and seeds differ inside a stack. A stack's memory grows
 with its size, so each shape's cells are cut into equal stacks that fit the memory budget
 (``--memory-budget``; by default a share of what the device has free). With several
-workers, stacks are cut further only as far as the workers' shares need: five stacks of 8
-on two workers would leave one idle for a fifth of the run, so one shape is cut into two
-of 4 (8, 8, 4 each). Cutting every shape instead costs the per-layer overhead twice
-over: 3.5 % of a width-256 stack at one thread (issue 27).
+workers, stacks are also cut small enough that every worker gets several: five stacks on
+two workers would leave one idle for a fifth of the run.
 """
 
 import math
@@ -23,7 +21,7 @@ CPU_BUDGET_SHARE = 0.25  # of the memory available when the sweep starts
 CPU_BUDGET_CAP = 4 * 2**30  # beyond this, larger stacks gain nothing on a CPU
 CUDA_BUDGET_SHARE = 0.5  # of the GPU's free memory
 FALLBACK_BUDGET = 2**30  # where the free memory cannot be told
-BALANCE = 1 / 16  # with --jobs N > 1: the busiest worker's cells at most this over an even share
+STACKS_PER_WORKER = 4  # with --jobs N > 1, at least this many stacks per worker
 TRANSIENTS = 6  # batch x width tensors per layer alive at once: saved for backward, rounded
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -90,41 +88,16 @@ def group_by_shape(cells: Sequence[Cell]) -> list[list[Cell]]:
 
 def plan_stacks(cells: Sequence[Cell], budget: int, jobs: int = 1) -> list[list[Cell]]:
     """The stacks to run: each shape's cells cut into equal parts that fit ``budget`` bytes
-    each (a cell too large for the budget alone runs alone). With ``jobs`` > 1, the shape
-    whose stacks are largest is cut into one more part until the workers' shares balance
-    (``busiest_share`` within ``BALANCE`` of an even share, or every stack one cell), and
-    the largest stacks come first, so that a pool handing out the next stack to whichever
-    worker is free ends level."""
+    each (a cell too large for the budget alone runs alone) and, with ``jobs`` > 1, into at
+    least ``STACKS_PER_WORKER`` stacks per worker overall."""
     if budget <= 0:
         raise StabilityError(f"memory budget must be positive, got {budget} bytes")
-    groups = group_by_shape(cells)
-    parts = [math.ceil(len(g) / max(1, budget // max(1, stacked_cell_bytes(g[0])))) for g in groups]
-    even = len(cells) / jobs * (1 + BALANCE)
-    while jobs > 1 and busiest_share(_sizes(groups, parts), jobs) > even:
-        largest = max(range(len(groups)), key=lambda k: _sizes(groups[k : k + 1], parts[k : k + 1]))
-        if len(groups[largest]) <= parts[largest]:
-            break  # every stack is one cell
-        parts[largest] += 1
+    most = math.ceil(len(cells) / (STACKS_PER_WORKER * jobs)) if jobs > 1 else len(cells)
     stacks: list[list[Cell]] = []
-    for group, n in zip(groups, parts, strict=True):
-        per = math.ceil(len(group) / n)  # equal parts: 21 cells by 10 are 7, 7, 7
+    for group in group_by_shape(cells):
+        fit = max(1, budget // max(1, stacked_cell_bytes(group[0])))
+        size = max(1, min(fit, most))
+        parts = math.ceil(len(group) / size)
+        per = math.ceil(len(group) / parts)  # equal parts: 21 cells by 10 are 7, 7, 7
         stacks.extend(group[i : i + per] for i in range(0, len(group), per))
-    return sorted(stacks, key=len, reverse=True) if jobs > 1 else stacks
-
-
-def _sizes(groups: Sequence[Sequence[Cell]], parts: Sequence[int]) -> list[int]:
-    """The stacks' sizes when each group is cut into ``parts`` equal parts."""
-    out = []
-    for group, n in zip(groups, parts, strict=True):
-        per = math.ceil(len(group) / n)
-        out += [min(per, len(group) - i) for i in range(0, len(group), per)]
-    return out
-
-
-def busiest_share(sizes: Sequence[int], jobs: int) -> int:
-    """The most cells any of ``jobs`` workers runs when the largest stacks go first, each
-    to the worker with the fewest cells so far (what a pool of free workers does)."""
-    loads = [0] * jobs
-    for size in sorted(sizes, reverse=True):
-        loads[loads.index(min(loads))] += size
-    return max(loads)
+    return stacks
