@@ -32,6 +32,7 @@ from witness import assert_fails_on
 
 from stability.core.activations import ACTIVATIONS
 from stability.core.config import MLPConfig
+from stability.core.exact_scale import weight_gradient
 from stability.core.inits import INITS
 from stability.core.stacked import probe_stack
 from stability.core.weight_cache import WeightCache, WeightKey
@@ -205,3 +206,36 @@ def test_lsuv_and_orthogonal_cells_stack_with_the_others() -> None:
 
 def test_witness_lsuv_and_orthogonal_cells_stack_with_the_others() -> None:
     assert_fails_on(shared_seed_stack, check_data_driven_and_orthogonal)
+
+
+SATURATED = SweepGrid(("selu",), ("kaiming_normal",), (40,), (32,), ("float32",), (0, 1), (32,))
+
+
+def unscaled_weight_gradient(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
+    """Known bad: the exact rescale of the weight gradient applied and never undone."""
+    return torch.bmm(x.transpose(1, 2), g * 2.0**40)
+
+
+def check_saturated_stack(gemm: Callable[..., torch.Tensor]) -> None:
+    """An exploding selu net (kaiming) whose pre-activation gradients go subnormal: the
+    stack, which rescales its weight-gradient GEMM by a power of two (core/exact_scale.py),
+    still gives the per-cell rows."""
+    seen: list[int] = []
+
+    def spy(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
+        seen.append(int(((g != 0) & (g.abs() < torch.finfo(g.dtype).tiny)).sum()))
+        return gemm(x, g, bound)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("stability.core.stacked.weight_gradient", spy)
+        patch.setattr("stability.core.exact_scale.RESCALE_FROM", 0)  # a width-32 stack
+        check_rows_per_cell(stacked, SATURATED)
+    assert sum(seen) > 100  # the case exists: the gradients do hold subnormals
+
+
+def test_a_stack_with_subnormal_gradients_gives_the_per_cell_rows() -> None:
+    check_saturated_stack(weight_gradient)
+
+
+def test_witness_a_stack_with_subnormal_gradients_gives_the_per_cell_rows() -> None:
+    assert_fails_on(unscaled_weight_gradient, check_saturated_stack)

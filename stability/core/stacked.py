@@ -32,6 +32,7 @@ from stability.core.activations import get_activation
 from stability.core.config import MLPConfig, check_batch
 from stability.core.dtypes import DType
 from stability.core.emulation import round_to, round_with_grad
+from stability.core.exact_scale import weight_gradient
 from stability.core.inits import get_init
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import PROJECTION_SEED, LayerStats, layer_stats
@@ -170,7 +171,12 @@ def probe_stack(
     weight_raw: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def on_pre_grad(index: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
-        weight_grad = torch.bmm(inputs.detach().transpose(1, 2), grad.detach())
+        # On CPU, |inputs| is bounded by the forward's extremes of the layer below (or the
+        # input's) for the exact rescale; off the CPU reading it back would cost a sync.
+        bound = math.nan
+        if grad.device.type == "cpu":
+            bound = _abs_bound(act_raw[index - 1]) if index > 0 else float(inputs.abs().amax())
+        weight_grad = weight_gradient(inputs, grad, bound)
         flat = rows(weight_grad)
         if flat.device.type != "cpu":  # no sync to decide; nothing kept for a finish
             weight_var[index] = two_pass_var(flat).double()
@@ -241,6 +247,11 @@ def probe_stack(
     columns = [fwd, torch.stack(fwd_events), pre, _backward(arrived, n, nan)]
     table = torch.cat([*columns, wgv], dim=2).tolist()  # (depth, S, 15): one read back
     return [[_layer_stats(i + 1, table[i][j], n) for i in range(depth)] for j in range(s)]
+
+
+def _abs_bound(raw: torch.Tensor) -> float:
+    """The largest ``|value|`` over a stack's rows, from ``raw_moments(..., extremes=True)``."""
+    return float(torch.maximum(raw[:, 2], -raw[:, 3]).max())
 
 
 def _backward(grad: list[GradEntry | None], n: int, nan: torch.Tensor) -> torch.Tensor:
