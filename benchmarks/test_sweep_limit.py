@@ -148,7 +148,7 @@ def measure(
 ) -> None:
     quick = bool(request.config.getoption("quick"))
     depth, width, batch = QUICK if quick else FULL
-    rounds = 3
+    rounds = 5  # the median of five per-round ratios stands two disturbed rounds
     cells = grid(depth, width, batch)
     blocks: Blocks = {}
     for jobs in JOBS:

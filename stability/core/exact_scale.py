@@ -37,6 +37,13 @@ def shift_for(input_bound: float, grad_bound: float, terms: int) -> int:
     return max(0, min(MAX_SHIFT, HEADROOM_LOG2 - math.ceil(math.log2(bound))))
 
 
+def rescales(grad: torch.Tensor) -> bool:
+    """Whether ``weight_gradient`` rescales this gradient (so its caller needs the bound)."""
+    return grad.device.type == "cpu" and grad.dtype == torch.float32 and (
+        grad.numel() >= RESCALE_FROM
+    )
+
+
 def weight_gradient(inputs: torch.Tensor, grad: torch.Tensor, input_bound: float) -> torch.Tensor:
     """``inputs^T @ grad`` per cell, ``(S, in, out)`` from ``(S, batch, in)`` and
     ``(S, batch, out)``: autograd's weight-gradient GEMM. On CPU in float32 the gradient is
@@ -46,7 +53,7 @@ def weight_gradient(inputs: torch.Tensor, grad: torch.Tensor, input_bound: float
     plain GEMM."""
     x_t = inputs.detach().transpose(1, 2)
     g = grad.detach()
-    if g.device.type != "cpu" or g.dtype != torch.float32 or g.numel() < RESCALE_FROM:
+    if not rescales(g):
         return torch.bmm(x_t, g)
     grad_bound = max(float(g.amax()), -float(g.amin()))
     shift = shift_for(input_bound, grad_bound, g.shape[1])

@@ -32,7 +32,7 @@ from stability.core.activations import get_activation
 from stability.core.config import MLPConfig, check_batch
 from stability.core.dtypes import DType
 from stability.core.emulation import round_to, round_with_grad
-from stability.core.exact_scale import weight_gradient
+from stability.core.exact_scale import rescales, weight_gradient
 from stability.core.inits import get_init
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import PROJECTION_SEED, LayerStats, layer_stats
@@ -171,10 +171,10 @@ def probe_stack(
     weight_raw: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def on_pre_grad(index: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
-        # On CPU, |inputs| is bounded by the forward's extremes of the layer below (or the
-        # input's) for the exact rescale; off the CPU reading it back would cost a sync.
+        # For the exact rescale (CPU only: off it, reading back would cost a sync), |inputs|
+        # is bounded by the forward's extremes of the layer below, or the input's.
         bound = math.nan
-        if grad.device.type == "cpu":
+        if rescales(grad):
             bound = _abs_bound(act_raw[index - 1]) if index > 0 else float(inputs.abs().amax())
         weight_grad = weight_gradient(inputs, grad, bound)
         flat = rows(weight_grad)
