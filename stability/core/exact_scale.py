@@ -39,9 +39,8 @@ def shift_for(input_bound: float, grad_bound: float, terms: int) -> int:
 
 def rescales(grad: torch.Tensor) -> bool:
     """Whether ``weight_gradient`` rescales this gradient (so its caller needs the bound)."""
-    return grad.device.type == "cpu" and grad.dtype == torch.float32 and (
-        grad.numel() >= RESCALE_FROM
-    )
+    on_cpu = grad.device.type == "cpu" and grad.dtype == torch.float32
+    return on_cpu and grad.numel() >= RESCALE_FROM
 
 
 def weight_gradient(inputs: torch.Tensor, grad: torch.Tensor, input_bound: float) -> torch.Tensor:
