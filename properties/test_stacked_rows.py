@@ -30,6 +30,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from witness import assert_fails_on
 
+from stability.core import exact_scale
 from stability.core.activations import ACTIVATIONS
 from stability.core.config import MLPConfig
 from stability.core.exact_scale import weight_gradient
@@ -211,7 +212,9 @@ def test_witness_lsuv_and_orthogonal_cells_stack_with_the_others() -> None:
 SATURATED = SweepGrid(("selu",), ("kaiming_normal",), (40,), (32,), ("float32",), (0, 1), (32,))
 
 
-def unscaled_weight_gradient(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
+def unscaled_weight_gradient(
+    x: torch.Tensor, g: torch.Tensor, bound: Callable[[], float]
+) -> torch.Tensor:
     """Known bad: the exact rescale of the weight gradient applied and never undone."""
     return torch.bmm(x.transpose(1, 2), g * 2.0**40)
 
@@ -222,15 +225,24 @@ def check_saturated_stack(gemm: Callable[..., torch.Tensor]) -> None:
     still gives the per-cell rows."""
     seen: list[int] = []
 
-    def spy(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
+    def spy(x: torch.Tensor, g: torch.Tensor, bound: Callable[[], float]) -> torch.Tensor:
         seen.append(int(((g != 0) & (g.abs() < torch.finfo(g.dtype).tiny)).sum()))
         return gemm(x, g, bound)
 
+    rescaled: list[int] = []
+    rescaled_bmm = exact_scale.rescaled_bmm
+
+    def counted(x_t: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
+        rescaled.append(1)
+        return rescaled_bmm(x_t, g, bound)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("stability.core.stacked.weight_gradient", spy)
-        patch.setattr("stability.core.exact_scale.RESCALE_FROM", 0)  # a width-32 stack
+        patch.setattr(exact_scale, "RESCALE_FROM", 0)  # a width-32 stack
+        patch.setattr(exact_scale, "rescaled_bmm", counted)
         check_rows_per_cell(stacked, SATURATED)
     assert sum(seen) > 100  # the case exists: the gradients do hold subnormals
+    assert gemm is not weight_gradient or rescaled  # and the rescale ran on them
 
 
 def test_a_stack_with_subnormal_gradients_gives_the_per_cell_rows() -> None:

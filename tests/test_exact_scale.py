@@ -13,9 +13,21 @@ import pytest
 import torch
 
 from stability.core import exact_scale
-from stability.core.exact_scale import MAX_SHIFT, shift_for, weight_gradient
+from stability.core.exact_scale import MAX_SHIFT, rescaled_bmm, shift_for, weight_gradient
 
 Gemm = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def rescaled(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
+    """The rescaled GEMM itself, whether or not the gradient holds subnormals."""
+    return rescaled_bmm(x.transpose(1, 2), g, bound)
+
+
+def chosen(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
+    """What the stack runs: the rescale where a sample holds subnormals, else plain."""
+    return weight_gradient(x, g, lambda: bound)
+
+
 TINY = torch.finfo(torch.float32).tiny
 SUBNORMAL_ULP = 2.0**-149
 
@@ -31,7 +43,7 @@ def by_three(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
 
 def flushed(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
     """Known bad: subnormal gradients flushed to zero, as ``set_flush_denormal`` would."""
-    return weight_gradient(x, torch.where(g.abs() < TINY, 0.0, g), bound)
+    return chosen(x, torch.where(g.abs() < TINY, 0.0, g), bound)
 
 
 def unbounded(x: torch.Tensor, g: torch.Tensor, bound: float) -> torch.Tensor:
@@ -67,7 +79,7 @@ def check_bit_identical(gemm: Gemm) -> None:
 
 
 def test_on_normal_data_the_rescaled_gemm_is_the_plain_one_bit_for_bit() -> None:
-    check_bit_identical(weight_gradient)
+    check_bit_identical(rescaled)
 
 
 def test_witness_a_factor_that_is_not_a_power_of_two_is_not_exact() -> None:
@@ -85,7 +97,7 @@ def check_keeps_subnormals(gemm: Gemm) -> None:
 
 
 def test_subnormal_gradients_are_kept_and_their_products_rounded_once() -> None:
-    check_keeps_subnormals(weight_gradient)
+    check_keeps_subnormals(chosen)
 
 
 def test_witness_flushed_gradients_lose_their_columns() -> None:
@@ -108,7 +120,7 @@ def check_never_overflows(gemm: Gemm) -> None:
 
 
 def test_large_operands_are_not_rescaled_into_overflow() -> None:
-    check_never_overflows(weight_gradient)
+    check_never_overflows(rescaled)
 
 
 def test_witness_a_shift_that_ignores_the_bounds_overflows() -> None:
@@ -122,6 +134,7 @@ def test_witness_a_shift_that_ignores_the_bounds_overflows() -> None:
         (1.0, 1.0, 256, 92),  # 2**8 terms of |x g| <= 1: the sums reach 2**8
         (1e-30, 1e-30, 64, MAX_SHIFT),  # capped: 2**-MAX_SHIFT must stay a normal float
         (1e20, 1e20, 256, 0),  # no room: the plain GEMM
+        (2.0**-100, 2.0**40, 256, 60),  # tiny inputs: the gradient itself must not overflow
         (0.0, 1.0, 256, 0),  # all-zero operands
         (math.inf, 1.0, 256, 0),
         (math.nan, 1.0, 256, 0),
@@ -136,7 +149,7 @@ def test_shift_for_keeps_the_rescaled_sums_under_the_headroom(
 def test_gradients_with_non_finite_values_take_the_plain_gemm() -> None:
     x, g = normal_operands()
     g[0, 0, 0] = math.inf
-    torch.testing.assert_close(weight_gradient(x, g, 7.0), plain(x, g, 0.0), equal_nan=True)
+    torch.testing.assert_close(rescaled(x, g, 7.0), plain(x, g, 0.0), equal_nan=True)
 
 
 def test_gradients_under_the_size_threshold_take_the_plain_gemm(
@@ -145,4 +158,35 @@ def test_gradients_under_the_size_threshold_take_the_plain_gemm(
     monkeypatch.setattr(exact_scale, "RESCALE_FROM", 2**17)
     x, g = subnormal_operands()
     assert g.numel() < exact_scale.RESCALE_FROM
-    assert torch.equal(weight_gradient(x, g, float(x.abs().amax())), plain(x, g, 0.0))
+    assert torch.equal(chosen(x, g, float(x.abs().amax())), plain(x, g, 0.0))
+
+
+def test_the_gradient_autograd_goes_on_to_use_is_left_as_it_was() -> None:
+    """The rescale works in place on autograd's own gradient, then undoes it exactly."""
+    x, g = subnormal_operands()
+    before = g.clone()
+    rescaled(x, g, float(x.abs().amax()))
+    assert torch.equal(g, before)
+
+
+def test_tiny_inputs_with_large_gradients_stay_finite() -> None:
+    x, g = normal_operands()
+    x, g = x * 2.0**-100, g * 2.0**40
+    got = rescaled(x, g, float(x.abs().amax()))
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, plain(x, g, 0.0))
+
+
+def test_normal_gradients_are_not_rescaled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No subnormal in the sample: the plain GEMM, and the bound is never asked for."""
+    x, g = normal_operands()
+    asked: list[int] = []
+    got = weight_gradient(x, g, lambda: asked.append(1) or 1.0)
+    assert torch.equal(got, plain(x, g, 0.0)) and not asked
+
+
+def test_subnormal_gradients_are_found_by_the_sample() -> None:
+    x, g = subnormal_operands()
+    asked: list[int] = []
+    weight_gradient(x, g, lambda: asked.append(1) or float(x.abs().amax()))
+    assert asked

@@ -32,7 +32,7 @@ from stability.core.activations import get_activation
 from stability.core.config import MLPConfig, check_batch
 from stability.core.dtypes import DType
 from stability.core.emulation import round_to, round_with_grad
-from stability.core.exact_scale import rescales, weight_gradient
+from stability.core.exact_scale import weight_gradient
 from stability.core.inits import get_init
 from stability.core.model import build_mlp, input_batch
 from stability.core.probe import PROJECTION_SEED, LayerStats, layer_stats
@@ -171,11 +171,11 @@ def probe_stack(
     weight_raw: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def on_pre_grad(index: int, inputs: torch.Tensor, grad: torch.Tensor) -> None:
-        # For the exact rescale (CPU only: off it, reading back would cost a sync), |inputs|
-        # is bounded by the forward's extremes of the layer below, or the input's.
-        bound = math.nan
-        if rescales(grad):
-            bound = _abs_bound(act_raw[index - 1]) if index > 0 else float(inputs.abs().amax())
+        # For the exact rescale (CPU only), |inputs| is bounded by the forward's extremes of
+        # the layer below, or the input's: read back only if the rescale runs.
+        def bound() -> float:
+            return _abs_bound(act_raw[index - 1]) if index > 0 else float(inputs.abs().amax())
+
         weight_grad = weight_gradient(inputs, grad, bound)
         flat = rows(weight_grad)
         if flat.device.type != "cpu":  # no sync to decide; nothing kept for a finish
