@@ -35,8 +35,9 @@ from stability.core.activations import ACTIVATIONS
 from stability.core.config import MLPConfig
 from stability.core.exact_scale import weight_gradient
 from stability.core.inits import INITS
-from stability.core.stacked import probe_stack
+from stability.core.stacked import probe_stack, stackable
 from stability.core.weight_cache import WeightCache, WeightKey
+from stability.sweep import vectorised
 from stability.sweep.cells import Cell, SweepGrid, cell_rows, run_cell
 from stability.sweep.stacks import group_by_shape
 from stability.sweep.vectorised import run_stack
@@ -50,12 +51,25 @@ MEANS = {"act_mean": "act_var", "preact_mean": "preact_var"}
 
 
 def stacked(cells: Sequence[Cell]) -> list[Rows]:
-    """The real vectorised path: each shape's cells as one stack."""
+    """The real vectorised path: each shape's cells as one stack. A stack that raised would
+    fall back to the per-cell path and pass for the wrong reason: that fails here."""
     out: dict[str, Rows] = {}
-    for group in group_by_shape(cells):
-        for cell, outcome in run_stack(group):
-            assert not isinstance(outcome, BaseException), outcome
-            out[cell.key] = outcome[0]
+    fell_back: list[int] = []
+    per_cell = vectorised._per_cell
+
+    def recorded(group: Sequence[Cell]) -> list[tuple[Cell, Any]]:
+        fell_back.append(len(group))
+        return per_cell(group)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vectorised, "_per_cell", recorded)
+        for group in group_by_shape(cells):
+            fell_back.clear()
+            for cell, outcome in run_stack(group):
+                assert not isinstance(outcome, BaseException), outcome
+                out[cell.key] = outcome[0]
+            if len(group) > 1 and stackable(group[0].config):
+                assert not fell_back, f"the stack of {len(group)} fell back to per-cell"
     return [out[c.key] for c in cells]
 
 
@@ -251,3 +265,17 @@ def test_a_stack_with_subnormal_gradients_gives_the_per_cell_rows() -> None:
 
 def test_witness_a_stack_with_subnormal_gradients_gives_the_per_cell_rows() -> None:
     assert_fails_on(unscaled_weight_gradient, check_saturated_stack)
+
+
+def test_witness_a_stack_that_raised_is_not_taken_for_the_stacked_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_stack answers a failing stack with per-cell rows, which equal themselves: the
+    ``stacked`` helper must refuse them, or every property above could pass on a crash."""
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a stacked probe that crashes")
+
+    monkeypatch.setattr(vectorised, "probe_stack", broken)
+    with pytest.raises(AssertionError, match="fell back"):
+        check_rows_per_cell(stacked, TWO_SEEDS)
