@@ -267,7 +267,7 @@ def test_witness_a_stack_with_subnormal_gradients_gives_the_per_cell_rows() -> N
     assert_fails_on(unscaled_weight_gradient, check_saturated_stack)
 
 
-def test_witness_a_stack_that_raised_is_not_taken_for_the_stacked_path(
+def test_the_stacked_helper_refuses_a_stack_that_fell_back_to_per_cell(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """run_stack answers a failing stack with per-cell rows, which equal themselves: the
