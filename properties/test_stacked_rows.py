@@ -267,15 +267,32 @@ def test_witness_a_stack_with_subnormal_gradients_gives_the_per_cell_rows() -> N
     assert_fails_on(unscaled_weight_gradient, check_saturated_stack)
 
 
-def test_the_stacked_helper_refuses_a_stack_that_fell_back_to_per_cell(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def unguarded_stacked(cells: Sequence[Cell]) -> list[Rows]:
+    """Known bad: the stacked helper without its guard, as it was."""
+    out: dict[str, Rows] = {}
+    for group in group_by_shape(cells):
+        for cell, outcome in run_stack(group):
+            assert not isinstance(outcome, BaseException), outcome
+            out[cell.key] = outcome[0]
+    return [out[c.key] for c in cells]
+
+
+def check_refuses_fallback(helper: StackImpl) -> None:
     """run_stack answers a failing stack with per-cell rows, which equal themselves: the
-    ``stacked`` helper must refuse them, or every property above could pass on a crash."""
+    helper must refuse them, or every property above could pass on a crash."""
 
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("a stacked probe that crashes")
 
-    monkeypatch.setattr(vectorised, "probe_stack", broken)
-    with pytest.raises(AssertionError, match="fell back"):
-        check_rows_per_cell(stacked, TWO_SEEDS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vectorised, "probe_stack", broken)
+        with pytest.raises(AssertionError, match="fell back"):
+            check_rows_per_cell(helper, TWO_SEEDS)
+
+
+def test_the_stacked_helper_refuses_a_stack_that_fell_back_to_per_cell() -> None:
+    check_refuses_fallback(stacked)
+
+
+def test_witness_the_stacked_helper_refuses_a_stack_that_fell_back_to_per_cell() -> None:
+    assert_fails_on(unguarded_stacked, check_refuses_fallback)
