@@ -10,6 +10,7 @@ on CPU, the cheap "is any row non-finite" tests, where reading a scalar costs no
 """
 
 import math
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -47,8 +48,33 @@ def row_sumsq(flat: torch.Tensor) -> torch.Tensor:
         and torch.get_num_threads() == 1
     ):
         return torch.stack([torch.dot(row, row) for row in flat])
+    if flat.device.type == "cpu" and flat.numel() * flat.element_size() < SCRATCH_BELOW:
+        return _squares(flat).sum(dim=1)
     sq: torch.Tensor = torch.linalg.vecdot(flat, flat, dim=1)
     return sq
+
+
+SCRATCH_BELOW = 2**20  # bytes: squares of rows this small go to a reused buffer
+SCRATCH_SHAPES = 8  # buffers a thread keeps at most (each under SCRATCH_BELOW)
+_scratch = threading.local()  # this thread's buffers, by (shape, dtype): never shared
+
+
+def _squares(flat: torch.Tensor) -> torch.Tensor:
+    """``flat * flat`` in this thread's buffer for its shape. On CPU ``vecdot`` of real
+    rows is this product and the row sums, bit for bit, but its product takes a fresh
+    block each call: at width 64 (8 x 4096 floats) a stack ran 9 % faster with the buffer
+    reused, which stays in cache (issue 27). The caller only reads it before the next call."""
+    buffers: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = getattr(
+        _scratch, "buffers", {}
+    )
+    _scratch.buffers = buffers
+    key = (tuple(flat.shape), flat.dtype)
+    buf = buffers.get(key)
+    if buf is None:
+        if len(buffers) >= SCRATCH_SHAPES:  # a sweep over many shapes: keep the latest
+            buffers.clear()
+        buf = buffers[key] = torch.empty(flat.shape, dtype=flat.dtype)
+    return torch.mul(flat, flat, out=buf)
 
 
 def two_pass_var(flat: torch.Tensor) -> torch.Tensor:
