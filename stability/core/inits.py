@@ -30,11 +30,15 @@ class Init:
     apply: InitFn  # fills a (fan_out, fan_in) weight in place
     variance: VarianceFn | None  # Var(W) given (fan_in, fan_out); None if data-driven
     data_driven: bool = False
+    # Draws each entry in turn from the generator, and ``apply`` takes a (layers, fan_out,
+    # fan_in) block of equal layers as well: one call may stand for a loop over the layers
+    # (whether it does bit for bit on this torch is for the caller to check).
+    entrywise: bool = False
 
 
 def _normal(std: Callable[[int, int], float]) -> InitFn:
     def fill(weight: torch.Tensor, gen: torch.Generator) -> None:
-        fan_out, fan_in = weight.shape
+        fan_out, fan_in = weight.shape[-2:]
         with torch.no_grad():
             weight.normal_(0.0, std(fan_in, fan_out), generator=gen)
 
@@ -43,7 +47,7 @@ def _normal(std: Callable[[int, int], float]) -> InitFn:
 
 def _uniform(bound: Callable[[int, int], float]) -> InitFn:
     def fill(weight: torch.Tensor, gen: torch.Generator) -> None:
-        fan_out, fan_in = weight.shape
+        fan_out, fan_in = weight.shape[-2:]
         b = bound(fan_in, fan_out)
         with torch.no_grad():
             weight.uniform_(-b, b, generator=gen)
@@ -72,34 +76,49 @@ INITS: dict[str, Init] = {
     i.name: i
     for i in [
         Init(
-            "normal", _normal(lambda fi, fo: NOTES_NORMAL_STD), lambda fi, fo: NOTES_NORMAL_STD**2
+            "normal",
+            _normal(lambda fi, fo: NOTES_NORMAL_STD),
+            lambda fi, fo: NOTES_NORMAL_STD**2,
+            entrywise=True,
         ),
-        Init("standard_normal", _normal(lambda fi, fo: 1.0), lambda fi, fo: 1.0),
+        Init("standard_normal", _normal(lambda fi, fo: 1.0), lambda fi, fo: 1.0, entrywise=True),
         # nn.Linear's own reset: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
         Init(
             "torch_default",
             _uniform(lambda fi, fo: 1.0 / math.sqrt(fi)),
             lambda fi, fo: 1.0 / (3.0 * fi),
+            entrywise=True,
         ),
         Init(
             "xavier_normal",
             _normal(lambda fi, fo: math.sqrt(2.0 / (fi + fo))),
             lambda fi, fo: 2.0 / (fi + fo),
+            entrywise=True,
         ),
         Init(
             "xavier_uniform",
             _uniform(lambda fi, fo: math.sqrt(6.0 / (fi + fo))),
             lambda fi, fo: 2.0 / (fi + fo),
+            entrywise=True,
         ),
         Init(
-            "kaiming_normal", _normal(lambda fi, fo: math.sqrt(2.0 / fi)), lambda fi, fo: 2.0 / fi
+            "kaiming_normal",
+            _normal(lambda fi, fo: math.sqrt(2.0 / fi)),
+            lambda fi, fo: 2.0 / fi,
+            entrywise=True,
         ),
         Init(
             "kaiming_uniform",
             _uniform(lambda fi, fo: math.sqrt(6.0 / fi)),
             lambda fi, fo: 2.0 / fi,
+            entrywise=True,
         ),
-        Init("lecun_normal", _normal(lambda fi, fo: math.sqrt(1.0 / fi)), lambda fi, fo: 1.0 / fi),
+        Init(
+            "lecun_normal",
+            _normal(lambda fi, fo: math.sqrt(1.0 / fi)),
+            lambda fi, fo: 1.0 / fi,
+            entrywise=True,
+        ),
         Init("orthogonal", _orthogonal, _orthogonal_variance),
         # LSUV starts orthogonal; build_mlp then rescales each layer on data.
         Init("lsuv", _orthogonal, None, data_driven=True),

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from stability.core.activations import get_activation
+from stability.core.block_draws import fill_layers
 from stability.core.config import MLPConfig, check_batch
 from stability.core.dtypes import DType
 from stability.core.emulation import round_to, round_with_grad
@@ -80,8 +81,7 @@ def draw_weights(config: MLPConfig, out: torch.Tensor | None = None) -> torch.Te
         out if direct and out is not None else torch.empty(config.depth, *([config.width] * 2))
     )
     gen = torch.Generator().manual_seed(config.seed)
-    for layer in weights:  # the same draws, in the same order, as build_mlp's init_linear_
-        init.apply(layer, gen)
+    fill_layers(init, weights, gen)  # the same draws, in the same order, as build_mlp's
     if precision.round_dtype is not None:
         weights.copy_(round_to(weights, precision.round_dtype))
     if direct and out is not None:
