@@ -177,7 +177,7 @@ def test_tiny_inputs_with_large_gradients_stay_finite() -> None:
     assert torch.equal(got, plain(x, g, 0.0))
 
 
-def test_normal_gradients_are_not_rescaled(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_normal_gradients_are_not_rescaled() -> None:
     """No subnormal in the sample: the plain GEMM, and the bound is never asked for."""
     x, g = normal_operands()
     asked: list[int] = []
