@@ -7,10 +7,18 @@ CUDA build of torch:
     python scripts/gpu_checks.py            # full CUDA grid (float32, float16, bfloat16)
     python scripts/gpu_checks.py --quick    # small shape only
     python scripts/gpu_checks.py --table results/gpu_bench.json   # re-print a table
+    python scripts/gpu_checks.py --rehearse --results /tmp/r   # every path on CPU, small
 
 Writes ``results/gpu_bench.json`` (pytest-benchmark), stores it in the results database,
 and prints one table: throughput, efficiency against the same-run GEMM, spread. Exit
 codes: 0 all passed, 1 a check failed, 2 no CUDA device (nothing was run).
+
+**The rehearsal** (``--rehearse``) runs the same plan on the CPU at small sizes, before a
+GPU is ever lent (a lent GPU comes with 15 minutes): every command, every check function
+and every script's ``checks``, with the device and the sizes swapped and nothing else. The
+verdicts of a rehearsal are printed, not judged (speed goals and width scaling mean nothing
+at width 32 on a CPU); it exits 1 if a command exits non-zero or a check raises: the bugs
+that would otherwise cost the GPU run (``tests/test_gpu_rehearsal.py`` runs it).
 
 The vectorised sweep on CUDA (issue 16): the same grid run per cell and as stacks, in this
 process, timed with a device sync; the stacked path must be at least ``VECTORISED_GOAL``
@@ -27,9 +35,12 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-JSON = Path("results") / "gpu_bench.json"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # ``examples`` (the tiny HF models), as the tests import it
+SCRIPTS = ("gpu_usermodel", "gpu_lowp", "gpu_coord", "gpu_sweep_speed")  # each has checks()
 VECTORISED_GOAL = 20.0  # stacked over per-cell, on CUDA
 CUDA_ROWS_RTOL = 1e-2  # variances, stacked against per-cell (float32; 5x that for 16 bits)
 ROW_COLUMNS = ("preact_var", "act_var", "grad_var", "weight_grad_var")
@@ -44,9 +55,17 @@ def cuda_device() -> str | None:
     return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued kernels (CUDA); nothing to wait for on the CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def run(cmd: list[str]) -> int:
     print("$", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, check=False).returncode
+    return subprocess.run(cmd, check=False, cwd=ROOT).returncode
 
 
 def table(path: Path) -> str:
@@ -71,11 +90,9 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
-def vectorised_check(device: str, quick: bool) -> tuple[bool, str]:
+def vectorised_check(device: str, quick: bool, rehearse: bool = False) -> tuple[bool, str]:
     """Time one grid per cell and stacked on ``device``; compare their rows. (ok, summary)"""
     import time
-
-    import torch
 
     from stability.sweep.cells import SweepGrid
     from stability.sweep.executors import InProcessExecutor
@@ -85,21 +102,21 @@ def vectorised_check(device: str, quick: bool) -> tuple[bool, str]:
     grid = SweepGrid(
         activations=("relu", "tanh") if quick else ("relu", "tanh", "scaled_logistic", "selu"),
         inits=("kaiming_normal", "xavier_normal", "lecun_normal", "orthogonal"),
-        depths=(20,) if quick else (50,),
-        widths=(256,),
+        depths=(6,) if rehearse else (20,) if quick else (50,),
+        widths=(32,) if rehearse else (256,),
         dtypes=("float32", "float16", "bfloat16"),
-        seeds=(0, 1) if quick else (0, 1, 2, 3),
-        batches=(256,),
+        seeds=(0, 1) if quick or rehearse else (0, 1, 2, 3),
+        batches=(16,) if rehearse else (256,),
         device=device,
     )
     cells = grid.cells()
     per_cell, stacked = InProcessExecutor(), VectorisedExecutor(1, default_budget(device))
 
     def timed(executor: object) -> tuple[float, dict[str, list[dict[str, object]]]]:
-        torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         landed = list(executor.run(cells))  # type: ignore[attr-defined]
-        torch.cuda.synchronize()
+        sync(device)
         seconds = time.perf_counter() - start
         failed = [c.key for c, o in landed if isinstance(o, BaseException)]
         if failed:
@@ -131,14 +148,21 @@ def vectorised_check(device: str, quick: bool) -> tuple[bool, str]:
     return speedup >= VECTORISED_GOAL and rows_ok, summary
 
 
-def spectrum_check(device: str) -> tuple[bool, str]:
+def spectrum_check(device: str, rehearse: bool = False) -> tuple[bool, str]:
     """The Jacobian's spectrum on ``device`` against CPU, exact and Lanczos. (ok, summary)"""
     from stability.core.jacobian import spectrum
     from stability.core.model import input_batch
     from stability.core.scaled import scaled_mlp
 
     worst = 0.0
-    for method, width in (("exact", 64), ("lanczos", 256)):
+    for method, width in (
+        (("exact", 16), ("lanczos", 64))
+        if rehearse
+        else (
+            ("exact", 64),
+            ("lanczos", 256),
+        )
+    ):
         model = scaled_mlp("tanh", 16, width, 1.2, 0.05, "gaussian", seed=3)
         x = input_batch(model.config, 8)
         cpu = spectrum(model, x, [4, 16], method)  # type: ignore[arg-type]
@@ -151,124 +175,114 @@ def spectrum_check(device: str) -> tuple[bool, str]:
     return worst <= SPECTRUM_RTOL, summary
 
 
-def _script_checks() -> dict[str, int]:
-    """The checks of the scripts beside this one, each a list of ``(name, ok, line)``: the
-    user-model paths on an HF model, fp8 against ``torch._scaled_mm``, the coordinate
-    check's width sweep, stacked against per-cell; a script that does not import or raises
-    is one failure."""
+def _script_checks(device: str, rehearse: bool) -> dict[str, int]:
+    """The checks of the scripts beside this one (``SCRIPTS``), each a list of ``(name, ok,
+    line)``: the user-model paths on an HF model, fp8 against ``torch._scaled_mm``, the
+    coordinate check's width sweep, stacked against per-cell; a script that does not import
+    or raises is one failure. Rehearsed, a check that ran counts as run, whatever its ok."""
     import importlib
 
     codes: dict[str, int] = {}
-    for script in ("gpu_usermodel", "gpu_lowp", "gpu_coord", "gpu_sweep_speed"):
+    for script in SCRIPTS:
         try:
             module = importlib.import_module(script)
-            for name, ok, line in module.checks("cuda"):
+            for name, ok, line in module.checks(device, rehearse=rehearse):
                 print(f"{name}: {line}", flush=True)
-                codes[name] = 0 if ok else 1
+                codes[name] = 0 if ok or rehearse else 1
         except Exception as exc:  # reported as a failed check, the others still count
             print(f"{script} raised {type(exc).__name__}: {exc}", flush=True)
             codes[script] = 1
     return codes
 
 
+def plan(device: str, quick: bool, rehearse: bool, results: Path) -> dict[str, list[str]]:
+    """The commands of the run, by check name. Rehearsed: the same commands on ``device``
+    (the CPU) at small sizes; the CUDA benchmarks, which exist only where CUDA does, become
+    two CPU benchmarks, so the JSON, its table and its ingest still run."""
+    py = sys.executable
+    cli = [py, "-m", "stability.cli"]
+    db = ["--db", str(results / "stability.db")]
+    bench = ["benchmarks", "-m", "cuda", *(["--quick"] if quick else [])]
+    if rehearse:  # the CUDA cases exist only where CUDA does: two CPU ones instead
+        bench = ["benchmarks/test_train_throughput.py", "benchmarks/test_inference_throughput.py",
+                 "--quick", "--smoke", "-k", "b16"]  # fmt: skip
+    small = rehearse or quick
+    return {
+        # pytest exits 5 when it selects nothing: a CUDA check that vanished is a failure.
+        "cuda properties": [py, "-m", "pytest", "properties", "-m", "cuda", "-q",
+                            "--hypothesis-profile=ci", "-p", "no:cacheprovider"],
+        "cuda benchmarks": [py, "-m", "pytest", *bench, "-q", "-p", "no:cacheprovider",
+                            f"--benchmark-json={results / 'gpu_bench.json'}"],
+        # The core on CUDA: native float16/bfloat16 rows beside float32 (precision_mode native).
+        "cuda sweep": [*cli, "sweep", "--device", device, "--activation", "relu,tanh",
+                       "--init", "kaiming_normal,xavier_normal",
+                       "--dtype", "float32,float16,bfloat16", "--depth", "6" if rehearse else "20",
+                       "--width", "32" if rehearse else "256", "--seeds", "0", "--quiet",
+                       *db, "--out", str(results / "gpu_sweep.csv")],
+        # Mixed precision with torch.amp.GradScaler: sigmoid's gradients underflow unscaled.
+        "cuda doctor (AMP)": [*cli, "doctor", "--device", device, "--activation", "sigmoid",
+                              "--init", "xavier_normal", "--depth", "6" if small else "12",
+                              "--dtype", "float16", "--loss-scaling",
+                              "--steps", "5" if rehearse else "20",
+                              *db, "--out", str(results / "gpu_doctor.csv")],
+    }  # fmt: skip
+
+
+def _guarded(name: str, check: Callable[[], tuple[bool, str]], rehearse: bool) -> int:
+    """One check function's exit code (1 where it raised), its summary printed."""
+    try:
+        ok, summary = check()
+    except Exception as exc:  # reported as a failed check, the others still count
+        ok, summary, rehearse = False, f"{name} raised {type(exc).__name__}: {exc}", False
+    print(summary, flush=True)
+    return 0 if ok or rehearse else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shape only")
     parser.add_argument("--table", type=Path, help="only print the table of this JSON")
+    parser.add_argument(
+        "--rehearse", action="store_true", help="every path on the CPU at small sizes, unjudged"
+    )
+    parser.add_argument("--results", type=Path, default=ROOT / "results", help="output folder")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
         return 0
-    device = cuda_device()
+    device = "cpu" if args.rehearse else cuda_device()
     if device is None:
         print(
             "gpu_checks: no CUDA device is visible to torch (torch.cuda.is_available() is "
             "False); run this on a GPU machine with a CUDA build of torch, e.g. "
-            "STABILITY_TORCH='torch --index-url https://download.pytorch.org/whl/cu126'",
+            "STABILITY_TORCH='torch --index-url https://download.pytorch.org/whl/cu126', "
+            "or rehearse it on the CPU with --rehearse",
             file=sys.stderr,
         )
         return 2
-    print(f"device: {device}", flush=True)
-    JSON.parent.mkdir(parents=True, exist_ok=True)
-    py = sys.executable
-    codes = {
-        "cuda properties": run(
-            [py, "-m", "pytest", "properties", "-m", "cuda", "-q", "--hypothesis-profile=ci"]
-        ),
-        "cuda benchmarks": run(
-            [py, "-m", "pytest", "benchmarks", "-m", "cuda", "-q", f"--benchmark-json={JSON}"]
-            + (["--quick"] if args.quick else [])
-        ),
-        # The core on CUDA: native float16/bfloat16 rows beside float32 (precision_mode native).
-        "cuda sweep": run(
-            [
-                py,
-                "-m",
-                "stability.cli",
-                "sweep",
-                "--device",
-                "cuda",
-                "--activation",
-                "relu,tanh",
-                "--init",
-                "kaiming_normal,xavier_normal",
-                "--dtype",
-                "float32,float16,bfloat16",
-                "--depth",
-                "20",
-                "--width",
-                "256",
-                "--seeds",
-                "0",
-                "--quiet",
-                "--out",
-                "results/gpu_sweep.csv",
-            ]
-        ),
-        # Mixed precision with torch.amp.GradScaler: sigmoid's gradients underflow unscaled.
-        "cuda doctor (AMP)": run(
-            [
-                py,
-                "-m",
-                "stability.cli",
-                "doctor",
-                "--device",
-                "cuda",
-                "--activation",
-                "sigmoid",
-                "--init",
-                "xavier_normal",
-                "--depth",
-                "12",
-                "--dtype",
-                "float16",
-                "--loss-scaling",
-                "--steps",
-                "20",
-                "--out",
-                "results/gpu_doctor.csv",
-            ]
-        ),
-    }
-    try:
-        ok, summary = vectorised_check("cuda", args.quick)
-    except Exception as exc:  # reported as a failed check, the others still count
-        ok, summary = False, f"vectorised check raised {type(exc).__name__}: {exc}"
-    print(summary, flush=True)
-    codes["cuda vectorised sweep (>= 20x per cell)"] = 0 if ok else 1
-    try:
-        ok, summary = spectrum_check("cuda")
-    except Exception as exc:  # reported as a failed check, the others still count
-        ok, summary = False, f"spectrum check raised {type(exc).__name__}: {exc}"
-    print(summary, flush=True)
-    codes["cuda Jacobian spectrum (= CPU)"] = 0 if ok else 1
-    codes.update(_script_checks())
-    if JSON.exists():
-        codes["ingest"] = run([py, "-m", "stability.cli", "bench-ingest", str(JSON)])
-        print(table(JSON))
+    where = "cpu" if args.rehearse else "cuda"
+    print(f"device: {device}" + (" (rehearsal: verdicts not judged)" if args.rehearse else ""))
+    results: Path = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "gpu_bench.json").unlink(missing_ok=True)  # never ingest an earlier run's
+    rehearse = bool(args.rehearse)
+    commands = plan(where, args.quick, rehearse, results)
+    codes = {name: run(cmd) for name, cmd in commands.items()}
+    codes["cuda vectorised sweep (>= 20x per cell)"] = _guarded(
+        "vectorised check", lambda: vectorised_check(where, args.quick, rehearse), rehearse
+    )
+    codes["cuda Jacobian spectrum (= CPU)"] = _guarded(
+        "spectrum check", lambda: spectrum_check(where, rehearse), rehearse
+    )
+    codes.update(_script_checks(where, rehearse))
+    bench_json = results / "gpu_bench.json"
+    if bench_json.exists():
+        db = ["--db", str(results / "stability.db")]
+        codes["ingest"] = run([sys.executable, "-m", "stability.cli", "bench-ingest", *db,
+                               str(bench_json)])  # fmt: skip
+        print(table(bench_json))
     for name, code in codes.items():
         print(f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'}")
-    # pytest exits 5 when it selects nothing: a CUDA check that silently vanished is a failure.
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 

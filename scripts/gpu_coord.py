@@ -5,7 +5,9 @@
 ``checks()`` is what scripts/gpu_checks.py calls (as it calls scripts/gpu_usermodel.py):
 muP on the built-in MLP and on examples/transformer_scaling.py stays width-stable from 256
 to 4096, SP's readout drifts as width^1 at the same sizes, and the default-size check's wall
-time on the device. Without CUDA every check reports "skipped" and passes nothing.
+time on the device. Without CUDA every check reports "skipped" and passes nothing; rehearsed
+(``checks("cpu", rehearse=True)``, as ``gpu_checks.py --rehearse`` does) the same checks run
+at widths 32-128 on the given device, to show they run, not what they find.
 """
 
 import sys
@@ -24,6 +26,7 @@ TRANSFORMER = replace(MLP, model="examples.transformer_scaling:build",
                       input="examples.transformer_scaling:make_batch", loss="cross_entropy",
                       widths=(128, 256, 512, 1024, 2048))  # fmt: skip
 
+REHEARSAL_WIDTHS = (32, 64, 128)
 Check = tuple[str, bool, str]
 
 
@@ -49,22 +52,32 @@ def _sp_drifts(name: str, spec: CoordSpec, module: str) -> Check:
         "(theory width^1)"  # fmt: skip
 
 
-def checks() -> list[Check]:
-    """Every CUDA coordinate check, or one 'skipped' line without CUDA."""
+def checks(device: str = "cuda", rehearse: bool = False) -> list[Check]:
+    """Every coordinate check on ``device``, or one 'skipped' line where CUDA is asked for
+    and absent; ``rehearse``: at ``REHEARSAL_WIDTHS`` and one seed."""
     import torch
 
-    if not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         return [("coord-check cuda", True, "skipped: CUDA is not available")]
+
+    def sized(spec: CoordSpec) -> CoordSpec:
+        spec = replace(spec, device=device)
+        return replace(spec, widths=REHEARSAL_WIDTHS, seeds=1) if rehearse else spec
+
+    mlp, transformer = sized(MLP), sized(TRANSFORMER)
+    default = sized(replace(CoordSpec(), threads=0))
     out = [
-        _stable("coord-check mup mlp cuda", MLP),
-        _stable("coord-check mup transformer cuda", TRANSFORMER),
-        _sp_drifts("coord-check sp mlp cuda", replace(MLP, param="sp"), "readout"),
-        _sp_drifts("coord-check sp transformer cuda", replace(TRANSFORMER, param="sp"), "head"),
+        _stable(f"coord-check mup mlp {device}", mlp),
+        _stable(f"coord-check mup transformer {device}", transformer),
+        _sp_drifts(f"coord-check sp mlp {device}", replace(mlp, param="sp"), "readout"),
+        _sp_drifts(
+            f"coord-check sp transformer {device}", replace(transformer, param="sp"), "head"
+        ),
     ]
     start = time.perf_counter()
-    run_check(replace(CoordSpec(), device="cuda", threads=0))
+    run_check(default)
     took = time.perf_counter() - start
-    out.append(("coord-check default cost cuda", took < 120.0, f"default check {took:.1f} s"))
+    out.append((f"coord-check default cost {device}", took < 120.0, f"default check {took:.1f} s"))
     return out
 
 

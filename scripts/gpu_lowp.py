@@ -1,6 +1,6 @@
 """CUDA check of the fp8 emulation against the native path: ``torch._scaled_mm`` on an H100.
 
-Run by ``scripts/gpu_checks.py`` once wired (or alone: ``PYTHONPATH=$PWD python
+Run by ``scripts/gpu_checks.py`` (or alone: ``PYTHONPATH=$PWD python
 scripts/gpu_lowp.py``). Each check returns ``(name, ok, line)``: E4M3 with per-tensor
 scaling, the operands quantised by the emulation (``core.lowp``) and by a cast on the GPU
 agree bit for bit, and the native scaled GEMM (fp32 output) agrees with the emulated one
@@ -15,7 +15,8 @@ import torch
 RTOL = 2e-3  # fp32 accumulation (in blocks) of K=1024 products, against float64
 
 
-def checks(device: str = "cuda") -> list[tuple[str, bool, str]]:
+def checks(device: str = "cuda", rehearse: bool = False) -> list[tuple[str, bool, str]]:
+    """fp8 on ``device`` against the emulation (small already: ``rehearse`` changes nothing)."""
     from stability.core.lowp.formats import get_format
     from stability.core.lowp.quantize import quantize
     from stability.core.lowp.recipes import get_recipe
@@ -30,14 +31,14 @@ def checks(device: str = "cuda") -> list[tuple[str, bool, str]]:
     b8 = (b.to(device) * sb).to(torch.float8_e4m3fn)
     same = torch.equal(a8.float().cpu(), qa.rounded) and torch.equal(b8.float().cpu(), qb.rounded)
     out: list[tuple[str, bool, str]] = [
-        ("lowp e4m3 cast cuda = emulation", same, f"operands bit-identical: {same}")
+        (f"lowp e4m3 cast {device} = emulation", same, f"operands bit-identical: {same}")
     ]
     inv_a = torch.tensor(1 / sa, device=device)
     inv_b = torch.tensor(1 / sb, device=device)
     native = torch._scaled_mm(a8, b8.t(), scale_a=inv_a, scale_b=inv_b, out_dtype=torch.float32)
     emulated = qa.values.double() @ qb.values.double().t()
     err = float((native.double().cpu() - emulated).norm() / emulated.norm())
-    out.append(("lowp e4m3 _scaled_mm = emulation", err <= RTOL,
+    out.append((f"lowp e4m3 _scaled_mm {device} = emulation", err <= RTOL,
                 f"relative deviation {err:.2g} (accumulation only), limit {RTOL}"))  # fmt: skip
     return out
 

@@ -27,6 +27,7 @@ from stability.sweep.vectorised import VectorisedExecutor, run_stack
 ACTIVATIONS = ("identity", "relu", "tanh", "scaled_logistic", "selu")
 INITS = ("torch_default", "xavier_normal", "kaiming_normal", "lecun_normal")
 SHAPES = ((50, 256, 256), (50, 64, 64))  # depth, width, batch
+REHEARSAL_SHAPES = ((6, 32, 16),)  # ``checks(..., rehearse=True)``: that it runs, on a CPU
 SPEEDUP_GOAL = 20.0
 ROUNDS = 3
 RTOL = 1e-4
@@ -82,36 +83,45 @@ def _worst(a: dict[str, list[dict[str, object]]], b: dict[str, list[dict[str, ob
     return worst
 
 
-def _rounds(a: Callable[[], object], b: Callable[[], object]) -> tuple[list[float], list[float]]:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _rounds(
+    a: Callable[[], object], b: Callable[[], object], device: str
+) -> tuple[list[float], list[float]]:
     ta: list[float] = []
     tb: list[float] = []
     for i in range(ROUNDS):  # alternating A B, B A, ...: the same load on both sides
         for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
-            torch.cuda.synchronize()
+            _sync(device)
             start = time.perf_counter()
             fn()
-            torch.cuda.synchronize()
+            _sync(device)
             out.append(time.perf_counter() - start)
     return ta, tb
 
 
-def checks(device: str) -> list[tuple[str, bool, str]]:
+def checks(device: str, rehearse: bool = False) -> list[tuple[str, bool, str]]:
+    """Rows and speed on ``device``; ``rehearse``: the speed at ``REHEARSAL_SHAPES``."""
     out: list[tuple[str, bool, str]] = []
     small = grid(device, 6, 32, 64, seeds=(0,))
     worst = _worst(stacked(small)(), per_cell(small)())
     line = f"worst relative difference {worst:.2g} over {len(small)} cells (<= {RTOL})"
-    out.append(("sweep stacked rows = per-cell rows on cuda", worst <= RTOL, line))
-    for depth, width, batch in SHAPES:
+    out.append((f"sweep stacked rows = per-cell rows on {device}", worst <= RTOL, line))
+    name_of = torch.cuda.get_device_name() if device.startswith("cuda") else device
+    for depth, width, batch in REHEARSAL_SHAPES if rehearse else SHAPES:
         cells = grid(device, depth, width, batch)
         fast, slow = stacked(cells), per_cell(cells)
         fast()  # warm-up: kernels, theory and band caches, the allocator's pool
         slow()
-        t_fast, t_slow = _rounds(fast, slow)
+        t_fast, t_slow = _rounds(fast, slow, device)
         speedup = statistics.median(s / f for s, f in zip(t_slow, t_fast, strict=True))
         line = (
             f"{speedup:.1f}x (goal {SPEEDUP_GOAL}x): stacked {statistics.median(t_fast):.3f} s, "
             f"per cell {statistics.median(t_slow):.3f} s for {len(cells)} cells, "
-            f"median of {ROUNDS} alternating rounds on {torch.cuda.get_device_name()}"
+            f"median of {ROUNDS} alternating rounds on {name_of}"
         )
         name = f"sweep stacked vs per-cell d{depth} w{width} b{batch}"
         out.append((name, speedup >= SPEEDUP_GOAL, line))

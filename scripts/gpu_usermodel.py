@@ -17,11 +17,16 @@ on a machine with a CUDA build of torch and ``transformers``. Each check returns
 import math
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # ``examples`` (the tiny HF models), however this is started
 
 RTOL = 1e-3
 FIGURES = ("fwd_var", "fwd_max_abs", "bwd_var")
@@ -39,8 +44,9 @@ def _rows(device: str, dtype: torch.dtype | None = None,
     if dtype is not None:
         model = model.to(dtype)
     batch = {k: v.to(device) for k, v in hf_tiny.gpt2_batch().items() if k != "labels"}
+    kind = torch.device(device).type
     ctx: Callable[[], AbstractContextManager[Any]] = (
-        (lambda: torch.autocast("cuda", dtype=autocast)) if autocast else nullcontext
+        (lambda: torch.autocast(kind, dtype=autocast)) if autocast else nullcontext
     )
 
     def forward() -> torch.Tensor:
@@ -56,7 +62,8 @@ def _finite(rows: list[dict[str, Any]]) -> bool:
     return all(r["fwd_nonfinite"] == 0 and r["bwd_nonfinite"] == 0 for r in rows)
 
 
-def checks(device: str) -> list[tuple[str, bool, str]]:
+def checks(device: str, rehearse: bool = False) -> list[tuple[str, bool, str]]:
+    """Every check on ``device`` (the sizes are already small: ``rehearse`` changes nothing)."""
     out: list[tuple[str, bool, str]] = []
     cpu = {r["module"]: r for r in _rows("cpu")}
     gpu = {r["module"]: r for r in _rows(device)}
@@ -80,24 +87,15 @@ def checks(device: str) -> list[tuple[str, bool, str]]:
         out.append((f"hf gpt2 native {name}", finite and kept, line))
     common = ["--model", "examples.hf_tiny:build", "--model-args", '{"arch": "gpt2"}',
               "--input", "examples.hf_tiny:gpt2_batch", "--device", device]  # fmt: skip
-    for name, cmd in (
-        ("probe", ["probe", *common, "--out", "results/gpu_hf_probe.csv"]),
-        (
-            "doctor float16",
-            [
-                "doctor",
-                *common,
-                "--dtype",
-                "float16",
-                "--steps",
-                "5",
-                "--out",
-                "results/gpu_hf_doctor.csv",
-            ],
-        ),
-    ):
-        code = subprocess.call([sys.executable, "-m", "stability.cli", *cmd])
-        out.append((f"hf gpt2 cli {name} --device cuda", code == 0, f"exit {code}"))
+    with tempfile.TemporaryDirectory() as tmp:  # only the exit codes are checked
+        files = ["--db", f"{tmp}/s.db", "--out"]
+        for name, cmd in (
+            ("probe", ["probe", *common, *files, f"{tmp}/probe.csv"]),
+            ("doctor float16", ["doctor", *common, "--dtype", "float16", "--steps", "5",
+                                *files, f"{tmp}/doctor.csv"]),
+        ):  # fmt: skip
+            code = subprocess.call([sys.executable, "-m", "stability.cli", *cmd], cwd=ROOT)
+            out.append((f"hf gpt2 cli {name} --device {device}", code == 0, f"exit {code}"))
     return out
 
 
