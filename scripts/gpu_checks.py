@@ -35,6 +35,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,7 +66,10 @@ def sync(device: str) -> None:
 
 def run(cmd: list[str]) -> int:
     print("$", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, check=False, cwd=ROOT).returncode
+    start = time.perf_counter()
+    code = subprocess.run(cmd, check=False, cwd=ROOT).returncode
+    print(f"  exit {code} after {time.perf_counter() - start:.1f} s", flush=True)
+    return code
 
 
 def table(path: Path) -> str:
@@ -92,7 +96,6 @@ def table(path: Path) -> str:
 
 def vectorised_check(device: str, quick: bool, rehearse: bool = False) -> tuple[bool, str]:
     """Time one grid per cell and stacked on ``device``; compare their rows. (ok, summary)"""
-    import time
 
     from stability.sweep.cells import SweepGrid
     from stability.sweep.executors import InProcessExecutor
@@ -184,6 +187,7 @@ def _script_checks(device: str, rehearse: bool) -> dict[str, int]:
 
     codes: dict[str, int] = {}
     for script in SCRIPTS:
+        start = time.perf_counter()
         try:
             module = importlib.import_module(script)
             for name, ok, line in module.checks(device, rehearse=rehearse):
@@ -192,6 +196,7 @@ def _script_checks(device: str, rehearse: bool) -> dict[str, int]:
         except Exception as exc:  # reported as a failed check, the others still count
             print(f"{script} raised {type(exc).__name__}: {exc}", flush=True)
             codes[script] = 1
+        print(f"  {script}: {time.perf_counter() - start:.1f} s", flush=True)
     return codes
 
 
@@ -230,11 +235,12 @@ def plan(device: str, quick: bool, rehearse: bool, results: Path) -> dict[str, l
 
 def _guarded(name: str, check: Callable[[], tuple[bool, str]], rehearse: bool) -> int:
     """One check function's exit code (1 where it raised), its summary printed."""
+    start = time.perf_counter()
     try:
         ok, summary = check()
     except Exception as exc:  # reported as a failed check, the others still count
         ok, summary, rehearse = False, f"{name} raised {type(exc).__name__}: {exc}", False
-    print(summary, flush=True)
+    print(f"{summary} ({time.perf_counter() - start:.1f} s)", flush=True)
     return 0 if ok or rehearse else 1
 
 
