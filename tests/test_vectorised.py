@@ -2,9 +2,12 @@
 cells, the CLI's default and ``--per-cell``. That stacked rows equal per-cell rows is a
 property: ``properties/test_stacked_rows.py``."""
 
+import logging
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -98,12 +101,52 @@ def test_a_stack_out_of_memory_is_halved_down_to_cells(monkeypatch: pytest.Monke
     assert all(not isinstance(o, BaseException) for _, o in landed)
 
 
-def test_a_stack_that_raises_runs_its_cells_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stack_that_raises_runs_its_cells_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     calls: list[int] = []
     monkeypatch.setattr(vectorised, "probe_stack", _failing("a bug", calls))
-    landed = run_stack(CELLS[:4])
+    with caplog.at_level(logging.WARNING, logger=vectorised.__name__):
+        landed = run_stack(CELLS[:4])
     assert calls == [4]  # no halving: the per-cell path records each cell on its own
     assert all(not isinstance(o, BaseException) for _, o in landed)
+    # ... and said so, naming the shape and the error (a silent fallback hid a crash once)
+    (record,) = caplog.records
+    c = CELLS[0].config
+    assert f"a stack of 4 cells ({c.activation}, depth {c.depth}" in record.getMessage()
+    assert "RuntimeError: a bug" in record.getMessage()
+
+
+def test_a_stack_out_of_memory_is_halved_without_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Halving to fit the memory is the plan working, not a broken fast path."""
+    monkeypatch.setattr(vectorised, "probe_stack", _failing("CUDA out of memory", []))
+    with caplog.at_level(logging.WARNING, logger=vectorised.__name__):
+        run_stack(CELLS[:4])
+    assert caplog.records == []
+
+
+def test_a_failed_stack_is_said_on_stderr_without_a_logging_setup() -> None:
+    """As in a ``--jobs 2`` worker or a user's script, where no handler is set up: by
+    logging's last resort, on stderr."""
+    code = (
+        "import sys\n"
+        "from stability.sweep import vectorised\n"
+        "from stability.sweep.cells import SweepGrid\n"
+        "def broken(*a, **k):\n"
+        "    raise RuntimeError('a bug')\n"
+        "vectorised.probe_stack = broken\n"
+        "cells = SweepGrid(('relu',), ('xavier_normal', 'kaiming_normal'), (3,), (8,),"
+        " ('float32',), (0,), (4,)).cells()\n"
+        "landed = vectorised.run_stack(cells)\n"
+        "sys.exit(0 if all(not isinstance(o, BaseException) for _, o in landed) else 1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a stack of 2 cells (relu, depth 3, width 8, float32, batch 4) raised" in done.stderr
 
 
 def test_a_cell_that_fails_alone_is_recorded_failed_alone(

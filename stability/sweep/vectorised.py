@@ -14,6 +14,7 @@ cells whose biases are drawn (``bias_var > 0``: the stacked layers add no biases
 """
 
 import concurrent.futures
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -31,6 +32,7 @@ from stability.sweep.executors import Outcome, timed_cell, worker_pool
 from stability.sweep.stacks import plan_stacks
 
 Landed = list[tuple[Cell, Outcome]]
+LOG = logging.getLogger(__name__)
 CACHE_SHARE = 0.25  # of a worker's stack budget, for weights drawn by its earlier stacks
 
 
@@ -75,6 +77,7 @@ def run_stack(cells: Sequence[Cell], cache_bytes: int = 0) -> Landed:
         rows = [cell_rows(c, s) for c, s in zip(cells, stats, strict=True)]
     except Exception as exc:
         if not _out_of_memory(exc):
+            _say_fell_back(cells, exc)
             return _per_cell(cells)
         if cache is not None:  # the room the cache holds may be what the stack lacked
             cache.clear()
@@ -82,6 +85,19 @@ def run_stack(cells: Sequence[Cell], cache_bytes: int = 0) -> Landed:
         return run_stack(cells[:half], cache_bytes) + run_stack(cells[half:], cache_bytes)
     seconds = (time.perf_counter() - start) / len(cells)
     return [(c, (r, seconds)) for c, r in zip(cells, rows, strict=True)]
+
+
+def _say_fell_back(cells: Sequence[Cell], exc: Exception) -> None:
+    """A stack that raised is not hidden: its cells still land, one at a time, but the
+    fast path is broken for this shape and whoever runs the sweep should know why (on
+    stderr, from a pool worker too: logging's last-resort handler)."""
+    c = cells[0].config
+    LOG.warning(
+        "stability: a stack of %d cells (%s, depth %d, width %d, %s, batch %d) raised "
+        "%s: %s; its cells run one at a time instead (slower, the same rows)",
+        len(cells), c.activation, c.depth, c.width, c.dtype, cells[0].batch,
+        type(exc).__name__, exc,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
