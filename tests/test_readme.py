@@ -1,9 +1,13 @@
 """The README shows real code: its example test file is the one the suite runs."""
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
+
+from stability.cli import build_parser
+from stability.errors import StabilityError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +51,55 @@ def test_readme_hugging_face_example_gives_the_right_answer(
     assert main(["baseline", *flags, "--reason", "before the refactor"]) == 0
     assert main(["gate", *flags]) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+COMMAND = re.compile(
+    r"^(?:[A-Z_]+=\S+\s+)*(?:python3? -m stability(?:\.cli)?|stability)\s+(.+)$", re.S
+)
+
+
+def stability_commands(markdown: str) -> list[list[str]]:
+    """Every ``stability ...`` command of the fenced shell blocks, as argv after the
+    program: continuation lines joined, comments, redirections and what follows a pipe
+    or ``&&`` dropped."""
+    out = []
+    for block in re.findall(r"```(?:bash|sh)\n(.*?)```", markdown, flags=re.S):
+        for line in _shell_lines(re.sub(r"\\\n\s*", " ", block)):
+            line = re.sub(r"\s+#[^'\"]*$", "", line.strip())
+            for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line):
+                match = COMMAND.match(re.sub(r"\s+\d?>\s*\S+", "", part))
+                if match:
+                    out.append(shlex.split(match.group(1)))
+    return out
+
+
+def _shell_lines(block: str) -> list[str]:
+    """The block's commands: a line whose quote is still open goes on to the next, as in
+    a shell (a JSON ``--model-args`` written over two lines)."""
+    lines: list[str] = []
+    pending = ""
+    for line in block.splitlines():
+        pending = f"{pending}\n{line}" if pending else line
+        try:
+            shlex.split(pending, comments=True)
+        except ValueError:  # an open quote
+            continue
+        lines.append(pending)
+        pending = ""
+    return lines
+
+
+def test_every_documented_command_parses() -> None:
+    """Each command a user copies from README.md or docs/ is accepted by the CLI's own
+    parser as written: a renamed or removed flag fails here, not in a user's shell."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    commands = [c for p in docs for c in stability_commands(p.read_text(encoding="utf-8"))]
+    assert len(commands) >= 10  # the pattern still finds them
+    for argv in commands:
+        build_parser(argv).parse_args(argv)
+
+
+def test_witness_a_renamed_flag_is_caught() -> None:
+    (argv,) = stability_commands("```bash\nstability sweep --depths 20  # old name\n```")
+    with pytest.raises(StabilityError, match="--depths"):
+        build_parser(argv).parse_args(argv)
