@@ -144,3 +144,13 @@ def test_without_a_baseline_the_gate_steps_skip(tmp_path: Path) -> None:
     steps, result = runner(tmp_path).gate()
     assert [s.status for s in steps] == ["skipped", "skipped"] and result is None
     assert "no baseline" in steps[0].detail
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_first_line_says_the_expected_time_once_prefixed(tmp_path: Path, quick: bool) -> None:
+    """'report: expected at most about ...' (it read 'report: report: expected' before)."""
+    out = io.StringIO()
+    runner = Runner(tmp_path / "s.db", tmp_path, quick=quick, display=Display(out))
+    runner.display.say(runner.opening_line())
+    mode = "--quick: " if quick else ""
+    assert out.getvalue().startswith(f"report: {mode}expected at most about "), out.getvalue()

@@ -102,7 +102,7 @@ class Runner:
         """Every step, each one's time said as it finishes. The property suite (a subprocess)
         starts first and runs beside the sweeps, doctor, spectrum and experiments
         (``background``); the benchmarks and the gate's timing run after it, alone."""
-        self.display.say(f"report{' --quick' if self.quick else ''}: {self.expected()}")
+        self.display.say(self.opening_line())
         start = last = time.perf_counter()
         steps: list[Step] = []
 
@@ -141,6 +141,10 @@ class Runner:
         gate_steps, verdict = self.gate()
         done(*gate_steps)
         return RunResult(steps, prop_run, verdict)
+
+    def opening_line(self) -> str:
+        """What the run says first: its expected time, and ``--quick`` where it is quick."""
+        return f"{'--quick: ' if self.quick else ''}{self.expected()}"
 
     def expected(self) -> str:
         """The expected time, said up front: sweep cells still to run, and the property
