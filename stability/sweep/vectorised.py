@@ -94,7 +94,7 @@ def _say_fell_back(cells: Sequence[Cell], exc: Exception) -> None:
     c = cells[0].config
     LOG.warning(
         "stability: a stack of %d cells (%s, depth %d, width %d, %s, batch %d) raised "
-        "%s: %s; its cells run one at a time instead (slower, the same rows)",
+        "%s: %s; its cells run one at a time instead (slower; rows equal to float rounding)",
         len(cells), c.activation, c.depth, c.width, c.dtype, cells[0].batch,
         type(exc).__name__, exc,
     )  # fmt: skip
