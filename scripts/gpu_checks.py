@@ -56,14 +56,6 @@ def cuda_device() -> str | None:
     return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
 
 
-def sync(device: str) -> None:
-    """Wait for the device's queued kernels (CUDA); nothing to wait for on the CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def run(cmd: list[str]) -> int:
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
@@ -96,7 +88,7 @@ def table(path: Path) -> str:
 
 def vectorised_check(device: str, quick: bool, rehearse: bool = False) -> tuple[bool, str]:
     """Time one grid per cell and stacked on ``device``; compare their rows. (ok, summary)"""
-
+    from stability.measure.timer import synchronize
     from stability.sweep.cells import SweepGrid
     from stability.sweep.executors import InProcessExecutor
     from stability.sweep.stacks import default_budget
@@ -116,10 +108,10 @@ def vectorised_check(device: str, quick: bool, rehearse: bool = False) -> tuple[
     per_cell, stacked = InProcessExecutor(), VectorisedExecutor(1, default_budget(device))
 
     def timed(executor: object) -> tuple[float, dict[str, list[dict[str, object]]]]:
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         landed = list(executor.run(cells))  # type: ignore[attr-defined]
-        sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - start
         failed = [c.key for c, o in landed if isinstance(o, BaseException)]
         if failed:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from stability.measure.timer import synchronize
 from stability.sweep.cells import Cell, SweepGrid
 from stability.sweep.vectorised import VectorisedExecutor, run_stack
 
@@ -83,11 +84,6 @@ def _worst(a: dict[str, list[dict[str, object]]], b: dict[str, list[dict[str, ob
     return worst
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _rounds(
     a: Callable[[], object], b: Callable[[], object], device: str
 ) -> tuple[list[float], list[float]]:
@@ -95,10 +91,10 @@ def _rounds(
     tb: list[float] = []
     for i in range(ROUNDS):  # alternating A B, B A, ...: the same load on both sides
         for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             out.append(time.perf_counter() - start)
     return ta, tb
 
