@@ -43,6 +43,7 @@ from stability.core.stacked_stats import (
     keep_for_finish,
     nonfinite_count,
     raw_moments,
+    row_max_abs,
     rows,
     two_pass_var,
 )
@@ -251,7 +252,7 @@ def probe_stack(
 
 def _abs_bound(raw: torch.Tensor) -> float:
     """The largest ``|value|`` over a stack's rows, from ``raw_moments(..., extremes=True)``."""
-    return float(torch.maximum(raw[:, 2], -raw[:, 3]).max())
+    return float(row_max_abs(raw).max())
 
 
 def _backward(grad: list[GradEntry | None], n: int, nan: torch.Tensor) -> torch.Tensor:

@@ -150,11 +150,14 @@ def finish_moments(raw: torch.Tensor, flats: Sequence[torch.Tensor | None], n: i
     for layer in _layers(~finite):
         count = nonfinite_count(_kept(flats, layer))
         nonfinite[layer] = torch.where(finite[layer], torch.zeros_like(count), count)
-    if raw.shape[-1] == 4:
-        max_abs = torch.maximum(raw[..., 2], -raw[..., 3])
-    else:
-        max_abs = torch.full_like(mean, float("nan"))
+    max_abs = row_max_abs(raw) if raw.shape[-1] == 4 else torch.full_like(mean, math.nan)
     return torch.stack([mean, var, max_abs, nonfinite], dim=-1)
+
+
+def row_max_abs(raw: torch.Tensor) -> torch.Tensor:
+    """Each row's largest ``|value|`` from its ``raw_moments(..., extremes=True)``:
+    ``max(amax, -amin)``, exactly the probe's ``abs().amax()`` (NaN where a row has one)."""
+    return torch.maximum(raw[..., 2], -raw[..., 3])
 
 
 def _kept(flats: Sequence[torch.Tensor | None], layer: int) -> torch.Tensor:
